@@ -1,0 +1,70 @@
+//! One error enum for the whole crate. The PyO3 layer maps each variant onto one exception class of
+//! `ecomlogs.exceptions` (see `src/py/errors.rs`); nothing here knows about Python.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is missing, malformed or contradicts another one.
+    #[error("{0}")]
+    Config(String),
+    /// The broker refused or could not be reached. `code` is librdkafka's error code when there is one.
+    #[error("{context}: {source}")]
+    Kafka {
+        context: String,
+        code: Option<RDKafkaErrorCode>,
+        #[source]
+        source: KafkaError,
+    },
+    /// PostgreSQL refused or could not be reached. `sqlstate` is the server's code when there is one.
+    #[error("{context}: {message}")]
+    Database {
+        context: String,
+        sqlstate: Option<String>,
+        message: String,
+    },
+    /// The user asked us to stop (Ctrl-C in a terminal or a notebook).
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            code: source.rdkafka_error_code(),
+            source,
+        }
+    }
+
+    pub fn database(context: impl Into<String>, source: &postgres::Error) -> Self {
+        let (sqlstate, message) = match source.as_db_error() {
+            Some(db) => (Some(db.code().code().to_string()), db.message().to_string()),
+            None => (
+                source.code().map(|c| c.code().to_string()),
+                describe_pg(source),
+            ),
+        };
+        Error::Database {
+            context: context.into(),
+            sqlstate,
+            message,
+        }
+    }
+}
+
+/// `postgres::Error`'s Display is terse ("error connecting to server"); add its source chain.
+pub fn describe_pg(e: &postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! ecomlogs: the plain-Rust core (event model, generator, validator, Kafka and PostgreSQL stages).
+//! The PyO3 layer lives in `py/` behind the `python` feature, so `cargo test --no-default-features`
+//! builds and tests everything here without libpython.
+
+pub mod error;
+pub mod event;
+pub mod generate;
+pub mod validate;
+
+#[cfg(feature = "python")]
+mod py;

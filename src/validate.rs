@@ -1,0 +1,688 @@
+//! Validation of raw event bytes: the original's five rules, plus structure (UTF-8, JSON, an object, field
+//! types) and fit for `kafka_events_silver` (VARCHAR lengths, DECIMAL(10,2), a timestamp that parses, no
+//! NUL characters, which PostgreSQL text cannot hold). Never panics, whatever the bytes; strings are
+//! borrowed from the input when they contain no escapes.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rust_decimal::Decimal;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{limits, CleanEvent, EventType};
+
+/// Why an event was rejected. `code()` is the stable string carried in dead-letter headers and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    EmptyValue,
+    NotUtf8,
+    MalformedJson,
+    NotAnObject,
+    WrongType,
+    MissingCustomerId,
+    InvalidEventType,
+    MissingAmount,
+    NonPositiveAmount,
+    MissingCurrency,
+    NotMarkedValid,
+    MissingEventId,
+    BadTimestamp,
+    AmountOutOfRange,
+    FieldTooLong,
+    NulCharacter,
+    /// Set by the loader, not by `validate`: PostgreSQL refused the row.
+    DatabaseRejected,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 17] = [
+        Reason::EmptyValue,
+        Reason::NotUtf8,
+        Reason::MalformedJson,
+        Reason::NotAnObject,
+        Reason::WrongType,
+        Reason::MissingCustomerId,
+        Reason::InvalidEventType,
+        Reason::MissingAmount,
+        Reason::NonPositiveAmount,
+        Reason::MissingCurrency,
+        Reason::NotMarkedValid,
+        Reason::MissingEventId,
+        Reason::BadTimestamp,
+        Reason::AmountOutOfRange,
+        Reason::FieldTooLong,
+        Reason::NulCharacter,
+        Reason::DatabaseRejected,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::EmptyValue => "empty_value",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::MalformedJson => "malformed_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::WrongType => "wrong_type",
+            Reason::MissingCustomerId => "missing_customer_id",
+            Reason::InvalidEventType => "invalid_event_type",
+            Reason::MissingAmount => "missing_amount",
+            Reason::NonPositiveAmount => "non_positive_amount",
+            Reason::MissingCurrency => "missing_currency",
+            Reason::NotMarkedValid => "not_marked_valid",
+            Reason::MissingEventId => "missing_event_id",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::AmountOutOfRange => "amount_out_of_range",
+            Reason::FieldTooLong => "field_too_long",
+            Reason::NulCharacter => "nul_character",
+            Reason::DatabaseRejected => "database_rejected",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A rejected event: a reason code and a readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// A JSON scalar as found in an event field; objects and arrays are skipped without building them.
+#[derive(Debug)]
+enum Field<'a> {
+    Null,
+    Bool(bool),
+    Number,
+    Str(Cow<'a, str>),
+    Composite,
+}
+
+impl Field<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Field::Null => "null",
+            Field::Bool(_) => "a boolean",
+            Field::Number => "a number",
+            Field::Str(_) => "a string",
+            Field::Composite => "an object or array",
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Bool(v))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Field<'a>, E> {
+                Ok(Field::Number)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Number)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+                Ok(Field::Number)
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Field<'a>, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Composite)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Field<'a>, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Composite)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The top level of an event. `amount` is kept as raw JSON text so that it is read exactly (no f64).
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    event_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    customer_id: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    event_type: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    amount: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    currency: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Field<'a>>,
+    #[serde(borrow, default)]
+    is_valid: Option<Field<'a>>,
+}
+
+fn wrong_type(field: &str, got: &Field<'_>, want: &str) -> Rejection {
+    Rejection::new(
+        Reason::WrongType,
+        format!("{field} must be {want}, got {}", got.type_name()),
+    )
+}
+
+/// Takes an optional string field: Ok(None) when absent or null, Err on any other non-string.
+fn string_field<'a>(name: &str, f: Option<Field<'a>>) -> Result<Option<Cow<'a, str>>, Rejection> {
+    match f {
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Str(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(name, &other, "a string")),
+    }
+}
+
+fn check_fits(name: &str, s: &str, max_chars: usize) -> Result<(), Rejection> {
+    // PostgreSQL VARCHAR(n) counts characters; bytes >= characters, so only count when bytes exceed n.
+    if s.len() > max_chars && s.chars().count() > max_chars {
+        return Err(Rejection::new(
+            Reason::FieldTooLong,
+            format!(
+                "{name} has {} characters, the column holds {max_chars}",
+                s.chars().count()
+            ),
+        ));
+    }
+    if s.as_bytes().contains(&0) {
+        return Err(Rejection::new(
+            Reason::NulCharacter,
+            format!("{name} contains a NUL character, which PostgreSQL text cannot store"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_amount(raw: &RawValue) -> Result<Decimal, Rejection> {
+    let text = raw.get();
+    let first = text.as_bytes().first().copied().unwrap_or(b'n');
+    match first {
+        b'n' => return Err(Rejection::new(Reason::MissingAmount, "amount is null")),
+        b'-' | b'0'..=b'9' => {}
+        b'"' => {
+            return Err(Rejection::new(
+                Reason::WrongType,
+                "amount must be a number, got a string",
+            ))
+        }
+        b't' | b'f' => {
+            return Err(Rejection::new(
+                Reason::WrongType,
+                "amount must be a number, got a boolean",
+            ))
+        }
+        _ => {
+            return Err(Rejection::new(
+                Reason::WrongType,
+                "amount must be a number, got an object or array",
+            ))
+        }
+    }
+    let parsed = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text)
+    } else {
+        Decimal::from_str(text)
+    };
+    let out_of_range = || {
+        Rejection::new(
+            Reason::AmountOutOfRange,
+            format!("amount {text} does not fit DECIMAL(10,2)"),
+        )
+    };
+    let value = parsed.map_err(|_| out_of_range())?.normalize();
+    if value <= Decimal::ZERO {
+        return Err(Rejection::new(
+            Reason::NonPositiveAmount,
+            format!("amount must be positive, got {text}"),
+        ));
+    }
+    if value.scale() > limits::AMOUNT_SCALE {
+        return Err(Rejection::new(
+            Reason::AmountOutOfRange,
+            format!(
+                "amount {text} has more than {} decimal places",
+                limits::AMOUNT_SCALE
+            ),
+        ));
+    }
+    if value > Decimal::new(limits::AMOUNT_MAX_ABS_CENTS, 2) {
+        return Err(out_of_range());
+    }
+    Ok(value)
+}
+
+fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, Rejection> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    // The original producer may have written naive ISO-8601 (Python's datetime.isoformat()); read as UTC.
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(n.and_utc());
+        }
+    }
+    Err(Rejection::new(
+        Reason::BadTimestamp,
+        format!("timestamp {:?} is not ISO-8601", truncate(s, 64)),
+    ))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Validates one Kafka record value. `None` is a null value (a tombstone).
+pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
+    let bytes = match value {
+        None => {
+            return Err(Rejection::new(
+                Reason::EmptyValue,
+                "the record has a null value",
+            ))
+        }
+        Some(b) if b.is_empty() => {
+            return Err(Rejection::new(
+                Reason::EmptyValue,
+                "the record value is empty",
+            ))
+        }
+        Some(b) => b,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            Reason::NotUtf8,
+            format!(
+                "the value is not UTF-8 (invalid byte at {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        // Tell "valid JSON but not an object" from "not JSON at all".
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Rejection::new(Reason::NotAnObject, "the value is JSON but not an object"),
+            Err(e) => Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")),
+        });
+    }
+    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            Rejection::new(Reason::WrongType, e.to_string())
+        } else {
+            Rejection::new(Reason::MalformedJson, format!("not JSON: {e}"))
+        }
+    })?;
+
+    // The original's five rules, in its order.
+    let customer_id = match string_field("customer_id", raw.customer_id)? {
+        Some(c) if !c.trim().is_empty() => c,
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::MissingCustomerId,
+                "customer_id is empty",
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                Reason::MissingCustomerId,
+                "customer_id is missing",
+            ))
+        }
+    };
+    let event_type = match string_field("event_type", raw.event_type)? {
+        Some(t) => EventType::parse(&t).ok_or_else(|| {
+            Rejection::new(
+                Reason::InvalidEventType,
+                format!(
+                    "event_type {:?} is not one of PAGE_VIEW, ADD_TO_CART, PURCHASE",
+                    truncate(&t, 64)
+                ),
+            )
+        })?,
+        None => {
+            return Err(Rejection::new(
+                Reason::InvalidEventType,
+                "event_type is missing",
+            ))
+        }
+    };
+    let amount = match raw.amount {
+        Some(a) => parse_amount(a)?,
+        None => return Err(Rejection::new(Reason::MissingAmount, "amount is missing")),
+    };
+    let currency = match string_field("currency", raw.currency)? {
+        Some(c) if !c.trim().is_empty() => c,
+        _ => {
+            return Err(Rejection::new(
+                Reason::MissingCurrency,
+                "currency is missing",
+            ))
+        }
+    };
+    match raw.is_valid {
+        Some(Field::Bool(true)) => {}
+        Some(Field::Bool(false)) => {
+            return Err(Rejection::new(Reason::NotMarkedValid, "is_valid is false"))
+        }
+        None | Some(Field::Null) => {
+            return Err(Rejection::new(
+                Reason::NotMarkedValid,
+                "is_valid is missing",
+            ))
+        }
+        Some(other) => return Err(wrong_type("is_valid", &other, "a boolean")),
+    }
+
+    // Fit for the table.
+    let event_id = match string_field("event_id", raw.event_id)? {
+        Some(id) if !id.is_empty() => id,
+        _ => {
+            return Err(Rejection::new(
+                Reason::MissingEventId,
+                "event_id is missing",
+            ))
+        }
+    };
+    let timestamp = match string_field("timestamp", raw.timestamp)? {
+        Some(t) => parse_timestamp(&t)?,
+        None => return Err(Rejection::new(Reason::BadTimestamp, "timestamp is missing")),
+    };
+    check_fits("event_id", &event_id, limits::EVENT_ID_CHARS)?;
+    check_fits("customer_id", &customer_id, limits::CUSTOMER_ID_CHARS)?;
+    check_fits("currency", &currency, limits::CURRENCY_CHARS)?;
+
+    Ok(CleanEvent {
+        event_id,
+        customer_id,
+        event_type,
+        amount,
+        currency,
+        timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{Generator, GeneratorConfig, Intended, InvalidKind};
+
+    const GOOD: &str = r#"{"event_id":"0b7c1c9e-7d1e-4a43-9a3e-111111111111","customer_id":"CUST-00042","event_type":"PURCHASE","amount":129.99,"currency":"USD","timestamp":"2026-11-26T13:18:27.123Z","is_valid":true}"#;
+
+    fn with(field: &str, json: &str) -> String {
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(GOOD).unwrap();
+        if json == "<remove>" {
+            v.remove(field);
+        } else {
+            v.insert(field.into(), serde_json::from_str(json).unwrap());
+        }
+        serde_json::to_string(&v).unwrap()
+    }
+
+    fn reason(bytes: &[u8]) -> Option<Reason> {
+        validate(Some(bytes)).err().map(|r| r.reason)
+    }
+
+    #[test]
+    fn good_event_is_clean_and_exact() {
+        let e = validate(Some(GOOD.as_bytes())).unwrap();
+        assert_eq!(e.customer_id, "CUST-00042");
+        assert!(
+            matches!(e.customer_id, Cow::Borrowed(_)),
+            "no copy for unescaped strings"
+        );
+        assert_eq!(e.event_type, EventType::Purchase);
+        assert_eq!(e.amount, Decimal::new(12999, 2));
+        assert_eq!(e.timestamp.timestamp_millis(), 1795699107123);
+        let mut out = vec![];
+        e.write_canonical_json(&mut out);
+        let back = validate(Some(&out)).unwrap();
+        assert_eq!(back, e);
+        assert!(std::str::from_utf8(&out)
+            .unwrap()
+            .contains(r#""amount":129.99"#));
+    }
+
+    #[test]
+    fn table_of_inputs() {
+        let cases: Vec<(String, Option<Reason>)> = vec![
+            (GOOD.into(), None),
+            (
+                with("customer_id", "<remove>"),
+                Some(Reason::MissingCustomerId),
+            ),
+            (
+                with("customer_id", r#""""#),
+                Some(Reason::MissingCustomerId),
+            ),
+            (
+                with("customer_id", r#""   ""#),
+                Some(Reason::MissingCustomerId),
+            ),
+            (with("customer_id", "null"), Some(Reason::MissingCustomerId)),
+            (with("customer_id", "42"), Some(Reason::WrongType)),
+            (
+                with("event_type", r#""REFUND""#),
+                Some(Reason::InvalidEventType),
+            ),
+            (
+                with("event_type", "<remove>"),
+                Some(Reason::InvalidEventType),
+            ),
+            (
+                with("event_type", r#""page_view""#),
+                Some(Reason::InvalidEventType),
+            ),
+            (with("amount", "0"), Some(Reason::NonPositiveAmount)),
+            (with("amount", "0.0"), Some(Reason::NonPositiveAmount)),
+            (with("amount", "-5.5"), Some(Reason::NonPositiveAmount)),
+            (with("amount", "<remove>"), Some(Reason::MissingAmount)),
+            (with("amount", "null"), Some(Reason::MissingAmount)),
+            (with("amount", r#""12.00""#), Some(Reason::WrongType)),
+            (with("amount", "[1]"), Some(Reason::WrongType)),
+            (with("amount", "100000000"), Some(Reason::AmountOutOfRange)),
+            (with("amount", "99999999.99"), None),
+            (
+                GOOD.replace("129.99", "1e400"),
+                Some(Reason::AmountOutOfRange),
+            ),
+            (
+                GOOD.replace("129.99", "1e-400"),
+                Some(Reason::AmountOutOfRange),
+            ),
+            (
+                GOOD.replace("129.99", "123456789012345678901234567890"),
+                Some(Reason::AmountOutOfRange),
+            ),
+            (with("amount", "1.5e2"), None),
+            (with("amount", "12.345"), Some(Reason::AmountOutOfRange)),
+            (with("amount", "12.300"), None),
+            (with("currency", "<remove>"), Some(Reason::MissingCurrency)),
+            (with("currency", r#""""#), Some(Reason::MissingCurrency)),
+            (
+                with("currency", r#""DOLLARS-US-X""#),
+                Some(Reason::FieldTooLong),
+            ),
+            (with("is_valid", "false"), Some(Reason::NotMarkedValid)),
+            (with("is_valid", "<remove>"), Some(Reason::NotMarkedValid)),
+            (with("is_valid", r#""true""#), Some(Reason::WrongType)),
+            (with("event_id", "<remove>"), Some(Reason::MissingEventId)),
+            (
+                with("timestamp", r#""yesterday""#),
+                Some(Reason::BadTimestamp),
+            ),
+            (with("timestamp", "<remove>"), Some(Reason::BadTimestamp)),
+            (with("timestamp", r#""2026-11-26T13:18:27.123456""#), None),
+            (with("timestamp", r#""2026-11-26T14:18:27+01:00""#), None),
+            (
+                with("customer_id", &format!("\"{}\"", "x".repeat(256))),
+                Some(Reason::FieldTooLong),
+            ),
+            (
+                with("customer_id", &format!("\"{}\"", "é".repeat(255))),
+                None,
+            ),
+            (
+                with("customer_id", r#""a\u0000b""#),
+                Some(Reason::NulCharacter),
+            ),
+            (with("extra", r#"{"nested":[1,2,{"x":null}]}"#), None),
+            ("[1,2,3]".into(), Some(Reason::NotAnObject)),
+            ("42".into(), Some(Reason::NotAnObject)),
+            ("\"str\"".into(), Some(Reason::NotAnObject)),
+            ("null".into(), Some(Reason::NotAnObject)),
+            ("{not json".into(), Some(Reason::MalformedJson)),
+            ("{\"amount\": NaN}".into(), Some(Reason::MalformedJson)),
+            ("hello".into(), Some(Reason::MalformedJson)),
+            (
+                format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000)),
+                Some(Reason::MalformedJson),
+            ),
+            (
+                GOOD.replace("\"amount\":129.99", "\"amount\":129.99,\"amount\":1"),
+                Some(Reason::WrongType),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                reason(input.as_bytes()),
+                want,
+                "input: {}",
+                truncate(&input, 200)
+            );
+        }
+        assert_eq!(reason(b""), Some(Reason::EmptyValue));
+        assert_eq!(validate(None).unwrap_err().reason, Reason::EmptyValue);
+        assert_eq!(reason(b"{\"customer_id\":\"\xff\"}"), Some(Reason::NotUtf8));
+    }
+
+    #[test]
+    fn generator_and_validator_agree() {
+        let mut g = Generator::new(&GeneratorConfig {
+            seed: Some(3),
+            ..Default::default()
+        });
+        let (mut k, mut v) = (vec![], vec![]);
+        for _ in 0..50_000 {
+            let intended = g.next_into(&mut k, &mut v);
+            let got = validate(Some(&v)).err().map(|r| r.reason);
+            let want = match intended {
+                Intended::Valid => None,
+                Intended::Invalid(
+                    InvalidKind::MissingCustomerId | InvalidKind::EmptyCustomerId,
+                ) => Some(Reason::MissingCustomerId),
+                Intended::Invalid(InvalidKind::UnknownEventType) => Some(Reason::InvalidEventType),
+                Intended::Invalid(InvalidKind::ZeroAmount | InvalidKind::NegativeAmount) => {
+                    Some(Reason::NonPositiveAmount)
+                }
+                Intended::Invalid(InvalidKind::MissingAmount) => Some(Reason::MissingAmount),
+                Intended::Invalid(InvalidKind::MissingCurrency) => Some(Reason::MissingCurrency),
+                Intended::Invalid(InvalidKind::NotMarkedValid) => Some(Reason::NotMarkedValid),
+            };
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(&v));
+        }
+    }
+
+    #[test]
+    fn reason_codes_round_trip() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r.code()), Some(r));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        #[test]
+        fn never_panics_on_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = validate(Some(&bytes));
+        }
+
+        #[test]
+        fn never_panics_on_mutated_events(pos in 0usize..200, byte in proptest::prelude::any::<u8>(), cut in 0usize..220) {
+            let mut b = GOOD.as_bytes().to_vec();
+            let p = pos % b.len();
+            b[p] = byte;
+            b.truncate(cut.max(1));
+            let _ = validate(Some(&b));
+        }
+
+        #[test]
+        fn json_values_in_every_field_never_panic(field in 0usize..7, v in json_strategy()) {
+            let names = ["event_id","customer_id","event_type","amount","currency","timestamp","is_valid"];
+            let doc = with(names[field], &v.to_string());
+            let _ = validate(Some(doc.as_bytes()));
+        }
+    }
+
+    fn json_strategy() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|i| serde_json::json!(i)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::json!(f)),
+            ".{0,300}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::hash_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
