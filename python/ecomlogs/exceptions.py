@@ -1,9 +1,46 @@
-"""Exceptions raised by ecomlogs."""
+"""Exceptions raised by ecomlogs.
+
+One hierarchy: catch :class:`EcomlogsError` to handle them all. Where a stdlib exception already means the
+same thing, ours subclasses it too (a bad setting is also a ``ValueError``), so existing handlers keep
+working. The Rust core raises these very classes (``src/py/errors.rs`` imports them from here).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
 
 
 class EcomlogsError(Exception):
     """Root of every error raised by ecomlogs; catch this to handle them all."""
 
 
+class ConfigError(EcomlogsError, ValueError):
+    """A setting (flag, environment variable or argument) is missing, malformed or contradictory."""
+
+
+class KafkaError(EcomlogsError):
+    """The Kafka broker refused a request or could not be reached.
+
+    Attributes:
+        code: librdkafka's error code name (for example ``"_TRANSPORT"`` or ``"TopicAlreadyExists"``),
+            or ``None`` when the error did not come with one.
+    """
+
+    code: Optional[str] = None
+
+
+class DatabaseError(EcomlogsError):
+    """PostgreSQL refused a request or could not be reached.
+
+    Attributes:
+        sqlstate: the five-character SQLSTATE from the server (for example ``"23505"``), or ``None``.
+    """
+
+    sqlstate: Optional[str] = None
+
+
 class DevStackError(EcomlogsError):
     """The local dev stack (python -m ecomlogs.devstack) could not start, stop or inspect a service."""
+
+
+__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "DevStackError"]

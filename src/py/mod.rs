@@ -1,7 +1,223 @@
+//! The PyO3 skin: converts arguments, calls the plain-Rust core with the GIL released, maps errors.
+//! Nothing here has logic of its own.
+
+mod errors;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::generate::{Generator, GeneratorConfig, Intended};
+use crate::kafka::{self, KafkaSettings};
+use crate::produce::{run_producer, ProduceOptions, ProduceStats};
+use crate::validate;
+use errors::to_pyerr;
+use runner::Runner;
+
+static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
+
+fn settings(
+    bootstrap_servers: String,
+    extra_config: Option<BTreeMap<String, String>>,
+) -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers,
+        extra: extra_config.unwrap_or_default(),
+    }
+}
+
+fn generator_config(invalid_ratio: f64, seed: Option<u64>) -> PyResult<GeneratorConfig> {
+    if !(0.0..=1.0).contains(&invalid_ratio) {
+        return Err(to_pyerr(crate::error::Error::Config(format!(
+            "invalid_ratio must be between 0 and 1, got {invalid_ratio}"
+        ))));
+    }
+    Ok(GeneratorConfig {
+        invalid_ratio,
+        seed,
+        ..Default::default()
+    })
+}
+
+/// Generates `n` events; returns (key, value, intended) where intended is "valid" or the invalid kind.
+#[pyfunction]
+#[pyo3(signature = (n, invalid_ratio=0.25, seed=None))]
+fn generate_events<'py>(
+    py: Python<'py>,
+    n: usize,
+    invalid_ratio: f64,
+    seed: Option<u64>,
+) -> PyResult<
+    Vec<(
+        Option<Bound<'py, PyBytes>>,
+        Bound<'py, PyBytes>,
+        &'static str,
+    )>,
+> {
+    let cfg = generator_config(invalid_ratio, seed)?;
+    let raw: Vec<(Vec<u8>, Vec<u8>, Intended)> = py.detach(|| {
+        let mut g = Generator::new(&cfg);
+        (0..n)
+            .map(|_| {
+                let (mut k, mut v) = (Vec::new(), Vec::new());
+                let i = g.next_into(&mut k, &mut v);
+                (k, v, i)
+            })
+            .collect()
+    });
+    Ok(raw
+        .into_iter()
+        .map(|(k, v, i)| {
+            let key = if k.is_empty() {
+                None
+            } else {
+                Some(PyBytes::new(py, &k))
+            };
+            let intended = match i {
+                Intended::Valid => "valid",
+                Intended::Invalid(kind) => kind.as_str(),
+            };
+            (key, PyBytes::new(py, &v), intended)
+        })
+        .collect())
+}
+
+type Verdict<'py> = (
+    Option<&'static str>,
+    Option<String>,
+    Option<Bound<'py, PyBytes>>,
+);
+
+fn verdict<'py>(py: Python<'py>, value: Option<&[u8]>) -> Verdict<'py> {
+    match validate::validate(value) {
+        Ok(clean) => {
+            let mut out = Vec::with_capacity(256);
+            clean.write_canonical_json(&mut out);
+            (None, None, Some(PyBytes::new(py, &out)))
+        }
+        Err(r) => (Some(r.reason.code()), Some(r.detail), None),
+    }
+}
+
+/// Validates one raw value: (reason code or None, detail or None, canonical JSON if valid).
+#[pyfunction]
+#[pyo3(signature = (value))]
+fn validate_one<'py>(py: Python<'py>, value: Option<&[u8]>) -> Verdict<'py> {
+    verdict(py, value)
+}
+
+/// Validates many raw values in one call.
+#[pyfunction]
+fn validate_many<'py>(py: Python<'py>, values: Vec<Option<Vec<u8>>>) -> Vec<Verdict<'py>> {
+    values.iter().map(|v| verdict(py, v.as_deref())).collect()
+}
+
+/// Every reason code the validator and the loader can give.
+#[pyfunction]
+fn reason_codes() -> Vec<&'static str> {
+    validate::Reason::ALL.iter().map(|r| r.code()).collect()
+}
+
+/// Creates missing topics through the admin API.
+#[pyfunction]
+#[pyo3(signature = (bootstrap_servers, topics, partitions=3, timeout_s=15.0, extra_config=None))]
+fn ensure_topics(
+    py: Python<'_>,
+    bootstrap_servers: String,
+    topics: Vec<String>,
+    partitions: i32,
+    timeout_s: f64,
+    extra_config: Option<BTreeMap<String, String>>,
+) -> PyResult<()> {
+    let s = settings(bootstrap_servers, extra_config);
+    py.detach(|| {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka::ensure_topics(&s, &names, partitions, Duration::from_secs_f64(timeout_s))
+    })
+    .map_err(to_pyerr)
+}
+
+fn fill_produce(d: &Bound<'_, PyDict>, s: &ProduceStats) -> PyResult<()> {
+    d.set_item("produced", s.produced)?;
+    d.set_item("delivered", s.delivered)?;
+    d.set_item("failed", s.failed)?;
+    d.set_item("valid", s.valid)?;
+    d.set_item("invalid", s.invalid)?;
+    d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
+    d.set_item("interrupted", s.interrupted)?;
+    Ok(())
+}
+
+/// Stage 1. Returns the final stats as a dict; Ctrl-C stops it cleanly (flushes, `interrupted=True`).
+#[pyfunction]
+#[pyo3(signature = (bootstrap_servers, topic, count=None, interval_ms=500, invalid_ratio=0.25, seed=None,
+                    log_each=true, partitions=3, extra_config=None, progress=None, progress_every_s=1.0))]
+#[allow(clippy::too_many_arguments)]
+fn produce<'py>(
+    py: Python<'py>,
+    bootstrap_servers: String,
+    topic: String,
+    count: Option<u64>,
+    interval_ms: u64,
+    invalid_ratio: f64,
+    seed: Option<u64>,
+    log_each: bool,
+    partitions: i32,
+    extra_config: Option<BTreeMap<String, String>>,
+    progress: Option<Py<PyAny>>,
+    progress_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let s = settings(bootstrap_servers, extra_config);
+    let opts = ProduceOptions {
+        topic,
+        count,
+        interval: Duration::from_millis(interval_ms),
+        generator: generator_config(invalid_ratio, seed)?,
+        log_each,
+        partitions,
+        ..Default::default()
+    };
+    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
+    let result =
+        py.detach(|| run_producer(&s, &opts, &mut |st| runner.tick(|d| fill_produce(d, st))));
+    if let Some(e) = runner.failure.take() {
+        return Err(e);
+    }
+    let stats = result.map_err(to_pyerr)?;
+    runner.finish(|d| fill_produce(d, &stats))?;
+    let d = PyDict::new(py);
+    fill_produce(&d, &stats)?;
+    Ok(d)
+}
+
+/// Re-reads Python's logging configuration (levels are cached for speed).
+#[pyfunction]
+fn reset_log_cache() {
+    if let Some(h) = LOG_RESET.get() {
+        h.reset();
+    }
+}
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let logger = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::LoggersAndLevels)?
+        .filter(log::LevelFilter::Debug)
+        .filter_target("rdkafka".to_owned(), log::LevelFilter::Info)
+        .filter_target("postgres".to_owned(), log::LevelFilter::Info)
+        .filter_target("tokio_postgres".to_owned(), log::LevelFilter::Info);
+    if let Ok(handle) = logger.install() {
+        let _ = LOG_RESET.set(handle);
+    }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(generate_events, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_one, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_many, m)?)?;
+    m.add_function(wrap_pyfunction!(reason_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
+    m.add_function(wrap_pyfunction!(produce, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     Ok(())
 }

@@ -1,0 +1,54 @@
+"""ecomlogs: a real-time pipeline for e-commerce event logs, with a Rust core.
+
+The notebook-facing API::
+
+    import ecomlogs
+    events = ecomlogs.generate_events(5, seed=1)          # list of dicts
+    raw = ecomlogs.generate_events_json(5, seed=1)        # list of JSON bytes
+    ecomlogs.validate(raw[0])                             # Validation(valid=..., reason=..., ...)
+    ecomlogs.validate_batch(raw)                          # one call for many
+    ecomlogs.produce(10_000, interval_ms=0)               # to raw_events on localhost:29092
+
+Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly.
+"""
+
+from __future__ import annotations
+
+from ecomlogs.api import (
+    ProduceStats,
+    Validation,
+    ensure_topics,
+    generate_events,
+    generate_events_json,
+    produce,
+    reason_codes,
+    validate,
+    validate_batch,
+)
+from ecomlogs.exceptions import (
+    ConfigError,
+    DatabaseError,
+    DevStackError,
+    EcomlogsError,
+    KafkaError,
+)
+
+from ecomlogs._core import __version__
+
+__all__ = [
+    "__version__",
+    "ConfigError",
+    "DatabaseError",
+    "DevStackError",
+    "EcomlogsError",
+    "KafkaError",
+    "ProduceStats",
+    "Validation",
+    "ensure_topics",
+    "generate_events",
+    "generate_events_json",
+    "produce",
+    "reason_codes",
+    "validate",
+    "validate_batch",
+]

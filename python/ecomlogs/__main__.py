@@ -1,0 +1,5 @@
+import sys
+
+from ecomlogs.cli import main
+
+sys.exit(main())

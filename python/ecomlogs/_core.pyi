@@ -1,0 +1,35 @@
+"""Type stubs for the native module (checked against the build with ``python -m mypy.stubtest``)."""
+
+from typing import Callable, Optional
+
+__version__: str
+
+def generate_events(
+    n: int, invalid_ratio: float = 0.25, seed: Optional[int] = None
+) -> list[tuple[Optional[bytes], bytes, str]]: ...
+def validate_one(value: Optional[bytes]) -> tuple[Optional[str], Optional[str], Optional[bytes]]: ...
+def validate_many(
+    values: list[Optional[bytes]],
+) -> list[tuple[Optional[str], Optional[str], Optional[bytes]]]: ...
+def reason_codes() -> list[str]: ...
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: list[str],
+    partitions: int = 3,
+    timeout_s: float = 15.0,
+    extra_config: Optional[dict[str, str]] = None,
+) -> None: ...
+def produce(
+    bootstrap_servers: str,
+    topic: str,
+    count: Optional[int] = None,
+    interval_ms: int = 500,
+    invalid_ratio: float = 0.25,
+    seed: Optional[int] = None,
+    log_each: bool = True,
+    partitions: int = 3,
+    extra_config: Optional[dict[str, str]] = None,
+    progress: Optional[Callable[[dict[str, object]], object]] = None,
+    progress_every_s: float = 1.0,
+) -> dict[str, object]: ...
+def reset_log_cache() -> None: ...

@@ -1,0 +1,157 @@
+"""The typed Python API over the Rust core (``ecomlogs._core``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+from ecomlogs import _core
+from ecomlogs.settings import (
+    DEFAULT_INTERVAL_MS,
+    DEFAULT_INVALID_RATIO,
+    DEFAULT_PARTITIONS,
+    RAW_TOPIC,
+    bootstrap_servers as _bootstrap,
+    merge_extra,
+)
+
+RawValue = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], None]
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The verdict on one raw event.
+
+    Attributes:
+        valid: True when the event passed every rule and fits the table.
+        reason: a stable reason code (see :func:`reason_codes`) when invalid, else None.
+        detail: a readable explanation when invalid, else None.
+        canonical: the canonical JSON written to ``clean_events`` when valid, else None.
+    """
+
+    valid: bool
+    reason: Optional[str]
+    detail: Optional[str]
+    canonical: Optional[bytes]
+
+
+@dataclass(frozen=True)
+class ProduceStats:
+    """What :func:`produce` did."""
+
+    produced: int
+    delivered: int
+    failed: int
+    valid: int
+    invalid: int
+    elapsed_s: float
+    interrupted: bool
+
+    @property
+    def events_per_s(self) -> float:
+        return self.produced / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _as_bytes(value: RawValue) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return json.dumps(value).encode()
+
+
+def generate_events_json(
+    n: int, *, invalid_ratio: float = DEFAULT_INVALID_RATIO, seed: Optional[int] = None
+) -> list[bytes]:
+    """``n`` synthetic events as JSON bytes (about ``invalid_ratio`` of them deliberately invalid)."""
+    return [value for _key, value, _intended in _core.generate_events(n, invalid_ratio, seed)]
+
+
+def generate_events(
+    n: int,
+    *,
+    invalid_ratio: float = DEFAULT_INVALID_RATIO,
+    seed: Optional[int] = None,
+    with_intent: bool = False,
+) -> list[dict[str, Any]]:
+    """``n`` synthetic events as dicts. With ``with_intent=True`` each dict also has ``_intended``:
+    ``"valid"`` or the kind of invalidity the generator put in (``"missing_currency"``, ...)."""
+    out = []
+    for _key, value, intended in _core.generate_events(n, invalid_ratio, seed):
+        event = json.loads(value)
+        if with_intent:
+            event["_intended"] = intended
+        out.append(event)
+    return out
+
+
+def _verdict(t: tuple[Optional[str], Optional[str], Optional[bytes]]) -> Validation:
+    reason, detail, canonical = t
+    return Validation(valid=reason is None, reason=reason, detail=detail, canonical=canonical)
+
+
+def validate(value: RawValue) -> Validation:
+    """Validates one event given as raw bytes, a JSON string, or a dict."""
+    return _verdict(_core.validate_one(_as_bytes(value)))
+
+
+def validate_batch(values: Iterable[RawValue]) -> list[Validation]:
+    """Validates many events in one call into Rust."""
+    return [_verdict(t) for t in _core.validate_many([_as_bytes(v) for v in values])]
+
+
+def reason_codes() -> list[str]:
+    """Every reason code a rejected event can carry (dead-letter header ``reason``)."""
+    return _core.reason_codes()
+
+
+def ensure_topics(
+    topics: Sequence[str],
+    *,
+    bootstrap_servers: Optional[str] = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    timeout_s: float = 15.0,
+    extra_config: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Creates the topics that do not exist yet, through the Kafka admin API."""
+    _core.ensure_topics(_bootstrap(bootstrap_servers), list(topics), partitions, timeout_s, merge_extra(extra_config))
+
+
+def produce(
+    count: Optional[int] = None,
+    *,
+    bootstrap_servers: Optional[str] = None,
+    topic: str = RAW_TOPIC,
+    interval_ms: int = 0,
+    invalid_ratio: float = DEFAULT_INVALID_RATIO,
+    seed: Optional[int] = None,
+    log_each: Optional[bool] = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    extra_config: Optional[Mapping[str, str]] = None,
+    progress: Optional[Callable[[dict[str, Any]], object]] = None,
+) -> ProduceStats:
+    """Generates and produces ``count`` events (forever when None) to ``topic``, keyed by customer id.
+
+    ``interval_ms=0`` (the default here) runs as fast as the broker takes them; the CLI's default is the
+    original's 500 ms. ``log_each`` (default: only when paced) logs every event on ``ecomlogs.producer``.
+    ``progress`` is called about once a second with a dict of counters. Ctrl-C stops cleanly: queued events
+    are flushed and the stats say ``interrupted=True``.
+    """
+    if log_each is None:
+        log_each = interval_ms > 0
+    stats = _core.produce(
+        _bootstrap(bootstrap_servers),
+        topic,
+        count,
+        interval_ms,
+        invalid_ratio,
+        seed,
+        log_each,
+        partitions,
+        merge_extra(extra_config),
+        progress,
+    )
+    return ProduceStats(**stats)  # type: ignore[arg-type]

@@ -1,0 +1,287 @@
+"""The command line: ``ecomlogs <stage> ...`` and the three original entry points at the repo root.
+
+Every stage shares one vocabulary of flags and environment variables (see ``--help``); flags win over the
+environment, the environment over the original system's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from ecomlogs import settings as S
+from ecomlogs.exceptions import ConfigError, EcomlogsError
+
+log = logging.getLogger("ecomlogs.cli")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _env_help(var: str, default: object) -> str:
+    return f"(env {var}; default {default})"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT[,...]",
+        default=None,
+        help="Kafka bootstrap servers " + _env_help("KAFKA_BOOTSTRAP_SERVERS", S.DEFAULT_BOOTSTRAP_SERVERS),
+    )
+    p.add_argument(
+        "--extra-config",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a librdkafka setting passed as is, wins over ours (repeatable), e.g. security.protocol=SSL",
+    )
+    p.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=S.DEFAULT_PARTITIONS,
+        help="partitions for topics this stage creates when missing (default %(default)s)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors (env ECOMLOGS_LOG=warning)")
+    g.add_argument("--verbose", "-v", action="store_true", help="debug output (env ECOMLOGS_LOG=debug)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {v}")
+    return v
+
+
+def _ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {v}")
+    return v
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    env = os.environ.get("ECOMLOGS_LOG", "").strip().lower()
+    if args.quiet:
+        level = logging.WARNING
+    elif args.verbose:
+        level = logging.DEBUG
+    elif env:
+        level = getattr(logging, env.upper(), None)
+        if not isinstance(level, int):
+            raise ConfigError(f"ECOMLOGS_LOG must be debug, info, warning or error, got {env!r}")
+    else:
+        level = logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    from ecomlogs import _core
+
+    _core.reset_log_cache()
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops a stage like Ctrl-C does: finish the batch in flight, commit, exit 0."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use): leave SIGTERM alone
+        pass
+
+
+class Progress:
+    """A live one-line status on a terminal; a log line every ``every_s`` seconds otherwise."""
+
+    def __init__(self, render: Callable[[dict[str, Any]], str], quiet: bool, every_s: float = 10.0) -> None:
+        self.render = render
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.every_s = every_s
+        self.last = 0.0
+        self.dirty = False
+
+    def __call__(self, stats: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        line = self.render(stats)
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + line)
+            sys.stderr.flush()
+            self.dirty = True
+            if stats.get("final"):
+                self.close()
+        elif stats.get("final") or time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            log.info(line)
+
+    def close(self) -> None:
+        if self.dirty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.dirty = False
+
+
+def _rate(n: float, secs: float) -> str:
+    return f"{n / secs:,.0f}/s" if secs > 0 else "-"
+
+
+# ---------------------------------------------------------------------------------------------- produce
+def _produce_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Generate synthetic e-commerce events (about 25%% deliberately invalid) and produce them to Kafka, "
+        "keyed by customer_id. Like the original: one event every 500 ms to raw_events, a line per event."
+    )
+    _add_common(p)
+    p.add_argument("--topic", default=S.RAW_TOPIC, help="topic to produce to (default %(default)s)")
+    p.add_argument(
+        "--interval-ms",
+        type=_non_negative_int,
+        default=S.DEFAULT_INTERVAL_MS,
+        help="pause between events; 0 = as fast as possible, in Rust with a progress line (default %(default)s)",
+    )
+    p.add_argument("--count", type=_non_negative_int, default=None, help="stop after N events (default: run until Ctrl-C)")
+    p.add_argument(
+        "--invalid-ratio",
+        type=_ratio,
+        default=None,
+        help="share of deliberately invalid events " + _env_help("ECOMLOGS_INVALID_RATIO", S.DEFAULT_INVALID_RATIO),
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible events (default: random)")
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from ecomlogs.api import produce
+
+    ratio = args.invalid_ratio
+    if ratio is None:
+        env = os.environ.get("ECOMLOGS_INVALID_RATIO")
+        try:
+            ratio = _ratio(env) if env else S.DEFAULT_INVALID_RATIO
+        except argparse.ArgumentTypeError as e:
+            raise ConfigError(f"ECOMLOGS_INVALID_RATIO: {e}") from None
+    servers = S.bootstrap_servers(args.bootstrap_servers)
+    paced = args.interval_ms > 0
+    log.info("producing to %s on %s (%s)", args.topic, servers,
+             f"one event every {args.interval_ms} ms" if paced else "as fast as possible")
+    progress = Progress(
+        lambda s: (
+            f"produced {s['produced']:,} ({_rate(s['produced'], s['elapsed_s'])}), "
+            f"acknowledged {s['delivered']:,}, invalid {s['invalid']:,}"
+        ),
+        quiet=args.quiet or paced,
+    )
+    try:
+        stats = produce(
+            args.count,
+            bootstrap_servers=servers,
+            topic=args.topic,
+            interval_ms=args.interval_ms,
+            invalid_ratio=ratio,
+            seed=args.seed,
+            log_each=paced and not args.quiet,
+            partitions=args.partitions,
+            extra_config=S.parse_extra_config(args.extra_config),
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    print(
+        f"produced {stats.produced:,} events to {args.topic} ({stats.valid:,} valid, {stats.invalid:,} invalid) "
+        f"in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s); all acknowledged"
+        + ("; stopped by signal" if stats.interrupted else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- main
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "produce": ("generate events into raw_events (producer.py)", _produce_parser, cmd_produce),
+}
+
+
+def build_parser(prog: str = "ecomlogs") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="ecomlogs: e-commerce event logs from Kafka through validation into PostgreSQL.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (helptext, configure, _run) in COMMANDS.items():
+        configure(sub.add_parser(name, help=helptext))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "ecomlogs") -> int:
+    """Runs a command; returns the process exit code. Errors are one readable line, never a traceback."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    name = args.command
+    try:
+        _setup_logging(args)
+        _sigterm_as_interrupt()
+        return COMMANDS[name][2](args)
+    except ConfigError as e:
+        print(f"{prog} {name}: error: {e}", file=sys.stderr)
+        return 2
+    except EcomlogsError as e:
+        print(f"{prog} {name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog} {name}: stopped", file=sys.stderr)
+        return 0
+
+
+def entry_point(command: str) -> None:
+    """For the root scripts: ``python producer.py [flags]`` == ``ecomlogs produce [flags]``."""
+    prog = os.path.basename(sys.argv[0]) or command
+    parser = build_parser(prog)
+    sub = argparse.ArgumentParser(prog=prog, description=None)
+    COMMANDS[command][1](sub)
+    args = sub.parse_args(sys.argv[1:])
+    args.command = command
+    del parser
+    try:
+        _setup_logging(args)
+        _sigterm_as_interrupt()
+        code = COMMANDS[command][2](args)
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        code = 2
+    except EcomlogsError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print(f"{prog}: stopped", file=sys.stderr)
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

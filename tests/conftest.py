@@ -1,0 +1,50 @@
+"""Shared fixtures: the local dev stack (``python -m ecomlogs.devstack``) and its settings.
+
+The stack is started once per session. Whatever was already running is reused and left running;
+at the end only what this session started is stopped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from ecomlogs.devstack import StackInfo
+
+STACK_UP_TIMEOUT = 90.0
+STACK_STOP_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    """The running dev stack (``ecomlogs.devstack.StackInfo``): a Kafka broker and PostgreSQL."""
+    # Imported here so that a missing native module never breaks collection of unrelated tests.
+    from ecomlogs import devstack
+
+    with pytest.MonkeyPatch.context() as mp:
+        # Pin the state folder so that a test changing the working directory cannot point the
+        # teardown at another folder.
+        mp.setenv(devstack.ENV_STATE_DIR, str(devstack.state_dir()))
+        info = devstack.up(timeout=STACK_UP_TIMEOUT)
+        try:
+            yield info
+        finally:
+            if info.broker_started_now:
+                devstack.stop_broker(timeout=STACK_STOP_TIMEOUT)
+            if info.postgres_started_now:
+                devstack.stop_postgres(timeout=STACK_STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack: StackInfo) -> str:
+    """``bootstrap.servers`` of the dev stack's broker, e.g. ``127.0.0.1:29092``."""
+    return stack.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def dsn(stack: StackInfo) -> str:
+    """libpq URL of the dev stack's ``ecom_kafka`` database."""
+    return stack.dsn
+
