@@ -1,0 +1,53 @@
+"""Helpers for integration tests: fresh topic names and an independent confluent-kafka reader."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Optional
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    expected: Optional[int] = None,
+    timeout_s: float = 60.0,
+    idle_s: float = 3.0,
+    isolation: str = "read_uncommitted",
+    partitions: int = 3,
+) -> list[Any]:
+    """Reads a topic from the start with manual assignment (no group join), until ``expected`` messages
+    arrived or nothing came for ``idle_s`` seconds; never longer than ``timeout_s``."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            if expected is not None and len(out) >= expected:
+                # Keep reading briefly so that extra (duplicate) messages would be seen too.
+                idle_s = min(idle_s, 1.0)
+            batch = c.consume(num_messages=10000, timeout=0.5)
+            good = [m for m in batch if m.error() is None]
+            out.extend(good)
+            if good:
+                last = time.monotonic()
+            elif time.monotonic() - last > idle_s and (expected is None or len(out) >= expected):
+                break
+        return out
+    finally:
+        c.close()
