@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import psycopg2
 from psycopg2 import sql
@@ -76,8 +76,10 @@ def table_identifier(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split("."))
 
 
-def event_row(value: bytes) -> Row:
-    """One clean event's JSON -> the row the original inserts."""
+def event_row(value: Optional[bytes]) -> Row:
+    """One clean event's JSON -> the row the original inserts (ValueError when it is not a JSON object)."""
+    if value is None:
+        raise ValueError("the record has no value")
     event = json.loads(value)
     return (
         event.get("event_id"),
@@ -138,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         })
         last_activity = [time.monotonic()]
         assigned = [False]
-    first_message: list[Optional[float]] = [None]  # when the first batch arrived, for active_s
+        first_message: Optional[float] = None  # when the first batch arrived, for active_s
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
             last_activity[0] = time.monotonic()
@@ -172,6 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         consumer.subscribe([args.topic], on_assign=on_assign)
         interrupted = False
         start = time.perf_counter()
+        last_done = time.monotonic()
         try:
             while True:
                 messages = consumer.consume(num_messages=batch_size, timeout=1.0)
@@ -180,8 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                         break
                     continue
                 last_activity[0] = time.monotonic()
-                if first_message[0] is None:
-                    first_message[0] = last_activity[0]
+                if first_message is None:
+                    first_message = last_activity[0]
                 for msg in messages:
                     if msg.error():
                         log.error("consumer error: %s", msg.error())
@@ -192,21 +195,28 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                         stats["skipped"] += 1
                         log.warning("skipping an undecodable event at %s[%d]@%d: %s",
                                     msg.topic(), msg.partition(), msg.offset(), e)
-                    pending[(msg.topic(), msg.partition())] = msg.offset() + 1
+                    # A consumed message always carries its topic, partition and offset.
+                    position = cast(tuple[str, int], (msg.topic(), msg.partition()))
+                    pending[position] = cast(int, msg.offset()) + 1
                     if len(buffer) >= batch_size:
                         flush()
+                last_done = time.monotonic()
         except KeyboardInterrupt:
             interrupted = True
+        flush_start = time.monotonic()
         try:
             flush()  # the original's final flush of what is left in the buffer
         except KafkaException as e:
             log.warning("final offset commit: %s", e)
         finally:
             consumer.close()
+        flush_s = time.monotonic() - flush_start
         elapsed = time.perf_counter() - start
     finally:
         conn.close()
-    return {**stats, "elapsed_s": round(elapsed, 6), "interrupted": interrupted}
+    # active_s: from the first message to the last row committed, without the group join and the idle wait.
+    active = last_done - first_message + flush_s if first_message is not None else 0.0
+    return {**stats, "elapsed_s": round(elapsed, 6), "active_s": round(active, 6), "interrupted": interrupted}
 
 
 if __name__ == "__main__":

@@ -111,10 +111,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     })
     producer = Producer({"bootstrap.servers": servers})
     counts = {"consumed": 0, "valid": 0, "invalid": 0, "failed": 0}
-    # The idle clock restarts on every assignment too, so that joining the group is not counted as idle.
+    # The idle clock restarts on every assignment, so that joining the group is not counted as idle.
     last_activity = [time.monotonic()]
     assigned = [False]
-    first_message: list[Optional[float]] = [None]  # when the first batch arrived, for active_s
+    first_message: Optional[float] = None  # when the first batch arrived, for active_s
 
     def on_assign(c: Consumer, partitions: list[Any]) -> None:
         last_activity[0] = time.monotonic()
@@ -129,6 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     consumer.subscribe([args.input_topic], on_assign=on_assign)
     interrupted = False
     start = time.perf_counter()
+    last_done = time.monotonic()
     try:
         while True:
             messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=1.0)
@@ -137,8 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                     break
                 continue
             last_activity[0] = time.monotonic()
-            if first_message[0] is None:
-                first_message[0] = last_activity[0]
+            if first_message is None:
+                first_message = last_activity[0]
             for msg in messages:
                 if msg.error():
                     log.error("consumer error: %s", msg.error())
@@ -161,10 +162,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 if not args.quiet:
                     log.info("valid event: %s", clean)
             consumer.commit(asynchronous=True)
+            last_done = time.monotonic()
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        flush_start = time.monotonic()
         remaining = producer.flush(60)
+        flush_s = time.monotonic() - flush_start
         try:
             if counts["consumed"]:
                 consumer.commit(asynchronous=False)
@@ -173,12 +177,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 log.warning("final commit: %s", e)
         consumer.close()
     elapsed = time.perf_counter() - start
+    # active_s: from the first message to the last one delivered, without the group join and the idle wait.
+    active = last_done - first_message + flush_s if first_message is not None else 0.0
     return {
         "consumed": counts["consumed"],
         "valid": counts["valid"],
         "invalid": counts["invalid"],
         "failed": counts["failed"] + remaining,
         "elapsed_s": round(elapsed, 6),
+        "active_s": round(active, 6),
         "interrupted": interrupted,
     }
 

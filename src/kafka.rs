@@ -196,14 +196,33 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
-/// Logs rebalances (who got which partitions) under `ecomlogs.kafka`.
-pub struct LoggingConsumerContext;
+/// Logs rebalances (who got which partitions) under `ecomlogs.kafka` and counts them, so a stage can
+/// tell "no input yet because the group is still joining" from "no input".
+#[derive(Default)]
+pub struct GroupContext {
+    pub rebalances: AtomicU64,
+    pub assigned_partitions: AtomicU64,
+}
 
-impl ClientContext for LoggingConsumerContext {}
+impl GroupContext {
+    pub fn has_joined(&self) -> bool {
+        self.rebalances.load(Ordering::Relaxed) > 0
+    }
+}
 
-impl ConsumerContext for LoggingConsumerContext {
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         log_rebalance(rebalance);
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(tpl) => self
+                .assigned_partitions
+                .store(tpl.count() as u64, Ordering::Relaxed),
+            Rebalance::Revoke(_) => self.assigned_partitions.store(0, Ordering::Relaxed),
+            Rebalance::Error(_) => {}
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod event;
 pub mod generate;
 pub mod kafka;
+pub mod process;
 pub mod produce;
 pub mod validate;
 

@@ -51,3 +51,31 @@ def read_all(
         return out
     finally:
         c.close()
+
+
+_ABORT_FILTERING: dict[str, bool] = {}
+
+
+def broker_hides_aborted_transactions(bootstrap: str) -> bool:
+    """Probes whether read_committed consumers of this broker skip aborted transactions, as Apache Kafka
+    does. The Tansu build of the dev stack does not (it sends no aborted-transaction list in fetch
+    responses), so exactly-once tests assert the strongest property this broker lets a client observe."""
+    if bootstrap not in _ABORT_FILTERING:
+        import ecomlogs
+        from confluent_kafka import Producer
+
+        topic = unique("abort_probe")
+        ecomlogs.ensure_topics([topic], bootstrap_servers=bootstrap, partitions=1)
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("probe")})
+        p.init_transactions(30)
+        p.begin_transaction()
+        p.produce(topic, value=b"aborted")
+        p.flush(30)
+        p.abort_transaction(30)
+        p.begin_transaction()
+        p.produce(topic, value=b"committed")
+        p.commit_transaction(30)
+        seen = [m.value() for m in read_all(bootstrap, topic, expected=1, isolation="read_committed",
+                                            partitions=1, idle_s=2)]
+        _ABORT_FILTERING[bootstrap] = seen == [b"committed"]
+    return _ABORT_FILTERING[bootstrap]

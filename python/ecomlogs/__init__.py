@@ -15,11 +15,13 @@ Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stag
 from __future__ import annotations
 
 from ecomlogs.api import (
+    ProcessStats,
     ProduceStats,
     Validation,
     ensure_topics,
     generate_events,
     generate_events_json,
+    process,
     produce,
     reason_codes,
     validate,
@@ -42,11 +44,13 @@ __all__ = [
     "DevStackError",
     "EcomlogsError",
     "KafkaError",
+    "ProcessStats",
     "ProduceStats",
     "Validation",
     "ensure_topics",
     "generate_events",
     "generate_events_json",
+    "process",
     "produce",
     "reason_codes",
     "validate",

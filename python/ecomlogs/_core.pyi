@@ -33,3 +33,19 @@ def produce(
     progress_every_s: float = 1.0,
 ) -> dict[str, object]: ...
 def reset_log_cache() -> None: ...
+def process(
+    bootstrap_servers: str,
+    input_topic: str,
+    output_topic: str,
+    dlq_topic: str,
+    group_id: str,
+    until_idle_s: Optional[float] = None,
+    exactly_once: bool = False,
+    transactional_id: Optional[str] = None,
+    batch_max: int = 50000,
+    log_each: bool = False,
+    partitions: int = 3,
+    extra_config: Optional[dict[str, str]] = None,
+    progress: Optional[Callable[[dict[str, object]], object]] = None,
+    progress_every_s: float = 1.0,
+) -> dict[str, object]: ...

@@ -8,6 +8,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from ecomlogs import _core
 from ecomlogs.settings import (
+    CLEAN_TOPIC,
+    DLQ_TOPIC,
+    PROCESSOR_GROUP,
     DEFAULT_INTERVAL_MS,
     DEFAULT_INVALID_RATIO,
     DEFAULT_PARTITIONS,
@@ -155,3 +158,63 @@ def produce(
         progress,
     )
     return ProduceStats(**stats)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    """What :func:`process` did. ``by_reason`` counts dead-lettered records per reason code."""
+
+    consumed: int
+    valid: int
+    invalid: int
+    by_reason: dict[str, int]
+    batches: int
+    retried_batches: int
+    elapsed_s: float
+    interrupted: bool
+
+    @property
+    def events_per_s(self) -> float:
+        return self.consumed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def process(
+    *,
+    bootstrap_servers: Optional[str] = None,
+    input_topic: str = RAW_TOPIC,
+    output_topic: str = CLEAN_TOPIC,
+    dlq_topic: str = DLQ_TOPIC,
+    group_id: str = PROCESSOR_GROUP,
+    until_idle_s: Optional[float] = None,
+    exactly_once: bool = False,
+    transactional_id: Optional[str] = None,
+    batch_max: int = 50_000,
+    log_each: bool = False,
+    partitions: int = DEFAULT_PARTITIONS,
+    extra_config: Optional[Mapping[str, str]] = None,
+    progress: Optional[Callable[[dict[str, Any]], object]] = None,
+) -> ProcessStats:
+    """Runs the stream processor: validates every record of ``input_topic``; valid ones go to
+    ``output_topic`` (canonical JSON, same key), invalid ones to ``dlq_topic`` untouched with headers
+    ``reason``, ``detail``, ``source.topic``, ``source.partition``, ``source.offset``, ``stage``.
+
+    Offsets are committed only after the outputs are acknowledged; with ``exactly_once`` the outputs and
+    the offsets go in one Kafka transaction. Runs until ``until_idle_s`` seconds pass with no input, or
+    Ctrl-C (the batch in flight is finished and committed first).
+    """
+    stats = _core.process(
+        _bootstrap(bootstrap_servers),
+        input_topic,
+        output_topic,
+        dlq_topic,
+        group_id,
+        until_idle_s,
+        exactly_once,
+        transactional_id,
+        batch_max,
+        log_each,
+        partitions,
+        merge_extra(extra_config),
+        progress,
+    )
+    return ProcessStats(**stats)  # type: ignore[arg-type]

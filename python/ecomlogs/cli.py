@@ -220,9 +220,88 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- process
+def _until_idle(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--until-idle",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="finish, commit and exit 0 once no input came for this long (default: run until Ctrl-C)",
+    )
+
+
+def _process_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Validate every record of raw_events: valid ones go to clean_events (canonical JSON, same key), "
+        "invalid ones to dead_letter_events untouched, with headers saying why. Offsets are committed only "
+        "after the outputs are acknowledged (or in one transaction with --exactly-once)."
+    )
+    _add_common(p)
+    p.add_argument("--input-topic", default=S.RAW_TOPIC, help="default %(default)s")
+    p.add_argument("--output-topic", default=S.CLEAN_TOPIC, help="default %(default)s")
+    p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
+    p.add_argument("--group-id", default=S.PROCESSOR_GROUP, help="consumer group (default %(default)s)")
+    _until_idle(p)
+    p.add_argument(
+        "--exactly-once",
+        action="store_true",
+        help="Kafka transactions: outputs and input offsets commit together (read downstream with "
+        "isolation.level=read_committed)",
+    )
+    p.add_argument(
+        "--transactional-id",
+        default=None,
+        help="with --exactly-once: a stable id per instance, so a restart fences a crashed predecessor at once "
+        "(default: group-host-pid)",
+    )
+    p.add_argument("--batch-max", type=_positive_int, default=50_000, help="records per batch at most (default %(default)s)")
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from ecomlogs.api import process
+
+    if args.until_idle is not None and args.until_idle <= 0:
+        raise ConfigError("--until-idle must be above 0 seconds")
+    servers = S.bootstrap_servers(args.bootstrap_servers)
+    progress = Progress(
+        lambda s: (
+            f"consumed {s['consumed']:,} ({_rate(s['consumed'], s['elapsed_s'])}): "
+            f"valid {s['valid']:,}, invalid {s['invalid']:,}"
+        ),
+        quiet=True,  # the Rust loop logs a line per second of activity itself
+    )
+    stats = process(
+        bootstrap_servers=servers,
+        input_topic=args.input_topic,
+        output_topic=args.output_topic,
+        dlq_topic=args.dlq_topic,
+        group_id=args.group_id,
+        until_idle_s=args.until_idle,
+        exactly_once=args.exactly_once,
+        transactional_id=args.transactional_id,
+        batch_max=args.batch_max,
+        log_each=args.verbose,
+        partitions=args.partitions,
+        extra_config=S.parse_extra_config(args.extra_config),
+        progress=progress,
+    )
+    reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(stats.by_reason.items()))
+    print(
+        f"processed {stats.consumed:,} events in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s): "
+        f"{stats.valid:,} to {args.output_topic}, {stats.invalid:,} to {args.dlq_topic}"
+        + (f" ({reasons})" if reasons else "")
+        + ("; stopped by signal" if stats.interrupted else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "produce": ("generate events into raw_events (producer.py)", _produce_parser, cmd_produce),
+    "process": ("validate raw_events into clean_events + dead letters (streamProcessor.py)", _process_parser,
+                cmd_process),
 }
 
 

@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka::{self, KafkaSettings};
+use crate::process::{run_processor, ProcessOptions, ProcessStats};
 use crate::produce::{run_producer, ProduceOptions, ProduceStats};
 use crate::validate;
 use errors::to_pyerr;
@@ -193,6 +194,72 @@ fn produce<'py>(
     Ok(d)
 }
 
+fn fill_process(d: &Bound<'_, PyDict>, s: &ProcessStats) -> PyResult<()> {
+    d.set_item("consumed", s.consumed)?;
+    d.set_item("valid", s.valid)?;
+    d.set_item("invalid", s.invalid)?;
+    let reasons = PyDict::new(d.py());
+    for (r, n) in &s.by_reason {
+        reasons.set_item(r.code(), n)?;
+    }
+    d.set_item("by_reason", reasons)?;
+    d.set_item("batches", s.batches)?;
+    d.set_item("retried_batches", s.retried_batches)?;
+    d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
+    d.set_item("interrupted", s.interrupted)?;
+    Ok(())
+}
+
+/// Stage 2. Runs until `until_idle_s` of no input or Ctrl-C; returns the final counts as a dict.
+#[pyfunction]
+#[pyo3(signature = (bootstrap_servers, input_topic, output_topic, dlq_topic, group_id, until_idle_s=None,
+                    exactly_once=false, transactional_id=None, batch_max=50000, log_each=false, partitions=3,
+                    extra_config=None, progress=None, progress_every_s=1.0))]
+#[allow(clippy::too_many_arguments)]
+fn process<'py>(
+    py: Python<'py>,
+    bootstrap_servers: String,
+    input_topic: String,
+    output_topic: String,
+    dlq_topic: String,
+    group_id: String,
+    until_idle_s: Option<f64>,
+    exactly_once: bool,
+    transactional_id: Option<String>,
+    batch_max: usize,
+    log_each: bool,
+    partitions: i32,
+    extra_config: Option<BTreeMap<String, String>>,
+    progress: Option<Py<PyAny>>,
+    progress_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let s = settings(bootstrap_servers, extra_config);
+    let opts = ProcessOptions {
+        input_topic,
+        output_topic,
+        dlq_topic,
+        group_id,
+        until_idle: until_idle_s.map(Duration::from_secs_f64),
+        exactly_once,
+        transactional_id,
+        batch_max: batch_max.max(1),
+        log_each,
+        partitions,
+        ..Default::default()
+    };
+    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
+    let result =
+        py.detach(|| run_processor(&s, &opts, &mut |st| runner.tick(|d| fill_process(d, st))));
+    if let Some(e) = runner.failure.take() {
+        return Err(e);
+    }
+    let stats = result.map_err(to_pyerr)?;
+    runner.finish(|d| fill_process(d, &stats))?;
+    let d = PyDict::new(py);
+    fill_process(&d, &stats)?;
+    Ok(d)
+}
+
 /// Re-reads Python's logging configuration (levels are cached for speed).
 #[pyfunction]
 fn reset_log_cache() {
@@ -218,6 +285,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reason_codes, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(produce, m)?)?;
+    m.add_function(wrap_pyfunction!(process, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     Ok(())
 }

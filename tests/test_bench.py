@@ -1,0 +1,235 @@
+"""The benchmark command (``python -m ecomlogs.bench``) and the baseline it measures against (``baseline/``).
+
+Only counts and the shape of the results are checked: no timing is ever asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import pytest
+
+if TYPE_CHECKING:
+    from ecomlogs.devstack import StackInfo
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BASELINE = REPO_ROOT / "baseline"
+BENCH_TIMEOUT_S = 300
+SCRIPT_TIMEOUT_S = 120
+READ_TIMEOUT_S = 60.0
+
+STAGE1_ROWS = {
+    ("stage1/generate", "throughput"),
+    ("stage1/generate", "CPU per event"),
+    ("stage1/validate", "throughput"),
+    ("stage1/validate", "CPU per event"),
+    ("stage1/produce", "throughput"),
+    ("stage1/produce", "CPU per event"),
+    ("stage1/produce", "peak RSS"),
+}
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def _last_json_line(stdout: str) -> dict[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert lines, "the script printed nothing on stdout"
+    return json.loads(lines[-1])
+
+
+def _run(args: list[str], timeout: float = SCRIPT_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"{args[0]} exited with {proc.returncode}:\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _read_topic(bootstrap_servers: str, topic: str, expected: int, timeout_s: float = READ_TIMEOUT_S) -> list[Any]:
+    """Every record of ``topic`` (all partitions, from the start): stops at ``expected`` records plus one short
+    extra poll (so a surplus shows), or at ``timeout_s``."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": _unique("test_bench_reader"),
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+    })
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = consumer.consume(num_messages=1000, timeout=0.5 if len(records) >= expected else 1.0)
+            for msg in batch:
+                assert msg.error() is None, msg.error()
+                records.append(msg)
+            if not batch and len(records) >= expected:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def _delete_topics(bootstrap_servers: str, topics: list[str]) -> None:
+    from ecomlogs.bench import delete_topics
+
+    delete_topics(bootstrap_servers, topics)
+
+
+def _positive_number(value: Optional[float]) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_bench_small_stage1(stack: StackInfo, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = _run(
+        ["-m", "ecomlogs.bench", "--small", "--sections", "stage1", "--out", str(out),
+         "--bootstrap-servers", stack.bootstrap_servers, "--dsn", stack.dsn],
+        timeout=BENCH_TIMEOUT_S,
+    )
+    assert "| section | metric | ecomlogs | baseline | ratio |" in proc.stdout
+
+    latest = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    dated = [p for p in out.glob("*.json") if p.name != "latest.json"]
+    assert len(dated) == 1 and json.loads(dated[0].read_text(encoding="utf-8")) == latest
+    assert {"schema_version", "created_utc", "host", "config", "sections", "table", "duration_s"} <= latest.keys()
+
+    config = latest["config"]
+    assert config["small"] is True and config["sections"] == ["stage1"]
+    events, produce_events, repeat = config["events"], config["produce_events"], config["repeat"]
+    stage1 = latest["sections"]["stage1"]
+    assert set(stage1) == {"generate", "validate", "produce"}
+
+    for part, n in (("generate", events), ("validate", events), ("produce", produce_events)):
+        runs = stage1[part]["runs"]
+        assert stage1[part]["events"] == n and len(runs) == repeat
+        for run in runs:
+            assert set(run) == {"ecomlogs", "baseline"}
+            for side in run.values():
+                assert side["count"] == n, (part, side)
+                assert side["wall_s"] > 0 and side["cpu_s"] >= 0
+
+    # Both validators see the same list and must agree on it; about a quarter of it is invalid.
+    valid = stage1["validate"]["valid"]
+    assert stage1["validate"]["validators_agree"] is True
+    assert valid["ecomlogs"] == valid["baseline"]
+    assert 0.5 * events < valid["ecomlogs"] < 0.95 * events
+
+    # Each producer run went to its own topic, deleted afterwards.
+    assert len(stage1["produce"]["topics"]) == 2 * repeat
+    for run in stage1["produce"]["runs"]:
+        assert all(side["max_rss_mib"] > 0 for side in run.values())
+
+    table = latest["table"]
+    assert {(row["section"], row["metric"]) for row in table} == STAGE1_ROWS
+    for row in table:
+        assert set(row) == {"section", "metric", "unit", "better", "ecomlogs", "baseline", "ratio"}
+        assert row["better"] in {"higher", "lower"}
+        assert all(_positive_number(row[k]) for k in ("ecomlogs", "baseline", "ratio")), row
+
+    markdown = (out / "latest.md").read_text(encoding="utf-8")
+    assert "| section | metric | ecomlogs | baseline | ratio |" in markdown
+    for section, metric in STAGE1_ROWS:
+        assert any(section in line and metric in line for line in markdown.splitlines()), (section, metric)
+
+
+def test_bench_rejects_unknown_and_planned_sections(tmp_path: Path) -> None:
+    for sections in ("nope", "stage1,e2e"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ecomlogs.bench", "--sections", sections, "--out", str(tmp_path)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 2 and "section" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_baseline_producer_round_trip(stack: StackInfo) -> None:
+    import ecomlogs
+    from ecomlogs.bench import load_baseline
+
+    is_valid_event = load_baseline(REPO_ROOT, "streamProcessor").is_valid_event  # the original's rules
+
+    topic = _unique("test_baseline_raw")
+    ecomlogs.ensure_topics([topic], bootstrap_servers=stack.bootstrap_servers, partitions=3)
+    try:
+        proc = _run([str(BASELINE / "producer.py"), "--count", "200", "--interval-ms", "0", "--quiet",
+                     "--topic", topic, "--bootstrap-servers", stack.bootstrap_servers, "--seed", "7"])
+        stats = _last_json_line(proc.stdout)
+        assert stats["produced"] == 200 and stats["delivered"] == 200 and stats["failed"] == 0
+        assert stats["elapsed_s"] >= 0
+
+        records = _read_topic(stack.bootstrap_servers, topic, 200)
+        assert len(records) == 200
+        events = [json.loads(msg.value()) for msg in records]
+        assert len({e["event_id"] for e in events}) == 200
+        for msg, event in zip(records, events):
+            customer = event.get("customer_id")
+            assert msg.key() == (customer.encode() if customer is not None else None)
+            assert {"event_id", "event_type", "timestamp", "is_valid"} <= event.keys()
+        invalid = sum(1 for e in events if not is_valid_event(e))
+        assert 10 <= invalid <= 90  # about 25%
+    finally:
+        _delete_topics(stack.bootstrap_servers, [topic])
+
+
+def test_baseline_pipeline_into_postgres(stack: StackInfo) -> None:
+    """producer -> streamProcessor -> psqlConsumer, each a subprocess, into a throw-away table."""
+    import ecomlogs
+    import psycopg2
+
+    raw, clean, table = _unique("test_baseline_raw"), _unique("test_baseline_clean"), _unique("test_baseline_silver")
+    ecomlogs.ensure_topics([raw, clean], bootstrap_servers=stack.bootstrap_servers, partitions=3)
+    servers = ["--bootstrap-servers", stack.bootstrap_servers]
+    try:
+        _run([str(BASELINE / "producer.py"), "--count", "300", "--interval-ms", "0", "--quiet", "--topic", raw,
+              "--seed", "11", *servers])
+        processed = _last_json_line(_run([
+            str(BASELINE / "streamProcessor.py"), "--input-topic", raw, "--output-topic", clean,
+            "--group-id", _unique("test_processor"), "--until-idle", "2", "--quiet", *servers,
+        ]).stdout)
+        assert processed["consumed"] == 300 and processed["failed"] == 0
+        assert processed["valid"] + processed["invalid"] == 300 and 0 < processed["invalid"] < 300
+
+        # Without --create-table a missing table is a one-line error, exit code 2.
+        missing = subprocess.run(
+            [sys.executable, str(BASELINE / "psqlConsumer.py"), "--topic", clean, "--table", table,
+             "--group-id", _unique("test_loader"),
+             "--dsn", stack.dsn, "--until-idle", "1", "--quiet", *servers],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S, stdin=subprocess.DEVNULL,
+        )
+        assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+        loaded = _last_json_line(_run([
+            str(BASELINE / "psqlConsumer.py"), "--topic", clean, "--group-id", _unique("test_loader"),
+            "--dsn", stack.dsn, "--table", table, "--create-table", "--batch-size", "100", "--until-idle", "2",
+            "--quiet", *servers,
+        ]).stdout)
+        assert loaded["rows"] == processed["valid"] and loaded["skipped"] == 0
+
+        with psycopg2.connect(stack.dsn) as conn, conn.cursor() as cur:
+            cur.execute(f'SELECT count(*), count(DISTINCT event_id), min(amount) FROM "{table}"')
+            rows, distinct, min_amount = cur.fetchone()
+        conn.close()
+        assert rows == distinct == processed["valid"] and min_amount > 0
+    finally:
+        _delete_topics(stack.bootstrap_servers, [raw, clean])
+        with psycopg2.connect(stack.dsn) as conn, conn.cursor() as cur:
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
