@@ -12,7 +12,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::ProducerContext;
 use rdkafka::TopicPartitionList;
 
@@ -260,4 +260,86 @@ pub fn is_fatal(code: Option<RDKafkaErrorCode>) -> bool {
             | Some(RDKafkaErrorCode::InvalidProducerEpoch)
             | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
     )
+}
+
+/// Dead-letter header names, shared by every stage that dead-letters.
+pub mod dlq_headers {
+    pub const REASON: &str = "reason";
+    pub const DETAIL: &str = "detail";
+    pub const SOURCE_TOPIC: &str = "source.topic";
+    pub const SOURCE_PARTITION: &str = "source.partition";
+    pub const SOURCE_OFFSET: &str = "source.offset";
+    pub const STAGE: &str = "stage";
+    pub const SQLSTATE: &str = "sqlstate";
+}
+
+/// Where a dead letter came from and why.
+pub struct DeadLetterInfo<'a> {
+    pub reason: &'a str,
+    pub detail: &'a str,
+    pub source_topic: &'a str,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub stage: &'a str,
+    pub sqlstate: Option<&'a str>,
+}
+
+/// Headers of a dead-letter record: the original key and value stay untouched, these say why.
+pub fn dead_letter_headers(info: &DeadLetterInfo<'_>) -> OwnedHeaders {
+    const MAX_DETAIL: usize = 1024;
+    let mut end = info.detail.len().min(MAX_DETAIL);
+    while !info.detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    let partition = info.source_partition.to_string();
+    let offset = info.source_offset.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(7)
+        .insert(Header {
+            key: dlq_headers::REASON,
+            value: Some(info.reason),
+        })
+        .insert(Header {
+            key: dlq_headers::DETAIL,
+            value: Some(&info.detail[..end]),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_TOPIC,
+            value: Some(info.source_topic),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_PARTITION,
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_OFFSET,
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: dlq_headers::STAGE,
+            value: Some(info.stage),
+        });
+    if let Some(state) = info.sqlstate {
+        h = h.insert(Header {
+            key: dlq_headers::SQLSTATE,
+            value: Some(state),
+        });
+    }
+    h
+}
+
+/// Sends with back-pressure: waits (serving delivery reports) while the local queue is full.
+pub fn send_blocking(
+    producer: &rdkafka::producer::BaseProducer<DeliveryTracker>,
+    mut record: rdkafka::producer::BaseRecord<'_, [u8], [u8]>,
+) -> std::result::Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }

@@ -6,6 +6,8 @@ pub mod error;
 pub mod event;
 pub mod generate;
 pub mod kafka;
+pub mod load;
+pub mod pg;
 pub mod process;
 pub mod produce;
 pub mod validate;

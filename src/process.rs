@@ -9,27 +9,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
 use crate::kafka::{
-    ensure_topics, is_fatal, DeliveryTracker, GroupContext, KafkaSettings, CLEAN_TOPIC,
-    DEFAULT_PARTITIONS, DLQ_TOPIC, PROCESSOR_GROUP, RAW_TOPIC,
+    dead_letter_headers, ensure_topics, is_fatal, send_blocking, DeadLetterInfo, DeliveryTracker,
+    GroupContext, KafkaSettings, CLEAN_TOPIC, DEFAULT_PARTITIONS, DLQ_TOPIC, PROCESSOR_GROUP,
+    RAW_TOPIC,
 };
 use crate::validate::{validate, Reason};
-
-/// Dead-letter header names (shared with the loader's dead letters).
-pub mod headers {
-    pub const REASON: &str = "reason";
-    pub const DETAIL: &str = "detail";
-    pub const SOURCE_TOPIC: &str = "source.topic";
-    pub const SOURCE_PARTITION: &str = "source.partition";
-    pub const SOURCE_OFFSET: &str = "source.offset";
-    pub const STAGE: &str = "stage";
-}
 
 #[derive(Debug, Clone)]
 pub struct ProcessOptions {
@@ -48,7 +39,6 @@ pub struct ProcessOptions {
     pub log_each: bool,
     pub partitions: i32,
 }
-
 impl Default for ProcessOptions {
     fn default() -> Self {
         ProcessOptions {
@@ -81,53 +71,6 @@ pub struct ProcessStats {
 }
 
 pub const TICK: Duration = Duration::from_millis(100);
-
-fn dlq_headers(reason: Reason, detail: &str, m: &BorrowedMessage<'_>) -> OwnedHeaders {
-    let partition = m.partition().to_string();
-    let offset = m.offset().to_string();
-    OwnedHeaders::new_with_capacity(6)
-        .insert(Header {
-            key: headers::REASON,
-            value: Some(reason.code()),
-        })
-        .insert(Header {
-            key: headers::DETAIL,
-            value: Some(detail),
-        })
-        .insert(Header {
-            key: headers::SOURCE_TOPIC,
-            value: Some(m.topic()),
-        })
-        .insert(Header {
-            key: headers::SOURCE_PARTITION,
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: headers::SOURCE_OFFSET,
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: headers::STAGE,
-            value: Some("processor"),
-        })
-}
-
-/// Sends with back-pressure: waits (serving delivery reports) while the local queue is full.
-pub fn send_blocking<'a>(
-    producer: &BaseProducer<DeliveryTracker>,
-    mut record: BaseRecord<'a, [u8], [u8]>,
-) -> std::result::Result<(), KafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
 
 pub fn run_processor(
     settings: &KafkaSettings,
@@ -285,9 +228,17 @@ pub fn run_processor(
                     }
                     batch_stats.1 += 1;
                     *batch_reasons.entry(rej.reason).or_default() += 1;
-                    let detail = truncate_detail(&rej.detail);
+                    let info = DeadLetterInfo {
+                        reason: rej.reason.code(),
+                        detail: &rej.detail,
+                        source_topic: m.topic(),
+                        source_partition: m.partition(),
+                        source_offset: m.offset(),
+                        stage: "processor",
+                        sqlstate: None,
+                    };
                     let mut r: BaseRecord<'_, [u8], [u8]> =
-                        BaseRecord::to(&opts.dlq_topic).headers(dlq_headers(rej.reason, detail, m));
+                        BaseRecord::to(&opts.dlq_topic).headers(dead_letter_headers(&info));
                     if let Some(v) = m.payload() {
                         r = r.payload(v);
                     }
@@ -369,18 +320,6 @@ fn batch_line(l: &(u64, u64, BTreeMap<Reason, u64>)) -> String {
         s.push_str(&format!(" ({})", reasons.join(", ")));
     }
     s
-}
-
-fn truncate_detail(s: &str) -> &str {
-    let max = 1024;
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 pub enum CommitFailure {

@@ -49,3 +49,23 @@ def process(
     progress: Optional[Callable[[dict[str, object]], object]] = None,
     progress_every_s: float = 1.0,
 ) -> dict[str, object]: ...
+def load(
+    bootstrap_servers: str,
+    topic: str,
+    group_id: str,
+    dsn: str,
+    dlq_topic: str,
+    batch_size: int = 500,
+    flush_interval_ms: int = 1000,
+    until_idle_s: Optional[float] = None,
+    partitions: int = 3,
+    migrate: bool = True,
+    max_backoff_s: float = 10.0,
+    log_each: bool = False,
+    extra_config: Optional[dict[str, str]] = None,
+    progress: Optional[Callable[[dict[str, object]], object]] = None,
+    progress_every_s: float = 1.0,
+) -> dict[str, object]: ...
+def migrate(dsn: str) -> list[str]: ...
+def migrations() -> list[tuple[str, str, str]]: ...
+def query(dsn: str, sql: str) -> tuple[list[str], list[list[Optional[str]]]]: ...

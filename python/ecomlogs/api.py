@@ -9,13 +9,17 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 from ecomlogs import _core
 from ecomlogs.settings import (
     CLEAN_TOPIC,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FLUSH_INTERVAL_MS,
     DLQ_TOPIC,
+    LOADER_GROUP,
     PROCESSOR_GROUP,
     DEFAULT_INTERVAL_MS,
     DEFAULT_INVALID_RATIO,
     DEFAULT_PARTITIONS,
     RAW_TOPIC,
     bootstrap_servers as _bootstrap,
+    dsn as _dsn,
     merge_extra,
 )
 
@@ -218,3 +222,79 @@ def process(
         progress,
     )
     return ProcessStats(**stats)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What :func:`load` did. ``duplicates_skipped`` counts redelivered events already in the table;
+    ``unwritten`` counts records left for the next start when stopped during a database outage."""
+
+    consumed: int
+    rows_inserted: int
+    duplicates_skipped: int
+    dead_lettered: int
+    by_reason: dict[str, int]
+    batches: int
+    db_retries: int
+    elapsed_s: float
+    interrupted: bool
+    unwritten: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_inserted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def load(
+    *,
+    bootstrap_servers: Optional[str] = None,
+    topic: str = CLEAN_TOPIC,
+    group_id: str = LOADER_GROUP,
+    dsn: Optional[str] = None,
+    dlq_topic: str = DLQ_TOPIC,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS,
+    until_idle_s: Optional[float] = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    migrate: bool = True,
+    max_backoff_s: float = 10.0,
+    log_each: bool = False,
+    extra_config: Optional[Mapping[str, str]] = None,
+    progress: Optional[Callable[[dict[str, Any]], object]] = None,
+) -> LoadStats:
+    """Runs the PostgreSQL loader: ``topic`` -> ``kafka_events_silver``, exactly once.
+
+    Each batch (``batch_size`` rows, or whatever arrived within ``flush_interval_ms``) is one transaction:
+    a binary COPY plus the consumed offsets; the loader resumes from the offsets stored in PostgreSQL.
+    A database outage pauses and retries with backoff (``max_backoff_s`` at most between attempts); a row
+    the database rejects goes to ``dlq_topic`` with its SQLSTATE. Pending migrations are applied first
+    unless ``migrate=False``.
+    """
+    stats = _core.load(
+        _bootstrap(bootstrap_servers),
+        topic,
+        group_id,
+        _dsn(dsn),
+        dlq_topic,
+        batch_size,
+        flush_interval_ms,
+        until_idle_s,
+        partitions,
+        migrate,
+        max_backoff_s,
+        log_each,
+        merge_extra(extra_config),
+        progress,
+    )
+    return LoadStats(**stats)  # type: ignore[arg-type]
+
+
+def migrate(dsn: Optional[str] = None) -> list[str]:
+    """Applies the pending migrations (recorded in ``schema_migrations``); returns those applied now."""
+    return _core.migrate(_dsn(dsn))
+
+
+def query(sql: str, dsn: Optional[str] = None) -> list[dict[str, Optional[str]]]:
+    """Runs one SQL statement and returns its rows as dicts of text values (for reports and notebooks)."""
+    columns, rows = _core.query(_dsn(dsn), sql)
+    return [dict(zip(columns, row)) for row in rows]

@@ -297,11 +297,89 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- load
+def _dsn_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dsn",
+        default=None,
+        help="PostgreSQL URL or key=value string (env DATABASE_URL, then the standard PG* variables; default "
+        f"{S.DEFAULT_DSN}). A password comes only from here or PGPASSWORD.",
+    )
+
+
+def _load_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Load clean_events into PostgreSQL kafka_events_silver, exactly once: each batch is one transaction "
+        "holding a binary COPY of the rows and the consumed offsets; the loader resumes from the offsets "
+        "stored in PostgreSQL. Database outages pause and retry; rows the database rejects are dead-lettered."
+    )
+    _add_common(p)
+    p.add_argument("--topic", default=S.CLEAN_TOPIC, help="topic to load (default %(default)s)")
+    p.add_argument("--group-id", default=S.LOADER_GROUP, help="consumer group (default %(default)s)")
+    _dsn_arg(p)
+    p.add_argument("--batch-size", type=_positive_int, default=S.DEFAULT_BATCH_SIZE,
+                   help="rows per transaction at most (default %(default)s)")
+    p.add_argument("--flush-interval-ms", type=_positive_int, default=S.DEFAULT_FLUSH_INTERVAL_MS,
+                   help="write a batch at the latest this long after its first record (default %(default)s)")
+    p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
+    _until_idle(p)
+    p.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start-up")
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from ecomlogs.api import load
+
+    if args.until_idle is not None and args.until_idle <= 0:
+        raise ConfigError("--until-idle must be above 0 seconds")
+    stats = load(
+        bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
+        topic=args.topic,
+        group_id=args.group_id,
+        dsn=S.dsn(args.dsn),
+        dlq_topic=args.dlq_topic,
+        batch_size=args.batch_size,
+        flush_interval_ms=args.flush_interval_ms,
+        until_idle_s=args.until_idle,
+        partitions=args.partitions,
+        migrate=not args.no_migrate,
+        log_each=args.verbose,
+        extra_config=S.parse_extra_config(args.extra_config),
+    )
+    print(
+        f"loaded {stats.rows_inserted:,} rows in {stats.elapsed_s:.2f}s ({stats.rows_per_s:,.0f}/s) from "
+        f"{stats.consumed:,} records: {stats.duplicates_skipped:,} duplicates skipped, "
+        f"{stats.dead_lettered:,} dead-lettered"
+        + (f", {stats.db_retries} database retries" if stats.db_retries else "")
+        + ("; stopped by signal" if stats.interrupted else "")
+        + (f"; {stats.unwritten:,} records left for the next start" if stats.unwritten else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _migrate_parser(p: argparse.ArgumentParser) -> None:
+    p.description = "Apply pending migrations (recorded in schema_migrations); safe to run again."
+    _dsn_arg(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    g.add_argument("--verbose", "-v", action="store_true", help="debug output")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ecomlogs.api import migrate
+
+    applied = migrate(S.dsn(args.dsn))
+    print(f"applied {', '.join(applied)}" if applied else "the schema is up to date", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "produce": ("generate events into raw_events (producer.py)", _produce_parser, cmd_produce),
     "process": ("validate raw_events into clean_events + dead letters (streamProcessor.py)", _process_parser,
                 cmd_process),
+    "load": ("load clean_events into PostgreSQL, exactly once (psqlConsumer.py)", _load_parser, cmd_load),
+    "migrate": ("apply the database migrations", _migrate_parser, cmd_migrate),
 }
 
 

@@ -45,3 +45,35 @@ def merge_extra(extra: Optional[Mapping[str, str]]) -> dict[str, str]:
             raise ConfigError(f"extra_config keys must be strings, got {k!r}")
         out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
     return out
+
+
+_PG_ENV = (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGPASSWORD", "password"),
+           ("PGDATABASE", "dbname"), ("PGSSLMODE", "sslmode"), ("PGCONNECT_TIMEOUT", "connect_timeout"))
+
+
+def dsn(value: Optional[str] = None) -> str:
+    """The flag's value, else ``DATABASE_URL``, else the standard ``PG*`` variables over the original's
+    defaults (localhost:5432, user postgres, database ecom_kafka). A password only ever comes from the
+    DSN or ``PGPASSWORD``."""
+    if value:
+        return value
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    parts = {"host": "localhost", "port": "5432", "user": "postgres", "dbname": "ecom_kafka"}
+    for env, key in _PG_ENV:
+        if os.environ.get(env):
+            parts[key] = os.environ[env]
+    return " ".join(f"{k}='{_quote(v)}'" for k, v in parts.items())
+
+
+def _quote(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def redact(dsn_text: str) -> str:
+    """A DSN safe to print: any password is replaced by ***."""
+    import re
+
+    out = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn_text)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", out)

@@ -12,6 +12,8 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka::{self, KafkaSettings};
+use crate::load::{run_loader, LoadOptions, LoadStats};
+use crate::pg;
 use crate::process::{run_processor, ProcessOptions, ProcessStats};
 use crate::produce::{run_producer, ProduceOptions, ProduceStats};
 use crate::validate;
@@ -260,6 +262,106 @@ fn process<'py>(
     Ok(d)
 }
 
+fn fill_load(d: &Bound<'_, PyDict>, s: &LoadStats) -> PyResult<()> {
+    d.set_item("consumed", s.consumed)?;
+    d.set_item("rows_inserted", s.rows_inserted)?;
+    d.set_item("duplicates_skipped", s.duplicates_skipped)?;
+    d.set_item("dead_lettered", s.dead_lettered)?;
+    let reasons = PyDict::new(d.py());
+    for (r, n) in &s.by_reason {
+        reasons.set_item(r.code(), n)?;
+    }
+    d.set_item("by_reason", reasons)?;
+    d.set_item("batches", s.batches)?;
+    d.set_item("db_retries", s.db_retries)?;
+    d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
+    d.set_item("interrupted", s.interrupted)?;
+    d.set_item("unwritten", s.unwritten)?;
+    Ok(())
+}
+
+/// Stage 3. Runs until `until_idle_s` of no input or Ctrl-C; returns the final counts as a dict.
+#[pyfunction]
+#[pyo3(signature = (bootstrap_servers, topic, group_id, dsn, dlq_topic, batch_size=500, flush_interval_ms=1000,
+                    until_idle_s=None, partitions=3, migrate=true, max_backoff_s=10.0, log_each=false,
+                    extra_config=None, progress=None, progress_every_s=1.0))]
+#[allow(clippy::too_many_arguments)]
+fn load<'py>(
+    py: Python<'py>,
+    bootstrap_servers: String,
+    topic: String,
+    group_id: String,
+    dsn: String,
+    dlq_topic: String,
+    batch_size: usize,
+    flush_interval_ms: u64,
+    until_idle_s: Option<f64>,
+    partitions: i32,
+    migrate: bool,
+    max_backoff_s: f64,
+    log_each: bool,
+    extra_config: Option<BTreeMap<String, String>>,
+    progress: Option<Py<PyAny>>,
+    progress_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let s = settings(bootstrap_servers, extra_config);
+    let opts = LoadOptions {
+        topic,
+        group_id,
+        dsn,
+        dlq_topic,
+        batch_size: batch_size.max(1),
+        flush_interval: Duration::from_millis(flush_interval_ms),
+        until_idle: until_idle_s.map(Duration::from_secs_f64),
+        partitions,
+        migrate,
+        max_backoff: Duration::from_secs_f64(max_backoff_s.max(0.1)),
+        log_each,
+    };
+    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
+    let result = py.detach(|| run_loader(&s, &opts, &mut |st| runner.tick(|d| fill_load(d, st))));
+    if let Some(e) = runner.failure.take() {
+        return Err(e);
+    }
+    let stats = result.map_err(to_pyerr)?;
+    runner.finish(|d| fill_load(d, &stats))?;
+    let d = PyDict::new(py);
+    fill_load(&d, &stats)?;
+    Ok(d)
+}
+
+/// Applies pending migrations; returns the versions applied now.
+#[pyfunction]
+fn migrate(py: Python<'_>, dsn: String) -> PyResult<Vec<String>> {
+    py.detach(|| {
+        let cfg = pg::parse_dsn(&dsn)?;
+        let mut client = pg::connect(&cfg)?;
+        pg::migrate(&mut client)
+    })
+    .map_err(to_pyerr)
+}
+
+/// The embedded migrations: (version, name, sql).
+#[pyfunction]
+fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
+    pg::MIGRATIONS.to_vec()
+}
+
+/// Runs one SQL statement; returns (column names, rows as text).
+#[pyfunction]
+fn query(
+    py: Python<'_>,
+    dsn: String,
+    sql: String,
+) -> PyResult<(Vec<String>, Vec<Vec<Option<String>>>)> {
+    py.detach(|| {
+        let cfg = pg::parse_dsn(&dsn)?;
+        let mut client = pg::connect(&cfg)?;
+        pg::query_text(&mut client, &sql)
+    })
+    .map_err(to_pyerr)
+}
+
 /// Re-reads Python's logging configuration (levels are cached for speed).
 #[pyfunction]
 fn reset_log_cache() {
@@ -273,8 +375,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let logger = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::LoggersAndLevels)?
         .filter(log::LevelFilter::Debug)
         .filter_target("rdkafka".to_owned(), log::LevelFilter::Info)
-        .filter_target("postgres".to_owned(), log::LevelFilter::Info)
-        .filter_target("tokio_postgres".to_owned(), log::LevelFilter::Info);
+        .filter_target("postgres".to_owned(), log::LevelFilter::Warn)
+        .filter_target("tokio_postgres".to_owned(), log::LevelFilter::Warn);
     if let Ok(handle) = logger.install() {
         let _ = LOG_RESET.set(handle);
     }
@@ -286,6 +388,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(produce, m)?)?;
     m.add_function(wrap_pyfunction!(process, m)?)?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(migrate, m)?)?;
+    m.add_function(wrap_pyfunction!(migrations, m)?)?;
+    m.add_function(wrap_pyfunction!(query, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     Ok(())
 }
