@@ -1,0 +1,251 @@
+"""psqlConsumer.py against the real broker and the real PostgreSQL: each valid event becomes exactly one
+row with exact values, whatever crashes, outages and rebalances happen."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg2
+import pytest
+
+import ecomlogs
+from ecomlogs import devstack
+from helpers import read_all, unique
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def db(dsn: str) -> Iterator[str]:
+    """A fresh database per test (same server), so tests never see each other's rows."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(dsn, connect_timeout=10)
+    admin.autocommit = True
+    with admin.cursor() as c:
+        c.execute(f"CREATE DATABASE {name}")
+    test_dsn = dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield test_dsn
+    finally:
+        for _ in range(3):
+            try:
+                admin = psycopg2.connect(dsn, connect_timeout=10)
+                admin.autocommit = True
+                with admin.cursor() as c:
+                    c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                break
+            except psycopg2.OperationalError:
+                time.sleep(2)
+
+
+def rows(dsn: str) -> list[tuple]:
+    with psycopg2.connect(dsn, connect_timeout=10) as conn, conn.cursor() as c:
+        c.execute("SELECT event_id, customer_id, event_type, amount, currency, event_timestamp "
+                  "FROM kafka_events_silver")
+        return c.fetchall()
+
+
+def produce_clean(bootstrap: str, topic: str, n: int, seed: int) -> dict[str, dict]:
+    """Produces n events (~25% invalid) to a raw topic, runs the Rust processor into `topic`, and returns
+    the valid events by event_id (the expected rows)."""
+    raw = unique("raw")
+    ecomlogs.produce(n, bootstrap_servers=bootstrap, topic=raw, seed=seed)
+    st = ecomlogs.process(bootstrap_servers=bootstrap, input_topic=raw, output_topic=topic,
+                          dlq_topic=unique("dlq"), group_id=unique("g"), until_idle_s=2)
+    assert st.consumed == n
+    msgs = read_all(bootstrap, topic, expected=st.valid, timeout_s=120)
+    events = {json.loads(m.value())["event_id"]: json.loads(m.value()) for m in msgs}
+    assert len(events) == st.valid
+    return events
+
+
+def loader_cmd(bootstrap: str, topic: str, dsn: str, group: str, *extra: str) -> list[str]:
+    return [sys.executable, "psqlConsumer.py", "--bootstrap-servers", bootstrap, "--topic", topic,
+            "--dsn", dsn, "--group-id", group, "--dlq-topic", unique("dlq"), *extra]
+
+
+def run_until_idle(cmd: list[str], idle: float = 3.0, timeout: float = 300) -> str:
+    p = subprocess.run([*cmd, "--until-idle", str(idle)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stderr
+
+
+def assert_exact(dsn: str, expected: dict[str, dict]) -> None:
+    got = rows(dsn)
+    ids = [r[0] for r in got]
+    assert len(ids) == len(set(ids)), "duplicate rows"
+    assert set(ids) == set(expected), f"missing {len(set(expected) - set(ids))}, extra {len(set(ids) - set(expected))}"
+    for event_id, customer, etype, amount, currency, ts in got:
+        e = expected[event_id]
+        assert customer == e["customer_id"] and etype == e["event_type"] and currency == e["currency"]
+        assert amount == Decimal(str(e["amount"])).quantize(Decimal("0.01"))  # exact to the cent
+        # Stored as UTC, to the millisecond.
+        assert ts.isoformat(timespec="milliseconds") + "Z" == e["timestamp"][:23] + "Z"
+
+
+def test_pipeline_rows_equal_valid_events_exactly(kafka_bootstrap: str, db: str) -> None:
+    clean = unique("clean")
+    expected = produce_clean(kafka_bootstrap, clean, 20_000, seed=21)
+    out = run_until_idle(loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "500"))
+    assert f"loaded {len(expected):,} rows" in out, out[-2000:]
+    assert_exact(db, expected)
+    # Analytics views answer from the same rows.
+    with psycopg2.connect(db) as conn, conn.cursor() as c:
+        c.execute("SELECT sum(page_views + add_to_carts + purchases) FROM daily_funnel")
+        assert c.fetchone()[0] == len(expected)
+        c.execute("SELECT sum(purchases) FROM daily_revenue")
+        assert c.fetchone()[0] == sum(e["event_type"] == "PURCHASE" for e in expected.values())
+        c.execute("SELECT count(*) FROM top_customers WHERE revenue_rank = 1")
+        assert c.fetchone()[0] >= 1
+
+
+def test_redelivered_events_are_skipped_not_errors(kafka_bootstrap: str, db: str) -> None:
+    clean = unique("clean")
+    expected = produce_clean(kafka_bootstrap, clean, 4000, seed=22)
+    # Redeliver every event again (as an at-least-once upstream would) into the same topic.
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    for e in list(expected.values())[:1500]:
+        p.produce(clean, value=json.dumps(e).encode(), key=e["customer_id"].encode())
+    assert p.flush(60) == 0
+    out = run_until_idle(loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "700"))
+    assert "1,500 duplicates skipped" in out, out[-2000:]
+    assert_exact(db, expected)
+
+
+def test_kill_9_five_times_still_exactly_once(kafka_bootstrap: str, db: str) -> None:
+    clean, group = unique("clean"), unique("g")
+    expected = produce_clean(kafka_bootstrap, clean, 200_000, seed=23)
+    cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "2000", "--quiet")
+    rng = random.Random(23)
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(rng.uniform(2.5, 6.0))  # the group join takes ~3 s: kills land before and during loading
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    run_until_idle(cmd)
+    assert_exact(db, expected)
+
+
+def test_postgres_down_for_10_seconds(kafka_bootstrap: str, db: str, stack: Any) -> None:
+    if not stack.postgres_started_by_us:
+        pytest.fail("this test stops PostgreSQL: run it against the dev stack's own PostgreSQL")
+    clean, group = unique("clean"), unique("g")
+    expected = produce_clean(kafka_bootstrap, clean, 300_000, seed=24)
+    ecomlogs.migrate(db)
+    cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000")
+    proc = subprocess.Popen([*cmd, "--until-idle", "5"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    err = ""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(rows(db)) < 5000:
+            time.sleep(0.2)
+        assert len(rows(db)) >= 5000, "the loader did not start loading"
+        devstack.stop_postgres(timeout=30)
+        time.sleep(10)
+        devstack.start_postgres(timeout=60)
+        _out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        devstack.start_postgres(timeout=60)  # no-op when running
+    assert proc.returncode == 0, err[-3000:]
+    assert "PostgreSQL unavailable" in err and "retrying in" in err
+    assert "database retries" in err
+    assert_exact(db, expected)
+
+
+def test_two_loaders_in_one_group_exactly_once_across_rebalances(kafka_bootstrap: str, db: str) -> None:
+    clean, group = unique("clean"), unique("g")
+    expected = produce_clean(kafka_bootstrap, clean, 200_000, seed=25)
+    cmd = [*loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000"), "--until-idle", "6"]
+    a = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    b = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    errs = []
+    for p in (a, b):
+        try:
+            _o, e = p.communicate(timeout=300)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        assert p.returncode == 0, e[-3000:]
+        errs.append(e)
+    assert any("revoked" in e for e in errs)
+    assert all("loaded" in e for e in errs)
+    assert_exact(db, expected)
+
+
+def test_rejected_row_goes_to_dlq_with_sqlstate_and_the_rest_loads(kafka_bootstrap: str, db: str) -> None:
+    clean, dlq = unique("clean"), unique("dlq")
+    expected = produce_clean(kafka_bootstrap, clean, 3000, seed=26)
+    ecomlogs.migrate(db)
+    with psycopg2.connect(db) as conn, conn.cursor() as c:
+        c.execute("ALTER TABLE kafka_events_silver ADD CONSTRAINT amount_cap CHECK (amount < 1000)")
+    stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, dsn=db, group_id=unique("g"),
+                          dlq_topic=dlq, batch_size=500, until_idle_s=3)
+    too_big = {k for k, e in expected.items() if Decimal(str(e["amount"])) >= 1000}
+    assert too_big, "the seed should give some amounts over 1000"
+    assert stats.dead_lettered == len(too_big) and stats.by_reason == {"database_rejected": len(too_big)}
+    assert stats.rows_inserted == len(expected) - len(too_big)
+    assert {r[0] for r in rows(db)} == set(expected) - too_big
+    letters = read_all(kafka_bootstrap, dlq, expected=len(too_big))
+    assert {json.loads(m.value())["event_id"] for m in letters} == too_big
+    for m in letters:
+        h = {k: v.decode() for k, v in m.headers()}
+        assert h["reason"] == "database_rejected" and h["sqlstate"] == "23514" and h["stage"] == "loader"
+        assert "amount_cap" in h["detail"] and h["source.topic"] == clean and int(h["source.offset"]) >= 0
+
+
+def test_migrations_twice_and_concurrently(db: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ecomlogs.migrate(db)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert ecomlogs.migrate(db) == []
+    versions = [r["version"] for r in ecomlogs.query("SELECT version FROM schema_migrations ORDER BY 1", db)]
+    assert versions == [v for v, _n, _s in ecomlogs._core.migrations()]
+    cols = ecomlogs.query(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = 'kafka_events_silver' ORDER BY ordinal_position", db)
+    assert [(c["column_name"], c["data_type"]) for c in cols] == [
+        ("id", "integer"), ("event_id", "character varying"), ("customer_id", "character varying"),
+        ("event_type", "character varying"), ("amount", "numeric"), ("currency", "character varying"),
+        ("event_timestamp", "timestamp without time zone"), ("created_at", "timestamp without time zone")]
+
+
+def test_unreachable_database_is_one_readable_line(kafka_bootstrap: str) -> None:
+    p = subprocess.run([sys.executable, "psqlConsumer.py", "--dsn", "postgresql://postgres@127.0.0.1:1/x",
+                        "--bootstrap-servers", kafka_bootstrap], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "error:" in last and "127.0.0.1:1" in last
