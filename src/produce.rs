@@ -15,7 +15,7 @@ pub struct ProduceOptions {
     pub topic: String,
     /// None: until interrupted.
     pub count: Option<u64>,
-    /// Zero: as fast as possible.
+    /// Pause between events (1 / rate); zero: as fast as possible.
     pub interval: Duration,
     pub generator: GeneratorConfig,
     /// Log a line per event (the original's console output); only sensible when paced.
@@ -106,9 +106,11 @@ pub fn run_producer(
                     }
                 }
             }
+            // Keep the schedule (a late event is followed by quicker ones) unless we fell a second behind.
             next_due += opts.interval;
-            if next_due < Instant::now() {
-                next_due = Instant::now();
+            let now = Instant::now();
+            if next_due + Duration::from_secs(1) < now {
+                next_due = now;
             }
         }
         let intended = gen.next_into(&mut key, &mut value);

@@ -23,7 +23,7 @@ def produce(
     bootstrap_servers: str,
     topic: str,
     count: Optional[int] = None,
-    interval_ms: int = 500,
+    interval_s: float = 0.5,
     invalid_ratio: float = 0.25,
     seed: Optional[int] = None,
     log_each: bool = True,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from ecomlogs import _core
+from ecomlogs.exceptions import ConfigError
 from ecomlogs.settings import (
     CLEAN_TOPIC,
     DEFAULT_BATCH_SIZE,
@@ -132,7 +133,8 @@ def produce(
     *,
     bootstrap_servers: Optional[str] = None,
     topic: str = RAW_TOPIC,
-    interval_ms: int = 0,
+    interval_ms: float = 0,
+    rate: Optional[float] = None,
     invalid_ratio: float = DEFAULT_INVALID_RATIO,
     seed: Optional[int] = None,
     log_each: Optional[bool] = None,
@@ -143,17 +145,24 @@ def produce(
     """Generates and produces ``count`` events (forever when None) to ``topic``, keyed by customer id.
 
     ``interval_ms=0`` (the default here) runs as fast as the broker takes them; the CLI's default is the
-    original's 500 ms. ``log_each`` (default: only when paced) logs every event on ``ecomlogs.producer``.
+    original's 500 ms. ``rate`` (events per second) is the same as ``interval_ms=1000/rate``.
+    ``log_each`` (default: when paced at 20 events/s or slower) logs every event on ``ecomlogs.producer``.
     ``progress`` is called about once a second with a dict of counters. Ctrl-C stops cleanly: queued events
     are flushed and the stats say ``interrupted=True``.
     """
+    if rate is not None:
+        if rate <= 0:
+            raise ConfigError(f"rate must be above 0 events/s, got {rate}")
+        interval_ms = 1000.0 / rate
+    if interval_ms < 0:
+        raise ConfigError(f"interval_ms must be 0 or more, got {interval_ms}")
     if log_each is None:
-        log_each = interval_ms > 0
+        log_each = interval_ms >= 50
     stats = _core.produce(
         _bootstrap(bootstrap_servers),
         topic,
         count,
-        interval_ms,
+        interval_ms / 1000.0,
         invalid_ratio,
         seed,
         log_each,

@@ -165,6 +165,13 @@ def _produce_parser(p: argparse.ArgumentParser) -> None:
         default=S.DEFAULT_INTERVAL_MS,
         help="pause between events; 0 = as fast as possible, in Rust with a progress line (default %(default)s)",
     )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="events per second (overrides --interval-ms; e.g. 50000 for a steady load test)",
+    )
     p.add_argument("--count", type=_non_negative_int, default=None, help="stop after N events (default: run until Ctrl-C)")
     p.add_argument(
         "--invalid-ratio",
@@ -186,25 +193,29 @@ def cmd_produce(args: argparse.Namespace) -> int:
         except argparse.ArgumentTypeError as e:
             raise ConfigError(f"ECOMLOGS_INVALID_RATIO: {e}") from None
     servers = S.bootstrap_servers(args.bootstrap_servers)
-    paced = args.interval_ms > 0
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError(f"--rate must be above 0 events/s, got {args.rate}")
+    interval_ms = 1000.0 / args.rate if args.rate else float(args.interval_ms)
+    paced = interval_ms > 0
+    log_each = interval_ms >= 50 and not args.quiet
     log.info("producing to %s on %s (%s)", args.topic, servers,
-             f"one event every {args.interval_ms} ms" if paced else "as fast as possible")
+             f"{1000.0 / interval_ms:,.6g} events/s" if paced else "as fast as possible")
     progress = Progress(
         lambda s: (
             f"produced {s['produced']:,} ({_rate(s['produced'], s['elapsed_s'])}), "
             f"acknowledged {s['delivered']:,}, invalid {s['invalid']:,}"
         ),
-        quiet=args.quiet or paced,
+        quiet=args.quiet or log_each,
     )
     try:
         stats = produce(
             args.count,
             bootstrap_servers=servers,
             topic=args.topic,
-            interval_ms=args.interval_ms,
+            interval_ms=interval_ms,
             invalid_ratio=ratio,
             seed=args.seed,
-            log_each=paced and not args.quiet,
+            log_each=log_each,
             partitions=args.partitions,
             extra_config=S.parse_extra_config(args.extra_config),
             progress=progress,

@@ -156,7 +156,7 @@ fn fill_produce(d: &Bound<'_, PyDict>, s: &ProduceStats) -> PyResult<()> {
 
 /// Stage 1. Returns the final stats as a dict; Ctrl-C stops it cleanly (flushes, `interrupted=True`).
 #[pyfunction]
-#[pyo3(signature = (bootstrap_servers, topic, count=None, interval_ms=500, invalid_ratio=0.25, seed=None,
+#[pyo3(signature = (bootstrap_servers, topic, count=None, interval_s=0.5, invalid_ratio=0.25, seed=None,
                     log_each=true, partitions=3, extra_config=None, progress=None, progress_every_s=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn produce<'py>(
@@ -164,7 +164,7 @@ fn produce<'py>(
     bootstrap_servers: String,
     topic: String,
     count: Option<u64>,
-    interval_ms: u64,
+    interval_s: f64,
     invalid_ratio: f64,
     seed: Option<u64>,
     log_each: bool,
@@ -177,7 +177,11 @@ fn produce<'py>(
     let opts = ProduceOptions {
         topic,
         count,
-        interval: Duration::from_millis(interval_ms),
+        interval: Duration::try_from_secs_f64(interval_s).map_err(|_| {
+            to_pyerr(crate::error::Error::Config(format!(
+                "invalid interval {interval_s} s"
+            )))
+        })?,
         generator: generator_config(invalid_ratio, seed)?,
         log_each,
         partitions,
