@@ -384,6 +384,73 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- run
+def _run_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run the whole pipeline in one process: producer -> processor -> loader on raw_events, clean_events "
+        "and kafka_events_silver, with a live status line (events/s and lag per stage, rows, invalid by "
+        "reason), then drain and print an analytics report from the views. Start the local stack first "
+        "(python -m ecomlogs.devstack up) or point at your own Kafka and PostgreSQL."
+    )
+    _add_common(p)
+    _dsn_arg(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--count", type=_non_negative_int, default=200_000,
+                   help="events to produce; 0 = until Ctrl-C or --duration (default %(default)s)")
+    g.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="produce for this long")
+    p.add_argument("--rate", type=float, default=None, metavar="EVENTS_PER_S",
+                   help="events per second (default: as fast as possible; 2 = the original's pace)")
+    p.add_argument("--invalid-ratio", type=_ratio, default=S.DEFAULT_INVALID_RATIO,
+                   help="share of deliberately invalid events (default %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible events")
+    p.add_argument("--batch-size", type=_positive_int, default=50_000,
+                   help="loader rows per transaction at most (default %(default)s)")
+    p.add_argument("--flush-interval-ms", type=_positive_int, default=S.DEFAULT_FLUSH_INTERVAL_MS,
+                   help="loader time bound per batch (default %(default)s)")
+    p.add_argument("--exactly-once", action="store_true", help="transactional processor")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ecomlogs.pipeline import _print_status, format_report, run_pipeline
+
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError(f"--rate must be above 0 events/s, got {args.rate}")
+    count = None if (args.count == 0 or args.duration is not None) else args.count
+    if not args.verbose:
+        # The status line says it all; the stages' own per-second lines would scroll it away.
+        for name in ("ecomlogs.processor", "ecomlogs.loader", "ecomlogs.kafka", "ecomlogs.producer"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        from ecomlogs import _core
+
+        _core.reset_log_cache()
+    result = run_pipeline(
+        count=count,
+        duration_s=args.duration,
+        rate=args.rate,
+        bootstrap_servers=args.bootstrap_servers,
+        dsn=args.dsn,
+        invalid_ratio=args.invalid_ratio,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        flush_interval_ms=args.flush_interval_ms,
+        exactly_once=args.exactly_once,
+        extra_config=S.parse_extra_config(args.extra_config),
+        status=None if args.quiet else _print_status,
+    )
+    if sys.stderr.isatty() and not args.quiet:
+        sys.stderr.write("\n")
+    reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(result.invalid_by_reason.items()))
+    print(
+        f"\npipeline: produced {result.produced:,} events in {result.elapsed_s:.1f}s; "
+        f"{result.valid:,} valid -> {result.rows_inserted:,} new rows"
+        + (f" ({result.duplicates_skipped:,} duplicates skipped)" if result.duplicates_skipped else "")
+        + f"; {result.invalid:,} dead-lettered" + (f" ({reasons})" if reasons else "")
+        + ("; stopped by signal" if result.interrupted else "")
+    )
+    print(format_report(result.report))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "produce": ("generate events into raw_events (producer.py)", _produce_parser, cmd_produce),
@@ -391,6 +458,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                 cmd_process),
     "load": ("load clean_events into PostgreSQL, exactly once (psqlConsumer.py)", _load_parser, cmd_load),
     "migrate": ("apply the database migrations", _migrate_parser, cmd_migrate),
+    "run": ("the whole pipeline in one process, with live status and a report", _run_parser, cmd_run),
 }
 
 

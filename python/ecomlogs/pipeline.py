@@ -1,0 +1,248 @@
+"""The whole pipeline in one process: producer, processor and loader side by side (each a Rust loop in its
+own thread with the GIL released), with a live status line and a closing analytics report.
+
+    from ecomlogs.pipeline import run_pipeline
+    result = run_pipeline(count=100_000)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ecomlogs import api
+from ecomlogs import settings as S
+
+log = logging.getLogger("ecomlogs.pipeline")
+
+
+class _Stage:
+    """One stage running in a thread; its progress callback publishes counters and obeys `stop`."""
+
+    def __init__(self, name: str, target: Callable[[Callable[[dict[str, Any]], None]], Any]) -> None:
+        self.name = name
+        self.stop = threading.Event()
+        self.stats: dict[str, Any] = {}
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self._target = target
+        self.thread = threading.Thread(target=self._run, name=f"ecomlogs-{name}", daemon=True)
+
+    def _progress(self, stats: dict[str, Any]) -> None:
+        self.stats = stats
+        if self.stop.is_set():
+            raise KeyboardInterrupt  # the Rust loop finishes its batch, commits and returns
+
+    def _run(self) -> None:
+        try:
+            self.result = self._target(self._progress)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which reports it
+            self.error = e
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+
+@dataclass
+class PipelineResult:
+    """Counts of one run of the whole pipeline, and the analytics report read from the views."""
+
+    produced: int
+    processed: int
+    valid: int
+    invalid: int
+    invalid_by_reason: dict[str, int]
+    rows_inserted: int
+    duplicates_skipped: int
+    dead_lettered_by_loader: int
+    elapsed_s: float
+    interrupted: bool
+    report: dict[str, list[dict[str, Optional[str]]]] = field(default_factory=dict)
+
+
+def _n(stats: dict[str, Any], key: str) -> int:
+    v = stats.get(key, 0)
+    return int(v) if isinstance(v, (int, float)) else 0
+
+
+def run_pipeline(
+    *,
+    count: Optional[int] = 200_000,
+    duration_s: Optional[float] = None,
+    rate: Optional[float] = None,
+    bootstrap_servers: Optional[str] = None,
+    dsn: Optional[str] = None,
+    invalid_ratio: float = S.DEFAULT_INVALID_RATIO,
+    seed: Optional[int] = None,
+    batch_size: int = 50_000,
+    flush_interval_ms: int = S.DEFAULT_FLUSH_INTERVAL_MS,
+    exactly_once: bool = False,
+    extra_config: Optional[dict[str, str]] = None,
+    status: Optional[Callable[[str], None]] = None,
+    drain_timeout_s: float = 600.0,
+) -> PipelineResult:
+    """Runs producer -> processor -> loader on the default topics and table until ``count`` events were
+    produced (None: until ``duration_s`` or Ctrl-C), then lets the processor and loader drain and stop
+    cleanly. ``status`` receives a one-line status about once a second."""
+    servers = S.bootstrap_servers(bootstrap_servers)
+    database = S.dsn(dsn)
+    extra = dict(extra_config or {})
+    api.ensure_topics([S.RAW_TOPIC, S.CLEAN_TOPIC, S.DLQ_TOPIC], bootstrap_servers=servers, extra_config=extra)
+    api.migrate(database)
+    before = _row_count(database)
+
+    loader = _Stage("loader", lambda p: api.load(
+        bootstrap_servers=servers, dsn=database, batch_size=batch_size, flush_interval_ms=flush_interval_ms,
+        migrate=False, extra_config=extra, progress=p))
+    processor = _Stage("processor", lambda p: api.process(
+        bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p))
+    producer = _Stage("producer", lambda p: api.produce(
+        count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio, seed=seed,
+        log_each=False, extra_config=extra, progress=p))
+    stages = [loader, processor, producer]
+    for s in stages:
+        s.stats = {}
+    loader.thread.start()
+    processor.thread.start()
+    # Both consumers join their groups (a few seconds) while the producer already writes.
+    producer.thread.start()
+
+    start = time.monotonic()
+    interrupted = False
+    last: dict[str, tuple[float, int]] = {}
+
+    def line() -> str:
+        now = time.monotonic()
+
+        def rate_of(name: str, value: int) -> str:
+            t0, v0 = last.get(name, (start, 0))
+            last[name] = (now, value)
+            r = (value - v0) / (now - t0) if now > t0 else 0.0
+            return f"{r:,.0f}/s"
+
+        pr, ps, ld = producer.stats, processor.stats, loader.stats
+        produced, consumed = _n(pr, "produced"), _n(ps, "consumed")
+        written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
+        reasons = ps.get("by_reason") or {}
+        top = ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
+        return (
+            f"produce {produced:,} ({rate_of('p', produced)}) | "
+            f"process {consumed:,} ({rate_of('c', consumed)}, lag {max(produced - consumed, 0):,}) | "
+            f"load {written:,} rows ({rate_of('l', written)}, lag {max(_n(ps, 'valid') - written, 0):,}) | "
+            f"table {before + _n(ld, 'rows_inserted'):,} rows | invalid {_n(ps, 'invalid'):,}"
+            + (f" ({top})" if top else "")
+        )
+
+    def tick() -> None:
+        if status:
+            status(line())
+        for s in stages:
+            if s.error is not None:
+                raise s.error
+
+    try:
+        # 1. Produce until count / duration / Ctrl-C.
+        while not producer.done:
+            time.sleep(1.0)
+            tick()
+            if duration_s is not None and time.monotonic() - start >= duration_s:
+                producer.stop.set()
+        # 2. Drain: the processor catches up with the producer, the loader with the processor.
+        deadline = time.monotonic() + drain_timeout_s
+        steady_since: Optional[float] = None
+        prev: tuple[int, int] = (-1, -1)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            tick()
+            produced = _n(producer.stats, "produced")
+            consumed = _n(processor.stats, "consumed")
+            ld = loader.stats
+            written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
+            caught_up = consumed >= produced and written >= _n(processor.stats, "valid")
+            if caught_up and (consumed, written) == prev:
+                steady_since = steady_since or time.monotonic()
+                if time.monotonic() - steady_since >= 1.5:
+                    break
+            else:
+                steady_since = None
+            prev = (consumed, written)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("stopping: finishing the batches in flight (Ctrl-C again to abandon them)")
+    finally:
+        for s in (producer, processor, loader):
+            s.stop.set()
+            s.thread.join(timeout=120)
+    for s in stages:
+        if s.error is not None and not isinstance(s.error, KeyboardInterrupt):
+            raise s.error
+    pr, ps, ld = producer.result, processor.result, loader.result
+    return PipelineResult(
+        produced=pr.produced if pr else _n(producer.stats, "produced"),
+        processed=ps.consumed if ps else _n(processor.stats, "consumed"),
+        valid=ps.valid if ps else _n(processor.stats, "valid"),
+        invalid=ps.invalid if ps else _n(processor.stats, "invalid"),
+        invalid_by_reason=dict(ps.by_reason) if ps else {},
+        rows_inserted=ld.rows_inserted if ld else _n(loader.stats, "rows_inserted"),
+        duplicates_skipped=ld.duplicates_skipped if ld else 0,
+        dead_lettered_by_loader=ld.dead_lettered if ld else 0,
+        elapsed_s=time.monotonic() - start,
+        interrupted=interrupted,
+        report=analytics_report(database),
+    )
+
+
+def _row_count(dsn: str) -> int:
+    rows = api.query("SELECT count(*) AS n FROM kafka_events_silver", dsn)
+    return int(rows[0]["n"] or 0)
+
+
+REPORT_QUERIES = {
+    "Funnel by day (UTC)": "SELECT day, page_views, add_to_carts, purchases, view_to_cart_rate, "
+    "cart_to_purchase_rate FROM daily_funnel ORDER BY day DESC LIMIT 7",
+    "Revenue by day and currency": "SELECT day, currency, purchases, revenue, average_order FROM daily_revenue "
+    "ORDER BY day DESC, revenue DESC LIMIT 9",
+    "Top customers": "SELECT customer_id, currency, purchases, revenue, events FROM top_customers "
+    "WHERE revenue_rank <= 3 ORDER BY currency, revenue_rank LIMIT 9",
+}
+
+
+def analytics_report(dsn: Optional[str] = None) -> dict[str, list[dict[str, Optional[str]]]]:
+    """Reads the analytics views (daily funnel, revenue by currency, top customers)."""
+    database = S.dsn(dsn)
+    return {title: api.query(sql, database) for title, sql in REPORT_QUERIES.items()}
+
+
+def format_report(report: dict[str, list[dict[str, Optional[str]]]]) -> str:
+    """Plain-text tables of :func:`analytics_report`'s result."""
+    out: list[str] = []
+    for title, rows in report.items():
+        out.append(f"\n{title}")
+        if not rows:
+            out.append("  (no rows)")
+            continue
+        cols = list(rows[0])
+        widths = [max(len(c), *(len(r[c] or "") for r in rows)) for c in cols]
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+        out.append("  " + "  ".join("-" * w for w in widths))
+        def cell(v: Optional[str], w: int) -> str:
+            v = v or ""
+            numeric = v.replace(".", "", 1).replace("-", "", 1).isdigit()
+            return v.rjust(w) if numeric else v.ljust(w)
+
+        for r in rows:
+            out.append("  " + "  ".join(cell(r[c], w) for c, w in zip(cols, widths)))
+    return "\n".join(out)
+
+
+def _print_status(text: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[2K" + text)
+        sys.stderr.flush()
+    else:
+        print(text, file=sys.stderr)
