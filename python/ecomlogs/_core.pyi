@@ -2,6 +2,22 @@
 
 from typing import Callable, Optional
 
+__all__ = [
+    "__version__",
+    "ensure_topics",
+    "generate_events",
+    "load",
+    "migrate",
+    "migrations",
+    "process",
+    "produce",
+    "query",
+    "reason_codes",
+    "reset_log_cache",
+    "validate_many",
+    "validate_one",
+]
+
 __version__: str
 
 def generate_events(

@@ -87,9 +87,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
     elif args.verbose:
         level = logging.DEBUG
     elif env:
-        level = getattr(logging, env.upper(), None)
-        if not isinstance(level, int):
+        levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+        if env not in levels:
             raise ConfigError(f"ECOMLOGS_LOG must be debug, info, warning or error, got {env!r}")
+        level = levels[env]
     else:
         level = logging.INFO
     logging.basicConfig(
