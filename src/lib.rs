@@ -2,6 +2,7 @@
 //! The PyO3 layer lives in `py/` behind the `python` feature, so `cargo test --no-default-features`
 //! builds and tests everything here without libpython.
 
+pub mod bench;
 pub mod error;
 pub mod event;
 pub mod generate;

@@ -4,6 +4,7 @@ from typing import Callable, Optional
 
 __all__ = [
     "__version__",
+    "bench_core",
     "ensure_topics",
     "generate_events",
     "load",
@@ -85,3 +86,6 @@ def load(
 def migrate(dsn: str) -> list[str]: ...
 def migrations() -> list[tuple[str, str, str]]: ...
 def query(dsn: str, sql: str) -> tuple[list[str], list[list[Optional[str]]]]: ...
+def bench_core(
+    n: int, values: list[bytes], seed: int = 1
+) -> dict[str, tuple[int, float, float]]: ...

@@ -366,6 +366,28 @@ fn query(
     .map_err(to_pyerr)
 }
 
+/// Times the Rust hot loops without Python objects: generation + serialisation of `n` events, and
+/// validation of `values`. Returns {"generate": (events, wall_s, cpu_s), "validate": (...)}.
+#[pyfunction]
+#[pyo3(signature = (n, values, seed=1))]
+fn bench_core<'py>(
+    py: Python<'py>,
+    n: u64,
+    values: Vec<Vec<u8>>,
+    seed: u64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (g, v) = py.detach(|| {
+        (
+            crate::bench::generate_loop(n, seed),
+            crate::bench::validate_loop(&values),
+        )
+    });
+    let d = PyDict::new(py);
+    d.set_item("generate", (g.events, g.wall_s, g.cpu_s))?;
+    d.set_item("validate", (v.events, v.wall_s, v.cpu_s))?;
+    Ok(d)
+}
+
 /// Re-reads Python's logging configuration (levels are cached for speed).
 #[pyfunction]
 fn reset_log_cache() {
@@ -396,6 +418,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migrations, m)?)?;
     m.add_function(wrap_pyfunction!(query, m)?)?;
+    m.add_function(wrap_pyfunction!(bench_core, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     Ok(())
 }
