@@ -94,7 +94,7 @@ struct LoaderContext {
     group: String,
     client: Mutex<Option<Client>>,
     /// Next offset per partition that is safely stored; records below it are skipped.
-    stored: Mutex<HashMap<(String, i32), i64>>,
+    stored: Mutex<HashMap<i32, i64>>,
     rebalances: AtomicU64,
     stop: AtomicBool,
     max_backoff: Duration,
@@ -125,7 +125,7 @@ impl ConsumerContext for LoaderContext {
                         .set_partition_offset(&topic, partition, Offset::Offset(next))
                         .is_ok()
                     {
-                        known.insert((topic, partition), next);
+                        known.insert(partition, next);
                     }
                 }
                 drop(known);
@@ -412,7 +412,7 @@ pub fn run_loader(
 
     let mut rows: Vec<Row> = Vec::with_capacity(opts.batch_size);
     let mut dead: Vec<DeadLetter> = Vec::new();
-    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
     let mut batch_started: Option<Instant> = None;
 
     loop {
@@ -490,8 +490,10 @@ pub fn run_loader(
 
         // Flush the batch (also on stop and idle exit).
         if !next.is_empty() {
-            let offsets: Vec<(String, i32, i64)> =
-                next.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+            let offsets: Vec<(String, i32, i64)> = next
+                .iter()
+                .map(|(p, o)| (opts.topic.clone(), *p, *o))
+                .collect();
             let mut delivered_dead = 0u64;
             let mut dead_reasons: BTreeMap<Reason, u64> = BTreeMap::new();
             let outcome = {
@@ -597,7 +599,7 @@ pub fn run_loader(
                         .unwrap_or_else(|p| p.into_inner());
                     for (t, p, o) in &offsets {
                         let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-                        known.insert((t.clone(), *p), *o);
+                        known.insert(*p, *o);
                     }
                     drop(known);
                     // Advisory: the offsets of record are in PostgreSQL.
@@ -655,10 +657,11 @@ fn take(
     m: &BorrowedMessage<'_>,
     rows: &mut Vec<Row>,
     dead: &mut Vec<DeadLetter>,
-    next: &mut HashMap<(String, i32), i64>,
+    next: &mut HashMap<i32, i64>,
     log_each: bool,
 ) -> bool {
-    let key = (m.topic().to_string(), m.partition());
+    // One input topic: partitions identify the offsets.
+    let key = m.partition();
     if let Some(stored) = consumer
         .context()
         .stored

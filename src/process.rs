@@ -199,12 +199,13 @@ pub fn run_processor(
                 .begin_transaction()
                 .map_err(|e| Error::kafka("beginning a transaction", e))?;
         }
-        let mut next_offsets: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+        // The input is one topic: offsets per partition, (first, next) of this batch.
+        let mut next_offsets: HashMap<i32, (i64, i64)> = HashMap::new();
         let mut batch_stats = (0u64, 0u64);
         let mut batch_reasons: BTreeMap<Reason, u64> = BTreeMap::new();
         for m in &batch {
             let entry = next_offsets
-                .entry((m.topic().to_string(), m.partition()))
+                .entry(m.partition())
                 .or_insert((m.offset(), m.offset() + 1));
             entry.1 = m.offset() + 1;
             let key = m.key();
@@ -259,8 +260,8 @@ pub fn run_processor(
             }
         }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (_, next)) in &next_offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+        for (partition, (_, next)) in &next_offsets {
+            tpl.add_partition_offset(&opts.input_topic, *partition, Offset::Offset(*next))
                 .map_err(|e| Error::kafka("building the offset list", e))?;
         }
 
@@ -277,10 +278,13 @@ pub fn run_processor(
                 log::warn!(target: "ecomlogs.processor", "batch not committed ({why}); reprocessing it");
                 stats.retried_batches += 1;
                 let owned = consumer.assignment().unwrap_or_default();
-                for ((topic, partition), (first, _)) in &next_offsets {
-                    if owned.find_partition(topic, *partition).is_some() {
+                for (partition, (first, _)) in &next_offsets {
+                    if owned
+                        .find_partition(&opts.input_topic, *partition)
+                        .is_some()
+                    {
                         let _ = consumer.seek(
-                            topic,
+                            &opts.input_topic,
                             *partition,
                             Offset::Offset(*first),
                             Duration::from_secs(10),

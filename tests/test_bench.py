@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "baseline"
 BENCH_TIMEOUT_S = 300
+CONSUMER_BENCH_TIMEOUT_S = 420
 SCRIPT_TIMEOUT_S = 120
 READ_TIMEOUT_S = 60.0
 
@@ -146,8 +147,118 @@ def test_bench_small_stage1(stack: StackInfo, tmp_path: Path) -> None:
         assert any(section in line and metric in line for line in markdown.splitlines()), (section, metric)
 
 
-def test_bench_rejects_unknown_and_planned_sections(tmp_path: Path) -> None:
-    for sections in ("nope", "stage1,e2e"):
+def _table_keys(table: list[dict[str, Any]], section: str) -> set[tuple[str, str]]:
+    return {(row["section"], row["metric"]) for row in table if row["section"] == section}
+
+
+def test_bench_small_consumer_sections(stack: StackInfo, tmp_path: Path) -> None:
+    """process, load, e2e and latency at --small sizes: every count must come out right (rows == valid
+    events, one row per event id for ecomlogs), and the report files must hold every section."""
+    out = tmp_path / "results"
+    sections = ["process", "load", "e2e", "latency"]
+    proc = _run(
+        ["-m", "ecomlogs.bench", "--small", "--sections", ",".join(sections), "--out", str(out),
+         "--bootstrap-servers", stack.bootstrap_servers, "--dsn", stack.dsn],
+        timeout=CONSUMER_BENCH_TIMEOUT_S,
+    )
+    assert "| section | metric | ecomlogs | baseline | ratio |" in proc.stdout
+    for name in ("latest.json", "latest.md", "latest.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    report = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    assert {"schema_version", "config", "sections", "table", "references", "chart", "duration_s"} <= report.keys()
+    config = report["config"]
+    assert config["sections"] == sections and config["small"] is True
+    assert set(report["sections"]) == set(sections)
+
+    # process: both processors read all of the same raw topic and agree on what is valid.
+    process = report["sections"]["process"]
+    n = config["process_events"]
+    assert process["events"] == n and len(process["runs"]) == config["repeat"]
+    assert process["processors_agree"] is True
+    valid = process["valid"]["ecomlogs"]
+    assert 0.5 * n < valid < 0.95 * n
+    for run in process["runs"]:
+        assert set(run) == {"ecomlogs", "baseline"}
+        for side in run.values():
+            assert side["count"] == n and side["wall_s"] > 0 and side["max_rss_mib"] > 0
+            assert side["extra"]["valid"] == valid and side["extra"]["valid"] + side["extra"]["invalid"] == n
+
+    # load: the clean topic is the valid part of the same raw topic; each loader wrote every row once.
+    load = report["sections"]["load"]
+    assert load["rows"] == valid
+    for run in load["runs"]:
+        assert set(run) == {"ecomlogs", "ecomlogs_b500", "baseline", "copy"}
+        for name, side in run.items():
+            assert side["count"] == valid, name
+            assert side["extra"]["rows_per_s"] > 0, name
+            if name != "copy":
+                table = side["extra"]["table"]
+                assert table["rows"] == valid, name
+                if name.startswith("ecomlogs"):
+                    assert table["distinct_event_ids"] == valid, name
+    assert {ref["figure"] for ref in report["references"]} >= {
+        "server-side COPY FROM file (statement time)", "ecomlogs batch 50,000 / COPY", "baseline / COPY"}
+
+    # e2e: every raw event processed, every valid one a row, and (ecomlogs) no duplicate.
+    e2e = report["sections"]["e2e"]
+    assert e2e["events"] == config["e2e_events"] and len(e2e["runs"]) == config["e2e_repeat"]
+    for run in e2e["runs"]:
+        for name, side in run.items():
+            extra = side["extra"]
+            assert side["count"] == config["e2e_events"], name
+            assert extra["rows"] == extra["valid"] > 0, name
+            assert 0 < side["wall_s"] and side["cpu_s"] > 0, name
+            assert set(extra["processes"]) == {"producer", "processor", "loader"}
+            assert all(p["max_rss_mib"] > 0 and p["cpu_s"] > 0 for p in extra["processes"].values()), name
+        assert run["ecomlogs"]["extra"]["distinct_event_ids"] == run["ecomlogs"]["extra"]["rows"]
+
+    # latency: ecomlogs gets every valid event in by the cut-off; the baseline's rows add up (arrived +
+    # written at shutdown) and at 2/s none arrive in time, since its loader waits for 500.
+    latency = report["sections"]["latency"]
+    rates = [r["rate"] for r in latency["rates"]]
+    assert rates == [2, 1000, 50000] and latency["baseline_rates"] == [2, 1000]
+    for rate in rates:
+        for run in latency["runs"][str(rate)]:
+            ours = run["ecomlogs"]
+            assert ours["rows_total"] == ours["valid"] == ours["arrived"]["rows"] > 0, rate
+            assert ours["arrived"]["p50_s"] is not None and ours["arrived"]["p99_s"] >= ours["arrived"]["p50_s"]
+            if rate in latency["baseline_rates"]:
+                theirs = run["baseline"]
+                assert theirs["arrived"]["rows"] + theirs["flushed_at_shutdown"]["rows"] == theirs["valid"] > 0
+                assert theirs["rows_total"] == theirs["valid"]
+            else:
+                assert "baseline" not in run
+        if rate == 2:
+            assert all(run["baseline"]["arrived"]["rows"] == 0 for run in latency["runs"]["2"])
+
+    table = report["table"]
+    assert _table_keys(table, "process") == {("process", m) for m in ("throughput", "CPU per event", "peak RSS")}
+    assert _table_keys(table, "load") == {
+        ("load", f"{m}, batch {b}")
+        for m in ("throughput", "client CPU per row", "PostgreSQL CPU per row", "peak RSS")
+        for b in ("50,000", "500")
+    }
+    assert ("e2e", "throughput") in _table_keys(table, "e2e")
+    assert ("e2e", "stage CPU per 1M raw events (3 processes)") in _table_keys(table, "e2e")
+    assert _table_keys(table, "latency") == {
+        ("latency", f"{m} @ {r}")
+        for m in ("p50", "p99", "rows arrived by the cut-off") for r in ("2/s", "1,000/s", "50,000/s")
+    }
+    for row in table:
+        assert set(row) == {"section", "metric", "unit", "better", "ecomlogs", "baseline", "ratio"}
+        assert isinstance(row["ecomlogs"], (int, float)) and math.isfinite(row["ecomlogs"]), row
+        if row["section"] != "latency" and "PostgreSQL" not in row["metric"] and "CPU per 1M" not in row["metric"]:
+            assert all(_positive_number(row[k]) for k in ("ecomlogs", "baseline", "ratio")), row
+
+    markdown = (out / "latest.md").read_text(encoding="utf-8")
+    for heading in ("**process**", "**load**", "**e2e**", "**latency**", "CPU seconds per process"):
+        assert heading in markdown, heading
+
+
+def test_bench_rejects_unknown_sections(tmp_path: Path) -> None:
+    for sections in ("nope", "stage1,nope"):
         proc = subprocess.run(
             [sys.executable, "-m", "ecomlogs.bench", "--sections", sections, "--out", str(tmp_path)],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,

@@ -177,7 +177,8 @@ def test_kill_9_at_least_once_loses_nothing(kafka_bootstrap: str) -> None:
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000")
     _kill_mid_stream(cmd, clean, kafka_bootstrap)
-    run_until_idle(cmd)
+    # The killed member holds its partitions until its session times out (6 s): idle must outlast that.
+    run_until_idle(cmd, idle=10)
     clean_ids = [json.loads(m.value())["event_id"] for m in read_all(kafka_bootstrap, clean, timeout_s=180)]
     assert set(clean_ids) == valid_ids  # nothing missing (duplicates allowed at-least-once)
     dlq_sources = {(headers(m)["source.partition"], headers(m)["source.offset"])
@@ -193,7 +194,8 @@ def test_kill_9_exactly_once_neither_loses_nor_duplicates(kafka_bootstrap: str) 
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000",
                     "--exactly-once", "--transactional-id", f"{group}-0")
     _kill_mid_stream(cmd, clean, kafka_bootstrap)
-    run_until_idle(cmd)
+    # The killed member holds its partitions until its session times out (6 s): idle must outlast that.
+    run_until_idle(cmd, idle=10)
     committed = read_all(kafka_bootstrap, clean, timeout_s=180, isolation="read_committed")
     clean_ids = [json.loads(m.value())["event_id"] for m in committed]
     dlq_msgs = read_all(kafka_bootstrap, dlq, timeout_s=180, isolation="read_committed")
