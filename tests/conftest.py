@@ -6,6 +6,8 @@ at the end only what this session started is stopped.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
@@ -48,3 +50,30 @@ def dsn(stack: StackInfo) -> str:
     """libpq URL of the dev stack's ``ecom_kafka`` database."""
     return stack.dsn
 
+
+
+@pytest.fixture()
+def db(dsn: str) -> Iterator[str]:
+    """A fresh database per test on the dev stack's server, so tests never see each other's rows."""
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(dsn, connect_timeout=10)
+    admin.autocommit = True
+    with admin.cursor() as c:
+        c.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    try:
+        yield dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        # PostgreSQL may be restarting after an outage test: retry briefly.
+        for attempt in range(5):
+            try:
+                admin = psycopg2.connect(dsn, connect_timeout=10)
+                admin.autocommit = True
+                with admin.cursor() as c:
+                    c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                admin.close()
+                break
+            except psycopg2.OperationalError:
+                time.sleep(2)

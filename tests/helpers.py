@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Optional
 
 from confluent_kafka import Consumer, TopicPartition
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(cmd: list[str], capture: bool = True) -> subprocess.Popen:
+    """Starts a stage in the repo root; stderr is captured (text) unless ``capture`` is False."""
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if capture else subprocess.DEVNULL, text=True)
+
+
+def finish(proc: subprocess.Popen, sig: Optional[int] = None, timeout: float = 300) -> tuple[int, str]:
+    """Optionally signals ``proc``, then waits for it (killing it if it overruns); returns (exit code,
+    stderr)."""
+    try:
+        if sig is not None:
+            proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err or ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def unique(prefix: str) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 

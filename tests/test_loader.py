@@ -10,42 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg2
 import pytest
 
 import ecomlogs
 from ecomlogs import devstack
-from helpers import read_all, unique
+from helpers import finish, read_all, start, unique
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture()
-def db(dsn: str) -> Iterator[str]:
-    """A fresh database per test (same server), so tests never see each other's rows."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(dsn, connect_timeout=10)
-    admin.autocommit = True
-    with admin.cursor() as c:
-        c.execute(f"CREATE DATABASE {name}")
-    test_dsn = dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        yield test_dsn
-    finally:
-        for _ in range(3):
-            try:
-                admin = psycopg2.connect(dsn, connect_timeout=10)
-                admin.autocommit = True
-                with admin.cursor() as c:
-                    c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-                break
-            except psycopg2.OperationalError:
-                time.sleep(2)
 
 
 def rows(dsn: str) -> list[tuple]:
@@ -90,8 +67,10 @@ def assert_exact(dsn: str, expected: dict[str, dict]) -> None:
         e = expected[event_id]
         assert customer == e["customer_id"] and etype == e["event_type"] and currency == e["currency"]
         assert amount == Decimal(str(e["amount"])).quantize(Decimal("0.01"))  # exact to the cent
-        # Stored as UTC, to the millisecond.
-        assert ts.isoformat(timespec="milliseconds") + "Z" == e["timestamp"][:23] + "Z"
+        # Stored as UTC, to the millisecond (the canonical form drops a zero fraction: "...:39Z").
+        sent = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+        assert sent.utcoffset() == timedelta(0)
+        assert ts == sent.replace(tzinfo=None)
 
 
 def test_pipeline_rows_equal_valid_events_exactly(kafka_bootstrap: str, db: str) -> None:
@@ -131,12 +110,9 @@ def test_kill_9_five_times_still_exactly_once(kafka_bootstrap: str, db: str) -> 
     cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "2000", "--quiet")
     rng = random.Random(23)
     for _ in range(5):
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(rng.uniform(2.5, 6.0))  # the group join takes ~3 s: kills land before and during loading
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+        proc = start(cmd, capture=False)
+        time.sleep(rng.uniform(2.5, 6.0))  # the group join takes ~3 s: kills land before and during loading
+        finish(proc, signal.SIGKILL, timeout=30)
     # The killed member stays in the group until its session times out (6 s); until then the new one may
     # own only some partitions, so "idle" must outlast that.
     run_until_idle(cmd, idle=10)
@@ -150,9 +126,7 @@ def test_postgres_down_for_10_seconds(kafka_bootstrap: str, db: str, stack: Any)
     expected = produce_clean(kafka_bootstrap, clean, 300_000, seed=24)
     ecomlogs.migrate(db)
     cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000")
-    proc = subprocess.Popen([*cmd, "--until-idle", "5"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    err = ""
+    proc = start([*cmd, "--until-idle", "5"])
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(rows(db)) < 5000:
@@ -160,14 +134,10 @@ def test_postgres_down_for_10_seconds(kafka_bootstrap: str, db: str, stack: Any)
         assert len(rows(db)) >= 5000, "the loader did not start loading"
         devstack.stop_postgres(timeout=30)
         time.sleep(10)
-        devstack.start_postgres(timeout=60)
-        _out, err = proc.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        devstack.start_postgres(timeout=60)  # no-op when running
-    assert proc.returncode == 0, err[-3000:]
+        devstack.start_postgres(timeout=60)  # also when an assertion above failed
+    code, err = finish(proc)
+    assert code == 0, err[-3000:]
     assert "PostgreSQL unavailable" in err and "retrying in" in err
     assert "database retries" in err
     assert_exact(db, expected)
@@ -177,18 +147,13 @@ def test_two_loaders_in_one_group_exactly_once_across_rebalances(kafka_bootstrap
     clean, group = unique("clean"), unique("g")
     expected = produce_clean(kafka_bootstrap, clean, 200_000, seed=25)
     cmd = [*loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000"), "--until-idle", "6"]
-    a = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    a = start(cmd)
     time.sleep(5)
-    b = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    b = start(cmd)
     errs = []
     for p in (a, b):
-        try:
-            _o, e = p.communicate(timeout=300)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-        assert p.returncode == 0, e[-3000:]
+        code, e = finish(p)
+        assert code == 0, e[-3000:]
         errs.append(e)
     assert any("revoked" in e for e in errs)
     assert all("loaded" in e for e in errs)

@@ -5,29 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from typing import Iterator
 
 import psycopg2
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture()
-def db(dsn: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(dsn, connect_timeout=10)
-    admin.autocommit = True
-    with admin.cursor() as c:
-        c.execute(f"CREATE DATABASE {name}")
-    try:
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.cursor() as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def test_run_carries_every_valid_event_into_the_table_and_reports(kafka_bootstrap: str, db: str) -> None:

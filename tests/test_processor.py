@@ -15,7 +15,7 @@ from typing import Any, Optional
 from confluent_kafka import KafkaException, Producer
 
 import ecomlogs
-from helpers import broker_hides_aborted_transactions, read_all, unique
+from helpers import broker_hides_aborted_transactions, finish, read_all, start, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def _expected(bootstrap: str, raw: str, n: int) -> tuple[set[str], int]:
 
 def _kill_mid_stream(cmd: list[str], clean: str, bootstrap: str) -> None:
     """Starts the processor, waits until some output exists, then SIGKILLs it."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start(cmd, capture=False)
     try:
         deadline = time.monotonic() + 60
         from confluent_kafka import Consumer, TopicPartition
@@ -162,12 +162,8 @@ def _kill_mid_stream(cmd: list[str], clean: str, bootstrap: str) -> None:
                 raise AssertionError("the processor produced nothing within 60 s")
         finally:
             c.close()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        finish(proc, signal.SIGKILL, timeout=30)
 
 
 def test_kill_9_at_least_once_loses_nothing(kafka_bootstrap: str) -> None:
@@ -231,18 +227,13 @@ def test_two_instances_split_partitions_and_a_rebalance_loses_nothing(kafka_boot
     _produce_events(kafka_bootstrap, raw, n, seed=13)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--batch-max", "2000", "--until-idle", "6")
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = start(cmd)
     time.sleep(4)  # the first one has joined and is working when the second one arrives: a rebalance
-    second = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    second = start(cmd)
     outs = []
     for p in (first, second):
-        try:
-            _o, err = p.communicate(timeout=240)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-        assert p.returncode == 0, err
+        code, err = finish(p, timeout=240)
+        assert code == 0, err
         outs.append(err)
     assert any("revoked" in o for o in outs), outs[0][-2000:]
     clean_ids = [json.loads(m.value())["event_id"] for m in read_all(kafka_bootstrap, clean, timeout_s=180)]
@@ -267,16 +258,10 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap: str) ->
     raw, clean, dlq, group = unique("raw"), unique("clean"), unique("dlq"), unique("g")
     _produce_events(kafka_bootstrap, raw, 20_000, seed=15)
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(8)
-        proc.send_signal(signal.SIGTERM)
-        _o, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode == 0, err
+    proc = start(cmd)
+    time.sleep(8)
+    code, err = finish(proc, signal.SIGTERM, timeout=60)
+    assert code == 0, err
     assert "stopped by signal" in err and "processed 20,000 events" in err
     # Everything was committed: a second run of the same group finds nothing left to do.
     again = run_until_idle(cmd, idle=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import ecomlogs
-from helpers import read_all, unique
+from helpers import finish, read_all, start, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,20 +49,11 @@ def test_round_trip_10000(kafka_bootstrap: str) -> None:
 
 def test_paced_mode_logs_each_event_and_ctrl_c_exits_0(kafka_bootstrap: str) -> None:
     topic = unique("raw_paced")
-    proc = subprocess.Popen(
-        [sys.executable, "producer.py", "--interval-ms", "200", "--topic", topic,
-         "--bootstrap-servers", kafka_bootstrap],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        time.sleep(3)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode == 0, err
+    proc = start([sys.executable, "producer.py", "--interval-ms", "200", "--topic", topic,
+                  "--bootstrap-servers", kafka_bootstrap])
+    time.sleep(3)
+    code, err = finish(proc, signal.SIGINT, timeout=30)
+    assert code == 0, err
     lines = [ln for ln in err.splitlines() if "ecomlogs.producer: produced {" in ln]
     assert 5 <= len(lines) <= 20, err
     assert "stopped by signal" in err
@@ -73,20 +63,11 @@ def test_paced_mode_logs_each_event_and_ctrl_c_exits_0(kafka_bootstrap: str) -> 
 
 def test_sigterm_also_flushes_and_exits_0(kafka_bootstrap: str) -> None:
     topic = unique("raw_term")
-    proc = subprocess.Popen(
-        [sys.executable, "producer.py", "--interval-ms", "0", "--topic", topic, "--quiet",
-         "--bootstrap-servers", kafka_bootstrap],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        time.sleep(3)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode == 0, err
+    proc = start([sys.executable, "producer.py", "--interval-ms", "0", "--topic", topic, "--quiet",
+                  "--bootstrap-servers", kafka_bootstrap])
+    time.sleep(3)
+    code, err = finish(proc, signal.SIGTERM, timeout=60)
+    assert code == 0, err
     summary = [ln for ln in err.splitlines() if ln.startswith("produced ")]
     assert summary, err
     n = int(summary[-1].split()[1].replace(",", ""))

@@ -15,7 +15,6 @@ from ecomlogs.settings import (
     DLQ_TOPIC,
     LOADER_GROUP,
     PROCESSOR_GROUP,
-    DEFAULT_INTERVAL_MS,
     DEFAULT_INVALID_RATIO,
     DEFAULT_PARTITIONS,
     RAW_TOPIC,

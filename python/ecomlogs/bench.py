@@ -315,11 +315,24 @@ class Child:
         except OSError:
             return ""
 
-    def interrupt(self) -> None:
-        """SIGINT to the command (through the launcher), as a Ctrl-C."""
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """SIGINT (or ``signum``) to the command, through the launcher: a Ctrl-C."""
         if self.running():
             with contextlib.suppress(OSError):
-                os.kill(self.proc.pid, signal.SIGINT)
+                os.kill(self.proc.pid, signum)
+
+    def stop(self, patience_s: float = 15.0) -> tuple[Optional[ChildRun], str]:
+        """Stops it gracefully: SIGINT, then SIGTERM after ``patience_s``, then SIGKILL (no measurement).
+        Returns the measurement (None if killed) and the signal that ended it."""
+        for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+            self.interrupt(signum)
+            try:
+                self.proc.wait(timeout=patience_s)
+                return self.wait(10), name
+            except subprocess.TimeoutExpired:
+                log.warning("%s still runs %.0f s after %s", self.label, patience_s, name)
+        self.kill()
+        return None, "SIGKILL"
 
     def wait(self, timeout_s: float = CHILD_TIMEOUT_S) -> ChildRun:
         if self.result is not None:
@@ -1618,15 +1631,22 @@ def latency_once(cfg: BenchConfig, ws: Workspace, side: str, rate: int, seconds:
                 time.sleep(ROW_POLL_S)
             cut_off = time.time()
             arrived_rows = watch.rows()
+            # Ctrl-C to both at once (the baseline loader then writes what it buffers, as the original does).
             processor.interrupt()
             loader.interrupt()
-            runs = {"processor": processor.wait(60), "loader": loader.wait(60)}
-        if side == "ecomlogs":
-            valid = parse_processed(runs["processor"].stderr)["valid"]
-        else:
-            valid = last_json_line(runs["processor"].stdout)["valid"]
-        if expected is not None and valid != expected:
+            stopped: dict[str, tuple[Optional[ChildRun], str]] = {"processor": processor.stop(), "loader": loader.stop()}
+        proc_run = stopped["processor"][0]
+        valid: Optional[int] = None
+        if proc_run is not None:
+            if side == "ecomlogs":
+                valid = parse_processed(proc_run.stderr)["valid"]
+            else:
+                valid = last_json_line(proc_run.stdout)["valid"]
+        if expected is not None and valid is not None and valid != expected:
             raise BenchError(f"{side} latency @ {rate}/s: processor forwarded {valid}, expected {expected}")
+        valid = valid if valid is not None else expected
+        if valid is None:
+            raise BenchError(f"{side} latency @ {rate}/s: no count of valid events (producer and processor silent)")
         cut = datetime.fromtimestamp(cut_off, timezone.utc).replace(tzinfo=None)
         arrived = latency_stats(dsn, "created_at <= %s", [cut])
         late = latency_stats(dsn, "created_at > %s", [cut])
@@ -1652,7 +1672,8 @@ def latency_once(cfg: BenchConfig, ws: Workspace, side: str, rate: int, seconds:
         "flushed_at_shutdown": late,
         "rows_total": summary["rows"],
         "arrived_share": arrived["rows"] / valid if valid else None,
-        "processes": {k: r.usage() for k, r in runs.items()},
+        "processes": {k: (r.usage() if r else None) for k, (r, _how) in stopped.items()},
+        "stopped_by": {k: how for k, (_r, how) in stopped.items()},
     }
 
 
@@ -1711,6 +1732,10 @@ def run_latency(cfg: BenchConfig, ws: Workspace) -> SectionResult:
                       f"{d['arrived']['rows']:,} / {d['valid']:,} | {f(d['arrived']['p50_s'])} | "
                       f"{f(d['arrived']['p99_s'])} | {f(d['arrived']['max_s'])} | "
                       f"{d['flushed_at_shutdown']['rows']:,} ({f(d['flushed_at_shutdown']['p50_s'])}) |")
+    forced = sorted({f"{side} {proc} ({how})" for runs in results.values() for r in runs for side, d in r.items()
+                     for proc, how in d["stopped_by"].items() if how != "SIGINT"})
+    if forced:
+        md.append("\nNot stopped by Ctrl-C (SIGINT) within 15 s, so stopped by the signal shown: " + ", ".join(forced))
     return SectionResult(
         details={
             "rates": [{"rate": r, "seconds": s} for r, s in rates],
@@ -1800,6 +1825,12 @@ def markdown_report(report: dict[str, Any], rows: Sequence[Row], sections: Optio
         markdown_table(rows),
         "",
     ]
+    if report.get("errors"):
+        parts += ["**Failed sections** (their figures are missing): "
+                  + "; ".join(f"{k}: {v.splitlines()[0]}" for k, v in report["errors"].items()), ""]
+    if report.get("native_module_changed_during_run"):
+        parts += ["**Warning**: the native module `ecomlogs._core` was rebuilt during this run, so figures may "
+                  "mix two builds.", ""]
     references = report.get("references") or []
     if references:
         parts += ["Reference figures (not an ecomlogs/baseline pair):", "", references_table(references), ""]
@@ -1915,6 +1946,20 @@ def write_chart(report: dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
+def native_module_info() -> Optional[dict[str, Any]]:
+    """Path, modification time and hash prefix of ``ecomlogs._core`` (to notice a rebuild during a run)."""
+    import hashlib
+
+    from ecomlogs import _core
+
+    path = Path(getattr(_core, "__file__", "") or "")
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"path": str(path), "mtime_utc": stamp, "sha256_12": digest}
+
+
 def host_info() -> dict[str, Any]:
     import ecomlogs
 
@@ -1928,6 +1973,7 @@ def host_info() -> dict[str, Any]:
         "confluent_kafka": None,
         "git_commit": None,
     }
+    info["native_module"] = native_module_info()
     try:
         import confluent_kafka
 
@@ -1996,10 +2042,17 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     results: dict[str, SectionResult] = {}
     started = time.perf_counter()
     ws = Workspace(cfg)
+    errors: dict[str, str] = {}
     try:
         for name in cfg.sections:
             section_started = time.perf_counter()
-            result = SECTIONS[name](cfg, ws)
+            try:
+                result = SECTIONS[name](cfg, ws)
+            except BenchError as e:
+                # One failed section must not lose the others' figures: recorded, and the run fails at the end.
+                log.error("section %s failed: %s", name, e)
+                errors[name] = str(e)
+                result = SectionResult(details={"error": str(e)}, markdown=[f"**{name}**: failed: `{e}`"])
             report["section_duration_s"][name] = round(time.perf_counter() - section_started, 3)
             results[name] = result
             report["sections"][name] = result.details
@@ -2007,6 +2060,11 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
             rows.extend(result.rows)
     finally:
         ws.close()
+    report["errors"] = errors
+    core_after = native_module_info()
+    if core_after != report["host"].get("native_module"):
+        report["native_module_changed_during_run"] = core_after
+        log.warning("the native module changed during the run (rebuilt?): figures may mix two builds")
     report["duration_s"] = round(time.perf_counter() - started, 3)
     report["table"] = [asdict(r) for r in rows]
     dated, latest_json, latest_md = write_results(cfg, report, rows, results)
@@ -2015,6 +2073,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         print("\n" + references_table(report["references"]))
     print(f"\nwritten: {dated}, {latest_json}, {latest_md}" + (f", {report['chart']}" if report["chart"] else ""),
           file=sys.stderr)
+    if errors:
+        raise BenchError(f"section(s) failed: {', '.join(errors)} (the other figures were written)")
     return report
 
 

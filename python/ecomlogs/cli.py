@@ -275,16 +275,9 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     if args.until_idle is not None and args.until_idle <= 0:
         raise ConfigError("--until-idle must be above 0 seconds")
-    servers = S.bootstrap_servers(args.bootstrap_servers)
-    progress = Progress(
-        lambda s: (
-            f"consumed {s['consumed']:,} ({_rate(s['consumed'], s['elapsed_s'])}): "
-            f"valid {s['valid']:,}, invalid {s['invalid']:,}"
-        ),
-        quiet=True,  # the Rust loop logs a line per second of activity itself
-    )
+    # No progress callback: the Rust loop logs a line per second of activity itself.
     stats = process(
-        bootstrap_servers=servers,
+        bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
         input_topic=args.input_topic,
         output_topic=args.output_topic,
         dlq_topic=args.dlq_topic,
@@ -296,7 +289,6 @@ def cmd_process(args: argparse.Namespace) -> int:
         log_each=args.verbose,
         partitions=args.partitions,
         extra_config=S.parse_extra_config(args.extra_config),
-        progress=progress,
     )
     reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(stats.by_reason.items()))
     print(
@@ -475,49 +467,37 @@ def build_parser(prog: str = "ecomlogs") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: str = "ecomlogs") -> int:
-    """Runs a command; returns the process exit code. Errors are one readable line, never a traceback."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    name = args.command
+def _execute(label: str, args: argparse.Namespace) -> int:
+    """Runs a parsed command; errors become one readable line and an exit code, never a traceback."""
     try:
         _setup_logging(args)
         _sigterm_as_interrupt()
-        return COMMANDS[name][2](args)
+        return COMMANDS[args.command][2](args)
     except ConfigError as e:
-        print(f"{prog} {name}: error: {e}", file=sys.stderr)
+        print(f"{label}: error: {e}", file=sys.stderr)
         return 2
     except EcomlogsError as e:
-        print(f"{prog} {name}: error: {e}", file=sys.stderr)
+        print(f"{label}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog} {name}: stopped", file=sys.stderr)
+        print(f"{label}: stopped", file=sys.stderr)
         return 0
 
 
+def main(argv: Optional[Sequence[str]] = None, prog: str = "ecomlogs") -> int:
+    """``ecomlogs COMMAND [flags]``; returns the process exit code."""
+    args = build_parser(prog).parse_args(argv)
+    return _execute(f"{prog} {args.command}", args)
+
+
 def entry_point(command: str) -> None:
-    """For the root scripts: ``python producer.py [flags]`` == ``ecomlogs produce [flags]``."""
+    """For the root scripts: ``python producer.py [flags]`` is ``ecomlogs produce [flags]``."""
     prog = os.path.basename(sys.argv[0]) or command
-    parser = build_parser(prog)
-    sub = argparse.ArgumentParser(prog=prog, description=None)
-    COMMANDS[command][1](sub)
-    args = sub.parse_args(sys.argv[1:])
+    parser = argparse.ArgumentParser(prog=prog)
+    COMMANDS[command][1](parser)
+    args = parser.parse_args(sys.argv[1:])
     args.command = command
-    del parser
-    try:
-        _setup_logging(args)
-        _sigterm_as_interrupt()
-        code = COMMANDS[command][2](args)
-    except ConfigError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        code = 2
-    except EcomlogsError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print(f"{prog}: stopped", file=sys.stderr)
-        code = 0
-    sys.exit(code)
+    sys.exit(_execute(prog, args))
 
 
 if __name__ == "__main__":

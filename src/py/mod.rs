@@ -143,6 +143,38 @@ fn ensure_topics(
     .map_err(to_pyerr)
 }
 
+/// Runs a stage loop with the GIL released; progress and Ctrl-C go through `Runner`. Returns the final
+/// stats as a dict (also passed to the progress callback, with `final=True`).
+fn run_stage<'py, S: Send>(
+    py: Python<'py>,
+    progress: Option<Py<PyAny>>,
+    progress_every_s: f64,
+    fill: fn(&Bound<'_, PyDict>, &S) -> PyResult<()>,
+    body: impl FnOnce(&mut dyn FnMut(&S) -> crate::error::Result<()>) -> crate::error::Result<S> + Send,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
+    let result = py.detach(|| body(&mut |st| runner.tick(|d| fill(d, st))));
+    if let Some(e) = runner.failure.take() {
+        return Err(e);
+    }
+    let stats = result.map_err(to_pyerr)?;
+    runner.finish(|d| fill(d, &stats))?;
+    let d = PyDict::new(py);
+    fill(&d, &stats)?;
+    Ok(d)
+}
+
+fn reasons_dict<'py>(
+    py: Python<'py>,
+    by_reason: &BTreeMap<validate::Reason, u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (r, n) in by_reason {
+        d.set_item(r.code(), n)?;
+    }
+    Ok(d)
+}
+
 fn fill_produce(d: &Bound<'_, PyDict>, s: &ProduceStats) -> PyResult<()> {
     d.set_item("produced", s.produced)?;
     d.set_item("delivered", s.delivered)?;
@@ -187,28 +219,16 @@ fn produce<'py>(
         partitions,
         ..Default::default()
     };
-    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
-    let result =
-        py.detach(|| run_producer(&s, &opts, &mut |st| runner.tick(|d| fill_produce(d, st))));
-    if let Some(e) = runner.failure.take() {
-        return Err(e);
-    }
-    let stats = result.map_err(to_pyerr)?;
-    runner.finish(|d| fill_produce(d, &stats))?;
-    let d = PyDict::new(py);
-    fill_produce(&d, &stats)?;
-    Ok(d)
+    run_stage(py, progress, progress_every_s, fill_produce, |tick| {
+        run_producer(&s, &opts, tick)
+    })
 }
 
 fn fill_process(d: &Bound<'_, PyDict>, s: &ProcessStats) -> PyResult<()> {
     d.set_item("consumed", s.consumed)?;
     d.set_item("valid", s.valid)?;
     d.set_item("invalid", s.invalid)?;
-    let reasons = PyDict::new(d.py());
-    for (r, n) in &s.by_reason {
-        reasons.set_item(r.code(), n)?;
-    }
-    d.set_item("by_reason", reasons)?;
+    d.set_item("by_reason", reasons_dict(d.py(), &s.by_reason)?)?;
     d.set_item("batches", s.batches)?;
     d.set_item("retried_batches", s.retried_batches)?;
     d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
@@ -253,17 +273,9 @@ fn process<'py>(
         partitions,
         ..Default::default()
     };
-    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
-    let result =
-        py.detach(|| run_processor(&s, &opts, &mut |st| runner.tick(|d| fill_process(d, st))));
-    if let Some(e) = runner.failure.take() {
-        return Err(e);
-    }
-    let stats = result.map_err(to_pyerr)?;
-    runner.finish(|d| fill_process(d, &stats))?;
-    let d = PyDict::new(py);
-    fill_process(&d, &stats)?;
-    Ok(d)
+    run_stage(py, progress, progress_every_s, fill_process, |tick| {
+        run_processor(&s, &opts, tick)
+    })
 }
 
 fn fill_load(d: &Bound<'_, PyDict>, s: &LoadStats) -> PyResult<()> {
@@ -271,11 +283,7 @@ fn fill_load(d: &Bound<'_, PyDict>, s: &LoadStats) -> PyResult<()> {
     d.set_item("rows_inserted", s.rows_inserted)?;
     d.set_item("duplicates_skipped", s.duplicates_skipped)?;
     d.set_item("dead_lettered", s.dead_lettered)?;
-    let reasons = PyDict::new(d.py());
-    for (r, n) in &s.by_reason {
-        reasons.set_item(r.code(), n)?;
-    }
-    d.set_item("by_reason", reasons)?;
+    d.set_item("by_reason", reasons_dict(d.py(), &s.by_reason)?)?;
     d.set_item("batches", s.batches)?;
     d.set_item("db_retries", s.db_retries)?;
     d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
@@ -322,16 +330,9 @@ fn load<'py>(
         max_backoff: Duration::from_secs_f64(max_backoff_s.max(0.1)),
         log_each,
     };
-    let mut runner = Runner::new(progress, Duration::from_secs_f64(progress_every_s));
-    let result = py.detach(|| run_loader(&s, &opts, &mut |st| runner.tick(|d| fill_load(d, st))));
-    if let Some(e) = runner.failure.take() {
-        return Err(e);
-    }
-    let stats = result.map_err(to_pyerr)?;
-    runner.finish(|d| fill_load(d, &stats))?;
-    let d = PyDict::new(py);
-    fill_load(&d, &stats)?;
-    Ok(d)
+    run_stage(py, progress, progress_every_s, fill_load, |tick| {
+        run_loader(&s, &opts, tick)
+    })
 }
 
 /// Applies pending migrations; returns the versions applied now.
