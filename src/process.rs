@@ -6,6 +6,8 @@
 //! with the outputs (read_committed consumers downstream then see each record once, whatever crashes).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -38,7 +40,10 @@ pub struct ProcessOptions {
     /// A log line per event (`--verbose`).
     pub log_each: bool,
     pub partitions: i32,
+    /// Consumers (threads) in this process, each with its own producer; they share the group's partitions.
+    pub workers: usize,
 }
+
 impl Default for ProcessOptions {
     fn default() -> Self {
         ProcessOptions {
@@ -53,6 +58,7 @@ impl Default for ProcessOptions {
             batch_wait: Duration::from_millis(100),
             log_each: false,
             partitions: DEFAULT_PARTITIONS,
+            workers: 1,
         }
     }
 }
@@ -72,6 +78,23 @@ pub struct ProcessStats {
 
 pub const TICK: Duration = Duration::from_millis(100);
 
+impl ProcessStats {
+    fn add(&mut self, other: &ProcessStats) {
+        self.consumed += other.consumed;
+        self.valid += other.valid;
+        self.invalid += other.invalid;
+        for (r, n) in &other.by_reason {
+            *self.by_reason.entry(*r).or_default() += n;
+        }
+        self.batches += other.batches;
+        self.retried_batches += other.retried_batches;
+        self.interrupted |= other.interrupted;
+    }
+}
+
+/// Runs `opts.workers` consumer loops in threads (one consumer and one producer each, all in the same
+/// group) and reports their summed counts through `tick` every `TICK`. `tick` returning
+/// `Error::Interrupted` stops every worker after its batch in flight.
 pub fn run_processor(
     settings: &KafkaSettings,
     opts: &ProcessOptions,
@@ -83,6 +106,77 @@ pub fn run_processor(
         opts.partitions,
         Duration::from_secs(15),
     )?;
+    let workers = opts.workers.max(1);
+    let stop = AtomicBool::new(false);
+    let shared: Vec<Mutex<ProcessStats>> = (0..workers)
+        .map(|_| Mutex::new(ProcessStats::default()))
+        .collect();
+    let start = Instant::now();
+    let total = |interrupted: bool| {
+        let mut t = ProcessStats::default();
+        for s in &shared {
+            t.add(&s.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        t.elapsed = start.elapsed();
+        t.interrupted |= interrupted;
+        t
+    };
+    let mut interrupted = false;
+    let mut tick_error: Option<Error> = None;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|i| {
+                let (stop, shared) = (&stop, &shared[i]);
+                std::thread::Builder::new()
+                    .name(format!("ecomlogs-processor-{i}"))
+                    .spawn_scoped(scope, move || {
+                        let r = worker(settings, opts, i, workers, stop, shared);
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed); // one failure stops the others
+                        }
+                        r
+                    })
+                    .expect("spawning a processor thread")
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(TICK);
+            if tick_error.is_none() && !interrupted {
+                match tick(&total(false)) {
+                    Ok(()) => {}
+                    Err(Error::Interrupted) => interrupted = true,
+                    Err(e) => tick_error = Some(e),
+                }
+                if interrupted || tick_error.is_some() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Config("a processor thread panicked".into())))
+            })
+            .collect()
+    });
+    if let Some(e) = tick_error {
+        return Err(e);
+    }
+    for r in results {
+        r?;
+    }
+    Ok(total(interrupted))
+}
+
+fn worker(
+    settings: &KafkaSettings,
+    opts: &ProcessOptions,
+    index: usize,
+    workers: usize,
+    stop: &AtomicBool,
+    shared: &Mutex<ProcessStats>,
+) -> Result<()> {
     let consumer: BaseConsumer<GroupContext> = settings
         .consumer_config(&opts.group_id)
         .create_with_context(GroupContext::default())
@@ -91,10 +185,13 @@ pub fn run_processor(
     // A dead-letter copy carries headers on top of the original value: leave room above the default 1 MB.
     pconf.set("message.max.bytes", "16000000");
     if opts.exactly_once {
-        let tid = opts
+        let mut tid = opts
             .transactional_id
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{}", opts.group_id, hostname(), std::process::id()));
+        if workers > 1 {
+            tid = format!("{tid}-{index}");
+        }
         pconf.set("transactional.id", &tid);
         pconf.set("transaction.timeout.ms", "30000");
         pconf.set("message.timeout.ms", "30000");
@@ -123,7 +220,6 @@ pub fn run_processor(
 
     let start = Instant::now();
     let mut stats = ProcessStats::default();
-    let mut last_tick = start;
     let mut last_input = start;
     let mut last_log = start;
     let mut logged = (0u64, 0u64, BTreeMap::<Reason, u64>::new());
@@ -136,19 +232,10 @@ pub fn run_processor(
         let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
         let batch_deadline = Instant::now() + opts.batch_wait;
         while batch.len() < opts.batch_max {
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
-                stats.elapsed = start.elapsed();
-                if let Err(e) = tick(&stats) {
-                    match e {
-                        Error::Interrupted => {
-                            stats.interrupted = true;
-                            stopping = true;
-                            break;
-                        }
-                        other => return Err(other),
-                    }
-                }
+            if stop.load(Ordering::Relaxed) {
+                stats.interrupted = true;
+                stopping = true;
+                break;
             }
             let wait = if batch.is_empty() {
                 TICK
@@ -302,6 +389,7 @@ pub fn run_processor(
             *stats.by_reason.entry(r).or_default() += n;
             *logged.2.entry(r).or_default() += n;
         }
+        *shared.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
         logged.0 += batch_stats.0;
         logged.1 += batch_stats.1;
         if last_log.elapsed() >= Duration::from_secs(1) {
@@ -314,7 +402,8 @@ pub fn run_processor(
         log::info!(target: "ecomlogs.processor", "{}", batch_line(&logged));
     }
     stats.elapsed = start.elapsed();
-    Ok(stats)
+    *shared.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    Ok(())
 }
 
 fn batch_line(l: &(u64, u64, BTreeMap<Reason, u64>)) -> String {

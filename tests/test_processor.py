@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
+import pytest
 from confluent_kafka import KafkaException, Producer
 
 import ecomlogs
@@ -166,12 +167,14 @@ def _kill_mid_stream(cmd: list[str], clean: str, bootstrap: str) -> None:
         finish(proc, signal.SIGKILL, timeout=30)
 
 
-def test_kill_9_at_least_once_loses_nothing(kafka_bootstrap: str) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_kill_9_at_least_once_loses_nothing(kafka_bootstrap: str, workers: int) -> None:
     raw, clean, dlq, group = unique("raw"), unique("clean"), unique("dlq"), unique("g")
     n = 300_000
     _produce_events(kafka_bootstrap, raw, n, seed=11)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
-    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000")
+    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000",
+                    "--workers", str(workers))
     _kill_mid_stream(cmd, clean, kafka_bootstrap)
     # The killed member holds its partitions until its session times out (6 s): idle must outlast that.
     run_until_idle(cmd, idle=10)
@@ -248,7 +251,7 @@ def test_python_api_returns_counts(kafka_bootstrap: str) -> None:
     _produce_events(kafka_bootstrap, raw, 5000, seed=14)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, 5000)
     stats = ecomlogs.process(bootstrap_servers=kafka_bootstrap, input_topic=raw, output_topic=clean,
-                             dlq_topic=dlq, group_id=unique("g"), until_idle_s=3)
+                             dlq_topic=dlq, group_id=unique("g"), until_idle_s=3, workers=3)
     assert stats.consumed == 5000 and stats.valid == len(valid_ids) and stats.invalid == invalid
     assert sum(stats.by_reason.values()) == invalid
     assert not stats.interrupted

@@ -65,6 +65,7 @@ def process(
     extra_config: Optional[dict[str, str]] = None,
     progress: Optional[Callable[[dict[str, object]], object]] = None,
     progress_every_s: float = 1.0,
+    workers: int = 1,
 ) -> dict[str, object]: ...
 def load(
     bootstrap_servers: str,

@@ -205,13 +205,15 @@ def process(
     partitions: int = DEFAULT_PARTITIONS,
     extra_config: Optional[Mapping[str, str]] = None,
     progress: Optional[Callable[[dict[str, Any]], object]] = None,
+    workers: int = 1,
 ) -> ProcessStats:
     """Runs the stream processor: validates every record of ``input_topic``; valid ones go to
     ``output_topic`` (canonical JSON, same key), invalid ones to ``dlq_topic`` untouched with headers
     ``reason``, ``detail``, ``source.topic``, ``source.partition``, ``source.offset``, ``stage``.
 
     Offsets are committed only after the outputs are acknowledged; with ``exactly_once`` the outputs and
-    the offsets go in one Kafka transaction. Runs until ``until_idle_s`` seconds pass with no input, or
+    the offsets go in one Kafka transaction. ``workers`` consumers (threads, each with its own producer)
+    share the group's partitions; more than one helps when a single consumer's fetches are the limit. Runs until ``until_idle_s`` seconds pass with no input, or
     Ctrl-C (the batch in flight is finished and committed first).
     """
     stats = _core.process(
@@ -228,6 +230,8 @@ def process(
         partitions,
         merge_extra(extra_config),
         progress,
+        1.0,
+        workers,
     )
     return ProcessStats(**stats)  # type: ignore[arg-type]
 

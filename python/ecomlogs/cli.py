@@ -268,6 +268,9 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
         "(default: group-host-pid)",
     )
     p.add_argument("--batch-max", type=_positive_int, default=50_000, help="records per batch at most (default %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="consumer threads in this process, sharing the partitions (default %(default)s; up to the "
+                   "partition count helps when one consumer's fetches are the limit)")
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -286,6 +289,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         exactly_once=args.exactly_once,
         transactional_id=args.transactional_id,
         batch_max=args.batch_max,
+        workers=args.workers,
         log_each=args.verbose,
         partitions=args.partitions,
         extra_config=S.parse_extra_config(args.extra_config),

@@ -82,6 +82,7 @@ def run_pipeline(
     batch_size: int = 50_000,
     flush_interval_ms: int = S.DEFAULT_FLUSH_INTERVAL_MS,
     exactly_once: bool = False,
+    processor_workers: int = S.DEFAULT_PARTITIONS,
     extra_config: Optional[dict[str, str]] = None,
     status: Optional[Callable[[str], None]] = None,
     drain_timeout_s: float = 600.0,
@@ -100,7 +101,8 @@ def run_pipeline(
         bootstrap_servers=servers, dsn=database, batch_size=batch_size, flush_interval_ms=flush_interval_ms,
         migrate=False, extra_config=extra, progress=p))
     processor = _Stage("processor", lambda p: api.process(
-        bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p))
+        bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p,
+        workers=processor_workers))
     producer = _Stage("producer", lambda p: api.produce(
         count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio, seed=seed,
         log_each=False, extra_config=extra, progress=p))

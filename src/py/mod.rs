@@ -240,7 +240,7 @@ fn fill_process(d: &Bound<'_, PyDict>, s: &ProcessStats) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (bootstrap_servers, input_topic, output_topic, dlq_topic, group_id, until_idle_s=None,
                     exactly_once=false, transactional_id=None, batch_max=50000, log_each=false, partitions=3,
-                    extra_config=None, progress=None, progress_every_s=1.0))]
+                    extra_config=None, progress=None, progress_every_s=1.0, workers=1))]
 #[allow(clippy::too_many_arguments)]
 fn process<'py>(
     py: Python<'py>,
@@ -258,9 +258,11 @@ fn process<'py>(
     extra_config: Option<BTreeMap<String, String>>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
+    workers: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     let s = settings(bootstrap_servers, extra_config);
     let opts = ProcessOptions {
+        workers: workers.max(1),
         input_topic,
         output_topic,
         dlq_topic,
