@@ -48,7 +48,7 @@ pub mod limits {
     pub const CUSTOMER_ID_CHARS: usize = 255;
     pub const CURRENCY_CHARS: usize = 10;
     /// DECIMAL(10, 2): at most 8 digits before the point.
-    pub const AMOUNT_MAX_ABS_CENTS: i64 = 99_999_999_99;
+    pub const AMOUNT_MAX_ABS_CENTS: i64 = 9_999_999_999; // 99,999,999.99
     pub const AMOUNT_SCALE: u32 = 2;
 }
 

@@ -479,8 +479,7 @@ pub fn run_loader(
                             }
                         }
                     }
-                    if !idle_exit
-                        && !batch_started.is_some_and(|t| t.elapsed() >= opts.flush_interval)
+                    if !idle_exit && batch_started.is_none_or(|t| t.elapsed() < opts.flush_interval)
                     {
                         continue;
                     }

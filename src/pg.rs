@@ -235,11 +235,11 @@ pub fn load_offsets(
         .collect())
 }
 
+/// Column names and rows of a query, every value as text (NULL as None).
+pub type TextTable = (Vec<String>, Vec<Vec<Option<String>>>);
+
 /// Runs a read-only query and returns the rows as text (for reports and notebooks).
-pub fn query_text(
-    client: &mut Client,
-    sql: &str,
-) -> Result<(Vec<String>, Vec<Vec<Option<String>>>)> {
+pub fn query_text(client: &mut Client, sql: &str) -> Result<TextTable> {
     let msgs = client
         .simple_query(sql)
         .map_err(|e| Error::database("running a query", &e))?;

@@ -333,7 +333,7 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
                 "the record has a null value",
             ))
         }
-        Some(b) if b.is_empty() => {
+        Some([]) => {
             return Err(Rejection::new(
                 Reason::EmptyValue,
                 "the record value is empty",

@@ -45,6 +45,13 @@ fn generator_config(invalid_ratio: f64, seed: Option<u64>) -> PyResult<Generator
     })
 }
 
+/// (key, value, intended): the key is None for an event without a customer id.
+type GeneratedEvent<'py> = (
+    Option<Bound<'py, PyBytes>>,
+    Bound<'py, PyBytes>,
+    &'static str,
+);
+
 /// Generates `n` events; returns (key, value, intended) where intended is "valid" or the invalid kind.
 #[pyfunction]
 #[pyo3(signature = (n, invalid_ratio=0.25, seed=None))]
@@ -53,13 +60,7 @@ fn generate_events<'py>(
     n: usize,
     invalid_ratio: f64,
     seed: Option<u64>,
-) -> PyResult<
-    Vec<(
-        Option<Bound<'py, PyBytes>>,
-        Bound<'py, PyBytes>,
-        &'static str,
-    )>,
-> {
+) -> PyResult<Vec<GeneratedEvent<'py>>> {
     let cfg = generator_config(invalid_ratio, seed)?;
     let raw: Vec<(Vec<u8>, Vec<u8>, Intended)> = py.detach(|| {
         let mut g = Generator::new(&cfg);
@@ -356,11 +357,7 @@ fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
 
 /// Runs one SQL statement; returns (column names, rows as text).
 #[pyfunction]
-fn query(
-    py: Python<'_>,
-    dsn: String,
-    sql: String,
-) -> PyResult<(Vec<String>, Vec<Vec<Option<String>>>)> {
+fn query(py: Python<'_>, dsn: String, sql: String) -> PyResult<pg::TextTable> {
     py.detach(|| {
         let cfg = pg::parse_dsn(&dsn)?;
         let mut client = pg::connect(&cfg)?;
