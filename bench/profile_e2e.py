@@ -46,11 +46,11 @@ class Sampler(threading.Thread):
         self.pids = pids
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float], float]] = []  # (time, per class, machine busy s)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._last: dict[int, tuple[str, float]] = {}  # stage pid -> (class, cpu s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
     @staticmethod
@@ -87,7 +87,7 @@ class Sampler(threading.Thread):
         self.samples.append((now, per, self._machine_busy()))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self._sample()
             time.sleep(self.interval)
 
