@@ -154,6 +154,8 @@ class BenchConfig:
     e2e_repeat: int = DEFAULT_REPEAT
     latency_repeat: int = DEFAULT_REPEAT
     until_idle_s: float = UNTIL_IDLE_S
+    processor_workers: int = 1
+    """``--workers`` of the ecomlogs stream processor (consumer threads sharing the partitions)."""
 
     @property
     def latency_rates(self) -> tuple[tuple[int, float], ...]:
@@ -718,7 +720,27 @@ def run_stage1(cfg: BenchConfig, ws: Optional[Workspace] = None) -> SectionResul
         part = bench(cfg)
         result.details[name] = part.details
         result.rows.extend(part.rows)
+    result.references.extend(rust_loops(cfg))
     return result
+
+
+def rust_loops(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """The same generation and validation work as a loop inside Rust (reused buffers, no Python objects):
+    what the stages themselves pay per event. Median of ``--repeat`` runs."""
+    from ecomlogs import _core
+
+    n = cfg.events
+    values = [v for _k, v, _i in _core.generate_events(min(n, 1_000_000), 0.25, VALIDATION_SEED)]
+    runs = [_core.bench_core(n, values) for _ in range(cfg.repeat)]
+    out: list[dict[str, Any]] = []
+    for key, label in (("generate", "generation + serialisation"), ("validate", "validation of raw bytes")):
+        rates = [r[key][0] / r[key][1] for r in runs if r[key][1] > 0]
+        cpu = [r[key][2] * 1e6 / r[key][0] for r in runs if r[key][0]]
+        out.append({"section": "stage1", "figure": f"{label}, Rust loop", "unit": "events/s",
+                    "value": median(rates) if rates else None})
+        out.append({"section": "stage1", "figure": f"{label}, Rust loop: CPU per event", "unit": "µs",
+                    "value": median(cpu) if cpu else None})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- workspace
@@ -961,7 +983,7 @@ def processor_cmd(cfg: BenchConfig, side: str, raw: str, clean: str, dlq: str, g
               "--until-idle", str(until_idle_s or cfg.until_idle_s), "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
         return [*_script(cfg, "streamProcessor.py", "process"), *common, "--dlq-topic", dlq,
-                *(["--quiet"] if quiet else [])]
+                "--workers", str(cfg.processor_workers), *(["--quiet"] if quiet else [])]
     return [sys.executable, str(cfg.repo_root / "baseline" / "streamProcessor.py"), *common, "--quiet"]
 
 
@@ -2136,6 +2158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="results folder (default <repo>/bench/results)")
     p.add_argument("--small", action="store_true", help="tiny sizes and one run (for the test suite)")
     p.add_argument("--keep-topics", action="store_true", help="keep the per-run benchmark topics (default: delete)")
+    p.add_argument("--processor-workers", type=_positive_int, default=1,
+                   help="consumer threads of the ecomlogs stream processor (default %(default)s)")
     return p
 
 
@@ -2166,6 +2190,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         e2e_events=args.e2e_events or (SMALL_E2E_EVENTS if args.small else DEFAULT_E2E_EVENTS),
         e2e_repeat=args.e2e_repeat or repeat,
         latency_repeat=args.latency_repeat or repeat,
+        processor_workers=args.processor_workers,
     )
 
 
