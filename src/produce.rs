@@ -68,14 +68,10 @@ pub fn run_producer(
         opts.partitions,
         Duration::from_secs(15),
     )?;
-    let mut config = settings.producer_config();
-    // Only failures get a delivery report: a callback per event costs more than generating it. What is
-    // acknowledged is then what was produced, minus what is still in flight, minus failures.
-    config.set("delivery.report.only.error", "true");
-    for (k, v) in &settings.extra {
-        config.set(k, v);
-    }
-    let producer: BaseProducer<DeliveryTracker> = config
+    // Only failures get a delivery report (see `producer_config`): what is acknowledged is what was
+    // produced, minus what is still in flight, minus failures.
+    let producer: BaseProducer<DeliveryTracker> = settings
+        .producer_config()
         .create_with_context(DeliveryTracker::default())
         .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
     let mut gen = Generator::new(&opts.generator);
