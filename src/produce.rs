@@ -8,7 +8,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::error::{Error, Result};
 use crate::generate::{Generator, GeneratorConfig, Intended};
-use crate::kafka::{ensure_topics, DeliveryTracker, KafkaSettings, DEFAULT_PARTITIONS, RAW_TOPIC};
+use crate::kafka::{
+    ensure_topics, send_blocking, DeliveryTracker, KafkaSettings, DEFAULT_PARTITIONS, RAW_TOPIC,
+};
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -122,22 +124,13 @@ pub fn run_producer(
             }
         }
         let intended = gen.next_into(&mut key, &mut value);
-        let mut record = BaseRecord::to(&opts.topic).payload(&value);
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&opts.topic).payload(value.as_slice());
         if !key.is_empty() {
-            record = record.key(&key);
+            record = record.key(key.as_slice());
         }
-        let mut record = record;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    break 'run Err(Error::kafka(format!("producing to {}", opts.topic), e))
-                }
-            }
+        if let Err(e) = send_blocking(&producer, record) {
+            break 'run Err(Error::kafka(format!("producing to {}", opts.topic), e));
         }
         stats.produced += 1;
         match intended {

@@ -60,6 +60,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {v}")
+    return v
+
+
 def _non_negative_int(text: str) -> int:
     try:
         v = int(text)
@@ -237,7 +247,7 @@ def _until_idle(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--until-idle",
         metavar="SECONDS",
-        type=float,
+        type=_positive_float,
         default=None,
         help="finish, commit and exit 0 once no input came for this long (default: run until Ctrl-C)",
     )
@@ -276,8 +286,6 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
 def cmd_process(args: argparse.Namespace) -> int:
     from ecomlogs.api import process
 
-    if args.until_idle is not None and args.until_idle <= 0:
-        raise ConfigError("--until-idle must be above 0 seconds")
     # No progress callback: the Rust loop logs a line per second of activity itself.
     stats = process(
         bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
@@ -337,8 +345,6 @@ def _load_parser(p: argparse.ArgumentParser) -> None:
 def cmd_load(args: argparse.Namespace) -> int:
     from ecomlogs.api import load
 
-    if args.until_idle is not None and args.until_idle <= 0:
-        raise ConfigError("--until-idle must be above 0 seconds")
     stats = load(
         bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
         topic=args.topic,
