@@ -75,6 +75,9 @@ impl KafkaSettings {
             ("delivery.report.only.error", "true"),
             ("acks", "all"),
             ("linger.ms", "5"),
+            // LZ4 costs the client ~0.2 us per event and halves the broker's CPU (fewer bytes to store
+            // and serve); every Kafka broker since 0.10 handles it.
+            ("compression.type", "lz4"),
             ("batch.size", "1000000"),
             ("batch.num.messages", "100000"),
             ("queue.buffering.max.messages", "1000000"),

@@ -41,6 +41,9 @@ pub struct LoadOptions {
     pub batch_size: usize,
     /// A batch is written at the latest this long after its first record arrived.
     pub flush_interval: Duration,
+    /// A partial batch is written as soon as no record has arrived for this long (the input caught up),
+    /// so a quiet topic does not hold rows back for the whole `flush_interval`.
+    pub quiet_flush: Duration,
     pub until_idle: Option<Duration>,
     pub partitions: i32,
     /// Apply pending migrations at start-up.
@@ -59,6 +62,7 @@ impl Default for LoadOptions {
             dlq_topic: DLQ_TOPIC.into(),
             batch_size: 500,
             flush_interval: Duration::from_millis(1000),
+            quiet_flush: QUIET_FLUSH,
             until_idle: None,
             partitions: DEFAULT_PARTITIONS,
             migrate: true,
@@ -87,6 +91,9 @@ pub struct LoadStats {
 }
 
 pub const TICK: Duration = Duration::from_millis(100);
+/// Default `LoadOptions::quiet_flush`: longer than the gaps between fetches of a busy topic (records
+/// arrive every few milliseconds), short enough not to matter for freshness.
+pub const QUIET_FLUSH: Duration = Duration::from_millis(50);
 
 /// The consumer context: on assignment, start each partition at the offset stored in PostgreSQL.
 struct LoaderContext {
@@ -436,11 +443,18 @@ pub fn run_loader(
             last_input = Instant::now();
         }
         let pending = rows.len() + dead.len();
-        let due = batch_started.is_some_and(|t| t.elapsed() >= opts.flush_interval);
+        let quiet_for = opts.quiet_flush.min(opts.flush_interval);
+        let due = batch_started.is_some_and(|t| {
+            t.elapsed() >= opts.flush_interval || last_input.elapsed() >= quiet_for
+        });
         let mut idle_exit = false;
         if !stopping && pending < opts.batch_size && !due {
             let wait = match batch_started {
-                Some(t) => opts.flush_interval.saturating_sub(t.elapsed()).min(TICK),
+                Some(t) => opts
+                    .flush_interval
+                    .saturating_sub(t.elapsed())
+                    .min(quiet_for.saturating_sub(last_input.elapsed()))
+                    .min(TICK),
                 None => TICK,
             };
             match consumer.poll(wait) {
@@ -479,8 +493,10 @@ pub fn run_loader(
                             }
                         }
                     }
-                    if !idle_exit && batch_started.is_none_or(|t| t.elapsed() < opts.flush_interval)
-                    {
+                    let flush_now = batch_started.is_some_and(|t| {
+                        t.elapsed() >= opts.flush_interval || last_input.elapsed() >= quiet_for
+                    });
+                    if !idle_exit && !flush_now {
                         continue;
                     }
                 }

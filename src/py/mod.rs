@@ -332,6 +332,7 @@ fn load<'py>(
         migrate,
         max_backoff: Duration::from_secs_f64(max_backoff_s.max(0.1)),
         log_each,
+        ..LoadOptions::default()
     };
     run_stage(py, progress, progress_every_s, fill_load, |tick| {
         run_loader(&s, &opts, tick)
