@@ -138,10 +138,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--e2e-events", type=int, default=B.DEFAULT_E2E_EVENTS)
     p.add_argument("--sides", default="ecomlogs,baseline")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--processor-workers", type=int, default=1)
     args = p.parse_args(argv)
     parser = B.build_parser()
     cfg = B.config_from_args(parser.parse_args(["--sections", "e2e", "--e2e-events", str(args.e2e_events),
-                                                "--repeat", "1"]), parser)
+                                                "--repeat", "1",
+                                                "--processor-workers", str(args.processor_workers)]), parser)
     out = args.out or cfg.repo_root / "bench" / "results" / "profile_e2e.json"
     ws = B.Workspace(cfg)
     results = []

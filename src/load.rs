@@ -458,18 +458,44 @@ pub fn run_loader(
                 None => TICK,
             };
             match consumer.poll(wait) {
-                Some(Ok(m)) => {
+                Some(Ok(first)) => {
+                    // Take what librdkafka already holds in one go; the clock is read once per burst.
+                    let mut m = first;
+                    let mut taken = 0u64;
+                    let mut error = None;
+                    loop {
+                        if take(
+                            &consumer,
+                            &m,
+                            &mut rows,
+                            &mut dead,
+                            &mut next,
+                            opts.log_each,
+                        ) {
+                            taken += 1;
+                        }
+                        if rows.len() + dead.len() >= opts.batch_size {
+                            break;
+                        }
+                        match consumer.poll(Duration::ZERO) {
+                            Some(Ok(more)) => m = more,
+                            Some(Err(e)) => {
+                                error = Some(e);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                     last_input = Instant::now();
-                    if take(
-                        &consumer,
-                        &m,
-                        &mut rows,
-                        &mut dead,
-                        &mut next,
-                        opts.log_each,
-                    ) {
-                        stats.consumed += 1;
-                        batch_started.get_or_insert_with(Instant::now);
+                    if taken > 0 {
+                        stats.consumed += taken;
+                        batch_started.get_or_insert(last_input);
+                    }
+                    if let Some(e) = error {
+                        if is_fatal(e.rdkafka_error_code()) {
+                            return Err(Error::kafka("consuming", e));
+                        }
+                        log::warn!(target: "ecomlogs.loader", "consumer: {e}");
                     }
                     continue;
                 }
