@@ -139,11 +139,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--sides", default="ecomlogs,baseline")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--processor-workers", type=int, default=1)
+    p.add_argument("--loader-workers", type=int, default=1)
     args = p.parse_args(argv)
     parser = B.build_parser()
     cfg = B.config_from_args(parser.parse_args(["--sections", "e2e", "--e2e-events", str(args.e2e_events),
                                                 "--repeat", "1",
-                                                "--processor-workers", str(args.processor_workers)]), parser)
+                                                "--processor-workers", str(args.processor_workers),
+                                                "--loader-workers", str(args.loader_workers)]), parser)
     out = args.out or cfg.repo_root / "bench" / "results" / "profile_e2e.json"
     ws = B.Workspace(cfg)
     results = []

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::{Client, Config};
@@ -51,6 +51,9 @@ pub struct LoadOptions {
     /// Longest pause between reconnection attempts during an outage.
     pub max_backoff: Duration,
     pub log_each: bool,
+    /// Consumers (threads) in this process, each with its own PostgreSQL connection; they share the
+    /// group's partitions, so up to one per partition writes in parallel.
+    pub workers: usize,
 }
 
 impl Default for LoadOptions {
@@ -68,6 +71,7 @@ impl Default for LoadOptions {
             migrate: true,
             max_backoff: Duration::from_secs(10),
             log_each: false,
+            workers: 1,
         }
     }
 }
@@ -90,6 +94,22 @@ pub struct LoadStats {
     pub unwritten: u64,
 }
 
+impl LoadStats {
+    fn add(&mut self, other: &LoadStats) {
+        self.consumed += other.consumed;
+        self.rows_inserted += other.rows_inserted;
+        self.duplicates_skipped += other.duplicates_skipped;
+        self.dead_lettered += other.dead_lettered;
+        for (r, n) in &other.by_reason {
+            *self.by_reason.entry(*r).or_default() += n;
+        }
+        self.batches += other.batches;
+        self.db_retries += other.db_retries;
+        self.interrupted |= other.interrupted;
+        self.unwritten += other.unwritten;
+    }
+}
+
 pub const TICK: Duration = Duration::from_millis(100);
 /// Default `LoadOptions::quiet_flush`: longer than the gaps between fetches of a busy topic (records
 /// arrive every few milliseconds), short enough not to matter for freshness.
@@ -103,7 +123,10 @@ struct LoaderContext {
     /// Next offset per partition that is safely stored; records below it are skipped.
     stored: Mutex<HashMap<i32, i64>>,
     rebalances: AtomicU64,
-    stop: AtomicBool,
+    /// Set by `run_loader` on Ctrl-C (also ends the retries of an outage).
+    stop: Arc<AtomicBool>,
+    /// This consumer's loop has ended.
+    done: AtomicBool,
     max_backoff: Duration,
     retries: AtomicU64,
 }
@@ -191,8 +214,12 @@ impl LoaderContext {
     }
 
     /// Sleeps before the next attempt (exponential, with jitter); false when the loader is stopping.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.done.load(Ordering::Relaxed)
+    }
+
     fn backoff(&self, attempt: &mut u32, why: &str) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stopping() {
             return false;
         }
         *attempt += 1;
@@ -207,7 +234,7 @@ impl LoaderContext {
         );
         let until = Instant::now() + wait;
         while Instant::now() < until {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.stopping() {
                 return false;
             }
             std::thread::sleep(
@@ -358,6 +385,9 @@ fn finish(
     Ok(out)
 }
 
+/// Runs `opts.workers` loader loops in threads (each its own consumer in the group, its own PostgreSQL
+/// connection and dead-letter producer) and reports their summed counts through `tick` every `TICK`.
+/// `tick` returning `Error::Interrupted` stops every worker after the batch in flight.
 pub fn run_loader(
     settings: &KafkaSettings,
     opts: &LoadOptions,
@@ -374,6 +404,92 @@ pub fn run_loader(
         opts.partitions,
         Duration::from_secs(15),
     )?;
+    log::info!(
+        target: "ecomlogs.loader",
+        "loading {} (group {}) into {} at {} in batches of {} rows or {} ms{}",
+        opts.topic, opts.group_id, pg::TABLE, pg::describe_dsn(&pg_cfg), opts.batch_size,
+        opts.flush_interval.as_millis(),
+        if opts.workers > 1 { format!(", {} workers", opts.workers) } else { String::new() }
+    );
+    let workers = opts.workers.max(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared: Vec<Mutex<LoadStats>> = (0..workers)
+        .map(|_| Mutex::new(LoadStats::default()))
+        .collect();
+    let start = Instant::now();
+    let total = || {
+        let mut t = LoadStats::default();
+        for s in &shared {
+            t.add(&s.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        t.elapsed = start.elapsed();
+        t
+    };
+    let mut first_client = Some(client);
+    let mut interrupted = false;
+    let mut tick_error: Option<Error> = None;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|i| {
+                let (stop, shared, pg_cfg) = (stop.clone(), &shared[i], &pg_cfg);
+                let client = first_client.take();
+                std::thread::Builder::new()
+                    .name(format!("ecomlogs-loader-{i}"))
+                    .spawn_scoped(scope, move || {
+                        let r = worker(settings, opts, pg_cfg, client, &stop, shared);
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed); // one failure stops the others
+                        }
+                        r
+                    })
+                    .expect("spawning a loader thread")
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(TICK);
+            if tick_error.is_none() && !interrupted {
+                match tick(&total()) {
+                    Ok(()) => {}
+                    Err(Error::Interrupted) => interrupted = true,
+                    Err(e) => tick_error = Some(e),
+                }
+                if interrupted || tick_error.is_some() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Config("a loader thread panicked".into())))
+            })
+            .collect()
+    });
+    if let Some(e) = tick_error {
+        return Err(e);
+    }
+    for r in results {
+        r?;
+    }
+    let mut t = total();
+    t.interrupted |= interrupted;
+    Ok(t)
+}
+
+/// One consumer's loop: batches, writes, commits, until stopped, idle, or failed.
+fn worker(
+    settings: &KafkaSettings,
+    opts: &LoadOptions,
+    pg_cfg: &Config,
+    client: Option<Client>,
+    stop: &Arc<AtomicBool>,
+    shared: &Mutex<LoadStats>,
+) -> Result<()> {
+    let client = match client {
+        Some(c) => c,
+        None => pg::connect(pg_cfg)?,
+    };
     let mut cconf = settings.consumer_config(&opts.group_id);
     // An outage pauses the loop without polling; stay in the group for a long one.
     cconf.set("max.poll.interval.ms", "1800000");
@@ -386,7 +502,8 @@ pub fn run_loader(
         client: Mutex::new(Some(client)),
         stored: Mutex::new(HashMap::new()),
         rebalances: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
+        stop: stop.clone(),
+        done: AtomicBool::new(false),
         max_backoff: opts.max_backoff,
         retries: AtomicU64::new(0),
     };
@@ -401,12 +518,6 @@ pub fn run_loader(
     consumer
         .subscribe(&[&opts.topic])
         .map_err(|e| Error::kafka(format!("subscribing to {}", opts.topic), e))?;
-    log::info!(
-        target: "ecomlogs.loader",
-        "loading {} (group {}) into {} at {} in batches of {} rows or {} ms",
-        opts.topic, opts.group_id, pg::TABLE, pg::describe_dsn(&pg_cfg), opts.batch_size,
-        opts.flush_interval.as_millis()
-    );
 
     let start = Instant::now();
     let mut stats = LoadStats::default();
@@ -423,18 +534,15 @@ pub fn run_loader(
     let mut batch_started: Option<Instant> = None;
 
     loop {
-        // Tick: progress, Ctrl-C.
+        // Tick: publish the counts; stop on Ctrl-C (seen by `run_loader`).
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             stats.elapsed = start.elapsed();
             stats.db_retries = consumer.context().retries.load(Ordering::Relaxed);
-            match tick(&stats) {
-                Ok(()) => {}
-                Err(Error::Interrupted) => {
-                    stats.interrupted = true;
-                    stopping = true;
-                }
-                Err(e) => return Err(e),
+            *shared.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
+            if stop.load(Ordering::Relaxed) && !stopping {
+                stats.interrupted = true;
+                stopping = true;
             }
         }
         let rb = consumer.context().rebalances.load(Ordering::Relaxed);
@@ -656,8 +764,7 @@ pub fn run_loader(
                         "stopping during a database outage: {} records not written; they will be loaded at the next start",
                         stats.unwritten
                     );
-                    stats.elapsed = start.elapsed();
-                    return Ok(stats);
+                    break;
                 }
             }
             rows.clear();
@@ -685,10 +792,12 @@ pub fn run_loader(
             logged.0, logged.1, logged.2
         );
     }
-    consumer.context().stop.store(true, Ordering::Relaxed);
+    // Leaving the group may call the rebalance callback: no more retries for this consumer.
+    consumer.context().done.store(true, Ordering::Relaxed);
     stats.elapsed = start.elapsed();
     stats.db_retries = consumer.context().retries.load(Ordering::Relaxed);
-    Ok(stats)
+    *shared.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    Ok(())
 }
 
 /// Routes one consumed record into the batch: a row, or a dead letter if it is not a valid event.

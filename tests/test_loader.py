@@ -32,6 +32,13 @@ def rows(dsn: str) -> list[tuple]:
         return c.fetchall()
 
 
+def row_count(dsn: str) -> int:
+    try:
+        return len(rows(dsn))
+    except psycopg2.errors.UndefinedTable:  # the loader has not migrated yet
+        return 0
+
+
 def produce_clean(bootstrap: str, topic: str, n: int, seed: int) -> dict[str, dict]:
     """Produces n events (~25% invalid) to a raw topic, runs the Rust processor into `topic`, and returns
     the valid events by event_id (the expected rows)."""
@@ -104,10 +111,12 @@ def test_redelivered_events_are_skipped_not_errors(kafka_bootstrap: str, db: str
     assert_exact(db, expected)
 
 
-def test_kill_9_five_times_still_exactly_once(kafka_bootstrap: str, db: str) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_kill_9_five_times_still_exactly_once(kafka_bootstrap: str, db: str, workers: int) -> None:
     clean, group = unique("clean"), unique("g")
     expected = produce_clean(kafka_bootstrap, clean, 200_000, seed=23)
-    cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "2000", "--quiet")
+    cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "2000", "--quiet",
+                     "--workers", str(workers))
     rng = random.Random(23)
     for _ in range(5):
         proc = start(cmd, capture=False)
@@ -141,6 +150,39 @@ def test_postgres_down_for_10_seconds(kafka_bootstrap: str, db: str, stack: Any)
     assert "PostgreSQL unavailable" in err and "retrying in" in err
     assert "database retries" in err
     assert_exact(db, expected)
+
+
+def test_partial_batch_is_written_once_the_topic_goes_quiet(kafka_bootstrap: str, db: str) -> None:
+    """A trickle smaller than a batch must not wait for the flush interval (here 10 minutes)."""
+    clean = unique("clean")
+    expected = produce_clean(kafka_bootstrap, clean, 400, seed=28)
+    cmd = [*loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "50000",
+                       "--flush-interval-ms", "600000"), "--until-idle", "120"]
+    proc = start(cmd)
+    try:
+        deadline = time.monotonic() + 60  # a group join (~3 s) plus the 50 ms quiet gap, with room
+        while row_count(db) < len(expected) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the loader exited instead of writing while running"
+        assert_exact(db, expected)
+    finally:
+        code, err = finish(proc, signal.SIGTERM, timeout=60)
+    assert code == 0, err[-3000:]
+
+
+def test_loader_workers_share_partitions_exactly_once(kafka_bootstrap: str, db: str) -> None:
+    clean = unique("clean")
+    expected = produce_clean(kafka_bootstrap, clean, 30_000, seed=29)
+    stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, group_id=unique("g"), dsn=db,
+                          dlq_topic=unique("dlq"), batch_size=1000, until_idle_s=3, workers=3)
+    assert stats.rows_inserted == len(expected) and stats.consumed == len(expected)
+    assert stats.duplicates_skipped == 0 and stats.dead_lettered == 0
+    assert_exact(db, expected)
+    # Each partition's next offset is stored once, by whichever worker owned it.
+    with psycopg2.connect(db) as conn, conn.cursor() as c:
+        c.execute("SELECT partition, next_offset FROM ecomlogs_kafka_offsets WHERE topic = %s", (clean,))
+        stored = dict(c.fetchall())
+    assert sorted(stored) == [0, 1, 2] and sum(stored.values()) == len(expected)
 
 
 def test_two_loaders_in_one_group_exactly_once_across_rebalances(kafka_bootstrap: str, db: str) -> None:

@@ -273,6 +273,7 @@ def load(
     log_each: bool = False,
     extra_config: Optional[Mapping[str, str]] = None,
     progress: Optional[Callable[[dict[str, Any]], object]] = None,
+    workers: int = 1,
 ) -> LoadStats:
     """Runs the PostgreSQL loader: ``topic`` -> ``kafka_events_silver``, exactly once.
 
@@ -280,7 +281,9 @@ def load(
     a binary COPY plus the consumed offsets; the loader resumes from the offsets stored in PostgreSQL.
     A database outage pauses and retries with backoff (``max_backoff_s`` at most between attempts); a row
     the database rejects goes to ``dlq_topic`` with its SQLSTATE. Pending migrations are applied first
-    unless ``migrate=False``.
+    unless ``migrate=False``. A partial batch is written as soon as the topic goes quiet (no record for
+    50 ms), so ``flush_interval_ms`` only bounds freshness under a steady trickle. ``workers`` consumers
+    (threads, each with its own PostgreSQL connection) share the group's partitions and write in parallel.
     """
     stats = _core.load(
         _bootstrap(bootstrap_servers),
@@ -297,6 +300,7 @@ def load(
         log_each,
         merge_extra(extra_config),
         progress,
+        workers=workers,
     )
     return LoadStats(**stats)  # type: ignore[arg-type]
 

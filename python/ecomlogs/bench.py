@@ -156,6 +156,8 @@ class BenchConfig:
     until_idle_s: float = UNTIL_IDLE_S
     processor_workers: int = 1
     """``--workers`` of the ecomlogs stream processor (consumer threads sharing the partitions)."""
+    loader_workers: int = 1
+    """``--workers`` of the ecomlogs loader (consumer threads, each with its own PostgreSQL connection)."""
 
     @property
     def latency_rates(self) -> tuple[tuple[int, float], ...]:
@@ -994,7 +996,7 @@ def loader_cmd(cfg: BenchConfig, side: str, clean: str, dlq: str, group: str, ds
               "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
         return [*_script(cfg, "psqlConsumer.py", "load"), *common, "--dlq-topic", dlq,
-                "--flush-interval-ms", str(S.DEFAULT_FLUSH_INTERVAL_MS)]
+                "--flush-interval-ms", str(S.DEFAULT_FLUSH_INTERVAL_MS), "--workers", str(cfg.loader_workers)]
     return [sys.executable, str(cfg.repo_root / "baseline" / "psqlConsumer.py"), *common, "--create-table"]
 
 
@@ -2160,6 +2162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-topics", action="store_true", help="keep the per-run benchmark topics (default: delete)")
     p.add_argument("--processor-workers", type=_positive_int, default=1,
                    help="consumer threads of the ecomlogs stream processor (default %(default)s)")
+    p.add_argument("--loader-workers", type=_positive_int, default=1,
+                   help="consumer threads of the ecomlogs loader, each with its own PostgreSQL connection "
+                   "(default %(default)s)")
     return p
 
 
@@ -2191,6 +2196,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         e2e_repeat=args.e2e_repeat or repeat,
         latency_repeat=args.latency_repeat or repeat,
         processor_workers=args.processor_workers,
+        loader_workers=args.loader_workers,
     )
 
 

@@ -336,10 +336,14 @@ def _load_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=S.DEFAULT_BATCH_SIZE,
                    help="rows per transaction at most (default %(default)s)")
     p.add_argument("--flush-interval-ms", type=_positive_int, default=S.DEFAULT_FLUSH_INTERVAL_MS,
-                   help="write a batch at the latest this long after its first record (default %(default)s)")
+                   help="write a batch at the latest this long after its first record; a partial batch is "
+                   "written sooner once the topic goes quiet for 50 ms (default %(default)s)")
     p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
     _until_idle(p)
     p.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start-up")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="consumer threads, each with its own PostgreSQL connection, sharing the partitions "
+                   "(default %(default)s; more let PostgreSQL use more cores)")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -358,6 +362,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         migrate=not args.no_migrate,
         log_each=args.verbose,
         extra_config=S.parse_extra_config(args.extra_config),
+        workers=args.workers,
     )
     print(
         f"loaded {stats.rows_inserted:,} rows in {stats.elapsed_s:.2f}s ({stats.rows_per_s:,.0f}/s) from "

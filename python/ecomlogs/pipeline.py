@@ -83,6 +83,7 @@ def run_pipeline(
     flush_interval_ms: int = S.DEFAULT_FLUSH_INTERVAL_MS,
     exactly_once: bool = False,
     processor_workers: int = S.DEFAULT_PARTITIONS,
+    loader_workers: int = 1,
     extra_config: Optional[dict[str, str]] = None,
     status: Optional[Callable[[str], None]] = None,
     drain_timeout_s: float = 600.0,
@@ -99,7 +100,7 @@ def run_pipeline(
 
     loader = _Stage("loader", lambda p: api.load(
         bootstrap_servers=servers, dsn=database, batch_size=batch_size, flush_interval_ms=flush_interval_ms,
-        migrate=False, extra_config=extra, progress=p))
+        migrate=False, extra_config=extra, progress=p, workers=loader_workers))
     processor = _Stage("processor", lambda p: api.process(
         bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p,
         workers=processor_workers))

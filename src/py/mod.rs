@@ -299,7 +299,7 @@ fn fill_load(d: &Bound<'_, PyDict>, s: &LoadStats) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (bootstrap_servers, topic, group_id, dsn, dlq_topic, batch_size=500, flush_interval_ms=1000,
                     until_idle_s=None, partitions=3, migrate=true, max_backoff_s=10.0, log_each=false,
-                    extra_config=None, progress=None, progress_every_s=1.0))]
+                    extra_config=None, progress=None, progress_every_s=1.0, workers=1))]
 #[allow(clippy::too_many_arguments)]
 fn load<'py>(
     py: Python<'py>,
@@ -318,6 +318,7 @@ fn load<'py>(
     extra_config: Option<BTreeMap<String, String>>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
+    workers: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     let s = settings(bootstrap_servers, extra_config);
     let opts = LoadOptions {
@@ -332,6 +333,7 @@ fn load<'py>(
         migrate,
         max_backoff: Duration::from_secs_f64(max_backoff_s.max(0.1)),
         log_each,
+        workers: workers.max(1),
         ..LoadOptions::default()
     };
     run_stage(py, progress, progress_every_s, fill_load, |tick| {
