@@ -337,7 +337,8 @@ fn write_batch(
     let mut out = Written::default();
     if !rows.is_empty() {
         let mut sp = tx.savepoint("batch").map_err(classify)?;
-        match pg::copy_rows(&mut sp, pg::TABLE, rows.iter().map(|r| &r.event)) {
+        let order = pg::key_order(rows.iter().map(|r| r.event.event_id.as_ref()));
+        match pg::copy_rows(&mut sp, pg::TABLE, order.iter().map(|&i| &rows[i as usize].event)) {
             Ok(n) => {
                 sp.commit().map_err(classify)?;
                 out.inserted = n;

@@ -182,6 +182,26 @@ fn send_chunk(sink: &mut CopyInWriter<'_>, buf: &mut BytesMut) -> Result<(), pos
     })
 }
 
+/// The order in which to COPY rows whose event ids are `ids`: ascending by the first 16 bytes of the id
+/// (byte order, as PostgreSQL's C collation and UUID text in any collation compare). Inserting a batch in
+/// the unique index's order turns its random leaf-page visits into one sweep: PostgreSQL spends about a
+/// quarter less CPU on a 50k-row batch (measured on a 750k-row table, see `bench/PROFILE.md`). Only the
+/// cost depends on it, never the result: any order stores the same rows.
+pub fn key_order<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+    let mut keyed: Vec<(u128, u32)> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut prefix = [0u8; 16];
+            let n = id.len().min(16);
+            prefix[..n].copy_from_slice(&id.as_bytes()[..n]);
+            (u128::from_be_bytes(prefix), i as u32)
+        })
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
 /// Binary COPY of `rows` into `table` within `tx`.
 pub fn copy_rows<'a, I>(
     tx: &mut Transaction<'_>,
@@ -372,5 +392,27 @@ mod tests {
         let micros = i64::from_be_bytes(field(&buf, &mut at).unwrap().try_into().unwrap());
         assert_eq!(micros, 86_401_000_000);
         assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn key_order_sorts_by_id_bytes_and_keeps_every_row() {
+        let ids = [
+            "f0000000-0000-4000-8000-000000000000",
+            "0b9f2a8e-1c3d-4e5f-8a7b-6c5d4e3f2a1b",
+            "",
+            "0b9f2a8e-1c3d-4e5f-8a7b-6c5d4e3f2a1a",
+            "a",
+            "0b9f2a8e-1c3d-4e5f",
+        ];
+        let order = key_order(ids.iter().copied());
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..ids.len() as u32).collect::<Vec<_>>());
+        let sorted: Vec<&str> = order.iter().map(|&i| ids[i as usize]).collect();
+        // By the first 16 bytes; ids equal there keep no particular order among themselves.
+        let prefix = |s: &str| s.as_bytes()[..s.len().min(16)].to_vec();
+        assert!(sorted.windows(2).all(|w| prefix(w[0]) <= prefix(w[1])), "{sorted:?}");
+        assert_eq!(sorted[0], "");
+        assert_eq!(sorted[5], "f0000000-0000-4000-8000-000000000000");
     }
 }
