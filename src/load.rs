@@ -22,7 +22,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{describe_pg, Error, Result};
-use crate::event::CleanEvent;
 use crate::kafka::{
     dead_letter_headers, describe_tpl, ensure_topics, is_fatal, log_rebalance, send_blocking,
     DeadLetterInfo, DeliveryTracker, KafkaSettings, CLEAN_TOPIC, DEFAULT_PARTITIONS, DLQ_TOPIC,
@@ -249,11 +248,16 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A record on its way to the table.
-struct Row {
-    event: CleanEvent<'static>,
-    partition: i32,
-    offset: i64,
+/// The records on their way to the table: their COPY tuples, and where each came from.
+struct Rows {
+    tuples: pg::CopyRows,
+    origin: Vec<(i32, i64)>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.origin.len()
+    }
 }
 
 /// A record on its way to the dead-letter topic.
@@ -292,12 +296,12 @@ fn classify(e: postgres::Error) -> WriteError {
 /// are isolated (recorded in `out.rejected`), keeping every good row.
 fn insert_isolating(
     tx: &mut postgres::Transaction<'_>,
-    rows: &[Row],
+    rows: &pg::CopyRows,
     range: std::ops::Range<usize>,
     out: &mut Written,
 ) -> std::result::Result<(), WriteError> {
     let mut sp = tx.savepoint("isolate").map_err(classify)?;
-    match pg::copy_rows_dedup(&mut sp, rows[range.clone()].iter().map(|r| &r.event)) {
+    match pg::copy_rows_dedup(&mut sp, range.clone().map(|i| rows.tuple(i))) {
         Ok(n) => {
             sp.commit().map_err(classify)?;
             out.inserted += n;
@@ -329,7 +333,7 @@ fn insert_isolating(
 fn write_batch(
     client: &mut Client,
     group: &str,
-    rows: &[Row],
+    rows: &pg::CopyRows,
     offsets: &[(String, i32, i64)],
     before_commit: &mut dyn FnMut(&Written) -> Result<()>,
 ) -> std::result::Result<Written, WriteError> {
@@ -337,8 +341,8 @@ fn write_batch(
     let mut out = Written::default();
     if !rows.is_empty() {
         let mut sp = tx.savepoint("batch").map_err(classify)?;
-        let order = pg::key_order(rows.iter().map(|r| r.event.event_id.as_ref()));
-        match pg::copy_rows(&mut sp, pg::TABLE, order.iter().map(|&i| &rows[i as usize].event)) {
+        let order = rows.key_order();
+        match pg::copy_rows(&mut sp, pg::TABLE, order.iter().map(|&i| rows.tuple(i as usize))) {
             Ok(n) => {
                 sp.commit().map_err(classify)?;
                 out.inserted = n;
@@ -348,7 +352,7 @@ fn write_batch(
                 sp.rollback().map_err(classify)?;
                 let unique_hit = e.code().is_some_and(|c| c.code() == "23505");
                 if unique_hit {
-                    let n = pg::copy_rows_dedup(&mut tx, rows.iter().map(|r| &r.event));
+                    let n = pg::copy_rows_dedup(&mut tx, (0..rows.len()).map(|i| rows.tuple(i)));
                     match n {
                         Ok(n) => {
                             out.inserted = n;
@@ -529,7 +533,10 @@ fn worker(
     let mut seen_rebalances = 0u64;
     let mut stopping = false;
 
-    let mut rows: Vec<Row> = Vec::with_capacity(opts.batch_size);
+    let mut rows = Rows {
+        tuples: pg::CopyRows::with_capacity(opts.batch_size.min(100_000)),
+        origin: Vec::with_capacity(opts.batch_size.min(100_000)),
+    };
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut batch_started: Option<Instant> = None;
@@ -669,8 +676,8 @@ fn worker(
                         dead_reasons.clear();
                         let mut rejected: Vec<DeadLetter> = Vec::with_capacity(w.rejected.len());
                         for (idx, state, msg) in &w.rejected {
-                            let row = &rows[*idx];
-                            let e = &row.event;
+                            let e = rows.tuples.event(*idx);
+                            let (partition, offset) = rows.origin[*idx];
                             let mut value = Vec::new();
                             e.write_canonical_json(&mut value);
                             rejected.push(DeadLetter {
@@ -679,8 +686,8 @@ fn worker(
                                 reason: Reason::DatabaseRejected,
                                 detail: format!("SQLSTATE {state}: {msg}"),
                                 sqlstate: Some(state.clone()),
-                                partition: row.partition,
-                                offset: row.offset,
+                                partition,
+                                offset,
                             });
                         }
                         for d in dead.iter().chain(rejected.iter()) {
@@ -716,7 +723,7 @@ fn worker(
                         }
                         Ok(())
                     };
-                    match write_batch(client, &opts.group_id, &rows, &offsets, &mut deliver) {
+                    match write_batch(client, &opts.group_id, &rows.tuples, &offsets, &mut deliver) {
                         Ok(w) => break Some(Ok(w)),
                         Err(WriteError::Fatal(e)) => break Some(Err(e)),
                         Err(WriteError::Outage(e)) => {
@@ -768,7 +775,8 @@ fn worker(
                     break;
                 }
             }
-            rows.clear();
+            rows.tuples.clear();
+            rows.origin.clear();
             dead.clear();
             next.clear();
             batch_started = None;
@@ -806,7 +814,7 @@ fn worker(
 fn take(
     consumer: &BaseConsumer<LoaderContext>,
     m: &BorrowedMessage<'_>,
-    rows: &mut Vec<Row>,
+    rows: &mut Rows,
     dead: &mut Vec<DeadLetter>,
     next: &mut HashMap<i32, i64>,
     log_each: bool,
@@ -830,11 +838,8 @@ fn take(
             if log_each {
                 log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
             }
-            rows.push(Row {
-                event: e.into_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-            });
+            rows.tuples.push(&e);
+            rows.origin.push((m.partition(), m.offset()));
         }
         Err(rej) => dead.push(DeadLetter {
             key: m.key().map(<[u8]>::to_vec),

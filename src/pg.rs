@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use chrono::NaiveDateTime;
-use postgres::types::{IsNull, ToSql, Type};
+use postgres::types::{FromSql, IsNull, ToSql, Type};
+use rust_decimal::Decimal;
+use std::borrow::Cow;
 use postgres::{Client, Config, CopyInWriter, NoTls, Transaction};
 
 use crate::error::{Error, Result};
-use crate::event::CleanEvent;
+use crate::event::{CleanEvent, EventType};
 
 pub const TABLE: &str = "kafka_events_silver";
 pub const OFFSETS_TABLE: &str = "ecomlogs_kafka_offsets";
@@ -182,42 +184,116 @@ fn send_chunk(sink: &mut CopyInWriter<'_>, buf: &mut BytesMut) -> Result<(), pos
     })
 }
 
-/// The order in which to COPY rows whose event ids are `ids`: ascending by the first 16 bytes of the id
-/// (byte order, as PostgreSQL's C collation and UUID text in any collation compare). Inserting a batch in
-/// the unique index's order turns its random leaf-page visits into one sweep: PostgreSQL spends about a
-/// quarter less CPU on a 50k-row batch (measured on a 750k-row table, see `bench/PROFILE.md`). Only the
-/// cost depends on it, never the result: any order stores the same rows.
-pub fn key_order<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
-    let mut keyed: Vec<(u128, u32)> = ids
-        .into_iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let mut prefix = [0u8; 16];
-            let n = id.len().min(16);
-            prefix[..n].copy_from_slice(&id.as_bytes()[..n]);
-            (u128::from_be_bytes(prefix), i as u32)
-        })
-        .collect();
-    keyed.sort_unstable();
-    keyed.into_iter().map(|(_, i)| i).collect()
+/// A batch of rows already encoded as binary COPY tuples, back to back in one buffer: a row costs no
+/// allocation of its own, and rows can be sent in any order.
+#[derive(Default)]
+pub struct CopyRows {
+    buf: BytesMut,
+    /// Per row: the sort key (see [`CopyRows::key_order`]) and where its tuple ends in `buf`.
+    rows: Vec<(u128, usize)>,
 }
 
-/// Binary COPY of `rows` into `table` within `tx`.
+impl CopyRows {
+    pub fn with_capacity(rows: usize) -> Self {
+        CopyRows {
+            buf: BytesMut::with_capacity(rows * 128),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    pub fn push(&mut self, e: &CleanEvent<'_>) {
+        encode_row(&mut self.buf, e);
+        let mut prefix = [0u8; 16];
+        let n = e.event_id.len().min(16);
+        prefix[..n].copy_from_slice(&e.event_id.as_bytes()[..n]);
+        self.rows.push((u128::from_be_bytes(prefix), self.buf.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.rows.clear();
+    }
+
+    /// Row `i`'s tuple.
+    pub fn tuple(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.rows[i - 1].1 };
+        &self.buf[start..self.rows[i].1]
+    }
+
+    /// Row `i` decoded back (for a row the database rejected, which goes to the dead-letter topic).
+    pub fn event(&self, i: usize) -> CleanEvent<'_> {
+        decode_row(self.tuple(i))
+    }
+
+    /// The order in which to COPY the rows: ascending by the first 16 bytes of the event id (byte order,
+    /// as PostgreSQL's C collation and UUID text in any collation compare). Inserting a batch in the
+    /// unique index's order turns its random leaf-page visits into one sweep: PostgreSQL spends about a
+    /// quarter less CPU on a 50k-row batch (see `bench/PROFILE.md`). Only the cost depends on it, never
+    /// the result: any order stores the same rows.
+    pub fn key_order(&self) -> Vec<u32> {
+        let mut keyed: Vec<(u128, u32)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i as u32))
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+/// The inverse of `encode_row`, for tuples it wrote.
+fn decode_row(mut t: &[u8]) -> CleanEvent<'_> {
+    fn next<'a>(t: &mut &'a [u8]) -> &'a [u8] {
+        let len = i32::from_be_bytes(t[..4].try_into().expect("4 bytes")) as usize;
+        let (v, rest) = t[4..].split_at(len);
+        *t = rest;
+        v
+    }
+    fn text<'a>(t: &mut &'a [u8]) -> &'a str {
+        std::str::from_utf8(next(t)).expect("encode_row wrote UTF-8")
+    }
+    t = &t[2..];
+    let event_id = text(&mut t);
+    let customer_id = text(&mut t);
+    let event_type = EventType::parse(text(&mut t)).expect("encode_row wrote an event type");
+    let amount = Decimal::from_sql(&Type::NUMERIC, next(&mut t)).expect("encode_row wrote a NUMERIC");
+    let currency = text(&mut t);
+    let ts = NaiveDateTime::from_sql(&Type::TIMESTAMP, next(&mut t)).expect("encode_row wrote a TIMESTAMP");
+    CleanEvent {
+        event_id: Cow::Borrowed(event_id),
+        customer_id: Cow::Borrowed(customer_id),
+        event_type,
+        amount,
+        currency: Cow::Borrowed(currency),
+        timestamp: ts.and_utc(),
+    }
+}
+
+/// Binary COPY of the encoded `tuples` into `table` within `tx`, in 1 MB messages.
 pub fn copy_rows<'a, I>(
     tx: &mut Transaction<'_>,
     table: &str,
-    rows: I,
+    tuples: I,
 ) -> Result<u64, postgres::Error>
 where
-    I: IntoIterator<Item = &'a CleanEvent<'a>>,
+    I: IntoIterator<Item = &'a [u8]>,
 {
     let mut sink = tx.copy_in(&format!(
         "COPY {table} ({COLUMNS}) FROM STDIN (FORMAT binary)"
     ))?;
     let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
     buf.put_slice(COPY_HEADER);
-    for e in rows {
-        encode_row(&mut buf, e);
+    for t in tuples {
+        buf.put_slice(t);
         if buf.len() >= COPY_CHUNK {
             send_chunk(&mut sink, &mut buf)?;
         }
@@ -229,16 +305,16 @@ where
 
 /// Fallback for a batch that hit the unique key: COPY into a staging table, then insert what is new.
 /// Returns the rows inserted (the rest were already there, or repeated within the batch).
-pub fn copy_rows_dedup<'a, I>(tx: &mut Transaction<'_>, rows: I) -> Result<u64, postgres::Error>
+pub fn copy_rows_dedup<'a, I>(tx: &mut Transaction<'_>, tuples: I) -> Result<u64, postgres::Error>
 where
-    I: IntoIterator<Item = &'a CleanEvent<'a>>,
+    I: IntoIterator<Item = &'a [u8]>,
 {
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS ecomlogs_staging
              (LIKE {TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
          TRUNCATE ecomlogs_staging"
     ))?;
-    copy_rows(tx, "ecomlogs_staging", rows)?;
+    copy_rows(tx, "ecomlogs_staging", tuples)?;
     tx.execute(
         &format!(
             "INSERT INTO {TABLE} ({COLUMNS})
@@ -344,10 +420,7 @@ pub fn is_outage(e: &postgres::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
     use chrono::{TimeZone, Utc};
-    use rust_decimal::Decimal;
-    use std::borrow::Cow;
 
     fn field(buf: &[u8], at: &mut usize) -> Option<Vec<u8>> {
         let len = i32::from_be_bytes(buf[*at..*at + 4].try_into().unwrap());
@@ -394,6 +467,38 @@ mod tests {
         assert_eq!(at, buf.len());
     }
 
+    fn event(id: &'static str, cents: i64) -> CleanEvent<'static> {
+        CleanEvent {
+            event_id: Cow::Borrowed(id),
+            customer_id: Cow::Borrowed("cust_7"),
+            event_type: EventType::AddToCart,
+            amount: Decimal::new(cents, 2),
+            currency: Cow::Borrowed("USD"),
+            timestamp: Utc.with_ymd_and_hms(2026, 11, 26, 21, 30, 0).unwrap()
+                + chrono::Duration::microseconds(123_456),
+        }
+    }
+
+    #[test]
+    fn copy_rows_keep_tuples_and_decode_back() {
+        let events = [event("b-1", 1), event("a-2", 99_999_999), event("c-3", 1050)];
+        let mut rows = CopyRows::with_capacity(1);
+        for e in &events {
+            rows.push(e);
+        }
+        assert_eq!(rows.len(), 3);
+        for (i, e) in events.iter().enumerate() {
+            let mut alone = BytesMut::new();
+            encode_row(&mut alone, e);
+            assert_eq!(rows.tuple(i), &alone[..]);
+            assert_eq!(&rows.event(i), e);
+        }
+        rows.clear();
+        assert!(rows.is_empty());
+        rows.push(&events[2]);
+        assert_eq!(rows.event(0), events[2]);
+    }
+
     #[test]
     fn key_order_sorts_by_id_bytes_and_keeps_every_row() {
         let ids = [
@@ -404,7 +509,11 @@ mod tests {
             "a",
             "0b9f2a8e-1c3d-4e5f",
         ];
-        let order = key_order(ids.iter().copied());
+        let mut rows = CopyRows::default();
+        for id in ids {
+            rows.push(&event(id, 100));
+        }
+        let order = rows.key_order();
         let mut seen = order.clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..ids.len() as u32).collect::<Vec<_>>());
