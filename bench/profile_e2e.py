@@ -138,7 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--e2e-events", type=int, default=B.DEFAULT_E2E_EVENTS)
     p.add_argument("--sides", default="ecomlogs,baseline")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--processor-workers", type=int, default=1)
+    p.add_argument("--processor-workers", type=int, default=3, help="as `ecomlogs run`: one per partition")
     p.add_argument("--loader-workers", type=int, default=1)
     args = p.parse_args(argv)
     parser = B.build_parser()

@@ -154,8 +154,9 @@ class BenchConfig:
     e2e_repeat: int = DEFAULT_REPEAT
     latency_repeat: int = DEFAULT_REPEAT
     until_idle_s: float = UNTIL_IDLE_S
-    processor_workers: int = 1
-    """``--workers`` of the ecomlogs stream processor (consumer threads sharing the partitions)."""
+    processor_workers: int = S.DEFAULT_PARTITIONS
+    """``--workers`` of the ecomlogs stream processor (consumer threads sharing the partitions); by default one
+    per partition, as ``ecomlogs run`` does."""
     loader_workers: int = 1
     """``--workers`` of the ecomlogs loader (consumer threads, each with its own PostgreSQL connection)."""
 
@@ -1860,6 +1861,9 @@ def markdown_report(report: dict[str, Any], rows: Sequence[Row], sections: Optio
         f"{config.get('latency_repeat', config['repeat'])}); ratio = ecomlogs / baseline, the median of per-run "
         "ratios.",
         "",
+        f"ecomlogs stream processor: {config.get('processor_workers', 1)} worker(s); loader: "
+        f"{config.get('loader_workers', 1)} worker(s). The baseline runs one process per stage, as the original.",
+        "",
         markdown_table(rows),
         "",
     ]
@@ -2068,6 +2072,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
             "latency_repeat": cfg.latency_repeat,
             "latency_rates": [{"rate": r, "seconds": s} for r, s in cfg.latency_rates],
             "until_idle_s": cfg.until_idle_s,
+            "processor_workers": cfg.processor_workers,
+            "loader_workers": cfg.loader_workers,
             "sections": list(cfg.sections),
             "small": cfg.small,
             "bootstrap_servers": cfg.bootstrap_servers,
@@ -2160,8 +2166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="results folder (default <repo>/bench/results)")
     p.add_argument("--small", action="store_true", help="tiny sizes and one run (for the test suite)")
     p.add_argument("--keep-topics", action="store_true", help="keep the per-run benchmark topics (default: delete)")
-    p.add_argument("--processor-workers", type=_positive_int, default=1,
-                   help="consumer threads of the ecomlogs stream processor (default %(default)s)")
+    p.add_argument("--processor-workers", type=_positive_int, default=S.DEFAULT_PARTITIONS,
+                   help="consumer threads of the ecomlogs stream processor (default %(default)s: one per "
+                   "partition, as `ecomlogs run`; the baseline runs one process per stage, as the original)")
     p.add_argument("--loader-workers", type=_positive_int, default=1,
                    help="consumer threads of the ecomlogs loader, each with its own PostgreSQL connection "
                    "(default %(default)s)")
