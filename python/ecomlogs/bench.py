@@ -2212,6 +2212,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started in the background (`cmd &` ignores SIGINT, and children inherit that): the stages are
+        # stopped with SIGINT, as a user's Ctrl-C would, so they must not ignore it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run(config_from_args(args, parser))
     except EcomlogsError as e:
