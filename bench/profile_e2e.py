@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -142,8 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--processor-workers", type=int, default=3, help="as `ecomlogs run`: one per partition")
     p.add_argument("--loader-workers", type=int, default=1)
     args = p.parse_args(argv)
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started with `&`: see ecomlogs.bench.main
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    B.restore_sigint()
     parser = B.build_parser()
     cfg = B.config_from_args(parser.parse_args(["--sections", "e2e", "--e2e-events", str(args.e2e_events),
                                                 "--repeat", "1",

@@ -255,8 +255,25 @@ struct Rows {
 }
 
 impl Rows {
+    fn with_capacity(rows: usize) -> Self {
+        Rows {
+            tuples: pg::CopyRows::with_capacity(rows),
+            origin: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, e: &crate::event::CleanEvent<'_>, partition: i32, offset: i64) {
+        self.tuples.push(e);
+        self.origin.push((partition, offset));
+    }
+
     fn len(&self) -> usize {
         self.origin.len()
+    }
+
+    fn clear(&mut self) {
+        self.tuples.clear();
+        self.origin.clear();
     }
 }
 
@@ -301,7 +318,7 @@ fn insert_isolating(
     out: &mut Written,
 ) -> std::result::Result<(), WriteError> {
     let mut sp = tx.savepoint("isolate").map_err(classify)?;
-    match pg::copy_rows_dedup(&mut sp, range.clone().map(|i| rows.tuple(i))) {
+    match pg::copy_rows_dedup(&mut sp, rows.tuples(range.clone())) {
         Ok(n) => {
             sp.commit().map_err(classify)?;
             out.inserted += n;
@@ -342,7 +359,11 @@ fn write_batch(
     if !rows.is_empty() {
         let mut sp = tx.savepoint("batch").map_err(classify)?;
         let order = rows.key_order();
-        match pg::copy_rows(&mut sp, pg::TABLE, order.iter().map(|&i| rows.tuple(i as usize))) {
+        match pg::copy_rows(
+            &mut sp,
+            pg::TABLE,
+            order.iter().map(|&i| rows.tuple(i as usize)),
+        ) {
             Ok(n) => {
                 sp.commit().map_err(classify)?;
                 out.inserted = n;
@@ -352,7 +373,7 @@ fn write_batch(
                 sp.rollback().map_err(classify)?;
                 let unique_hit = e.code().is_some_and(|c| c.code() == "23505");
                 if unique_hit {
-                    let n = pg::copy_rows_dedup(&mut tx, (0..rows.len()).map(|i| rows.tuple(i)));
+                    let n = pg::copy_rows_dedup(&mut tx, rows.tuples(0..rows.len()));
                     match n {
                         Ok(n) => {
                             out.inserted = n;
@@ -533,10 +554,7 @@ fn worker(
     let mut seen_rebalances = 0u64;
     let mut stopping = false;
 
-    let mut rows = Rows {
-        tuples: pg::CopyRows::with_capacity(opts.batch_size.min(100_000)),
-        origin: Vec::with_capacity(opts.batch_size.min(100_000)),
-    };
+    let mut rows = Rows::with_capacity(opts.batch_size.min(100_000));
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut batch_started: Option<Instant> = None;
@@ -723,7 +741,8 @@ fn worker(
                         }
                         Ok(())
                     };
-                    match write_batch(client, &opts.group_id, &rows.tuples, &offsets, &mut deliver) {
+                    match write_batch(client, &opts.group_id, &rows.tuples, &offsets, &mut deliver)
+                    {
                         Ok(w) => break Some(Ok(w)),
                         Err(WriteError::Fatal(e)) => break Some(Err(e)),
                         Err(WriteError::Outage(e)) => {
@@ -775,8 +794,7 @@ fn worker(
                     break;
                 }
             }
-            rows.tuples.clear();
-            rows.origin.clear();
+            rows.clear();
             dead.clear();
             next.clear();
             batch_started = None;
@@ -838,8 +856,7 @@ fn take(
             if log_each {
                 log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
             }
-            rows.tuples.push(&e);
-            rows.origin.push((m.partition(), m.offset()));
+            rows.push(&e, m.partition(), m.offset());
         }
         Err(rej) => dead.push(DeadLetter {
             key: m.key().map(<[u8]>::to_vec),

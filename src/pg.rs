@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use chrono::NaiveDateTime;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
+use postgres::{Client, Config, CopyInWriter, NoTls, Transaction};
 use rust_decimal::Decimal;
 use std::borrow::Cow;
-use postgres::{Client, Config, CopyInWriter, NoTls, Transaction};
 
 use crate::error::{Error, Result};
 use crate::event::{CleanEvent, EventType};
@@ -206,7 +206,8 @@ impl CopyRows {
         let mut prefix = [0u8; 16];
         let n = e.event_id.len().min(16);
         prefix[..n].copy_from_slice(&e.event_id.as_bytes()[..n]);
-        self.rows.push((u128::from_be_bytes(prefix), self.buf.len()));
+        self.rows
+            .push((u128::from_be_bytes(prefix), self.buf.len()));
     }
 
     pub fn len(&self) -> usize {
@@ -226,6 +227,11 @@ impl CopyRows {
     pub fn tuple(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.rows[i - 1].1 };
         &self.buf[start..self.rows[i].1]
+    }
+
+    /// The tuples of the rows in `range`, in arrival order.
+    pub fn tuples(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> + '_ {
+        range.map(|i| self.tuple(i))
     }
 
     /// Row `i` decoded back (for a row the database rejected, which goes to the dead-letter topic).
@@ -265,9 +271,11 @@ fn decode_row(mut t: &[u8]) -> CleanEvent<'_> {
     let event_id = text(&mut t);
     let customer_id = text(&mut t);
     let event_type = EventType::parse(text(&mut t)).expect("encode_row wrote an event type");
-    let amount = Decimal::from_sql(&Type::NUMERIC, next(&mut t)).expect("encode_row wrote a NUMERIC");
+    let amount =
+        Decimal::from_sql(&Type::NUMERIC, next(&mut t)).expect("encode_row wrote a NUMERIC");
     let currency = text(&mut t);
-    let ts = NaiveDateTime::from_sql(&Type::TIMESTAMP, next(&mut t)).expect("encode_row wrote a TIMESTAMP");
+    let ts = NaiveDateTime::from_sql(&Type::TIMESTAMP, next(&mut t))
+        .expect("encode_row wrote a TIMESTAMP");
     CleanEvent {
         event_id: Cow::Borrowed(event_id),
         customer_id: Cow::Borrowed(customer_id),
@@ -481,7 +489,11 @@ mod tests {
 
     #[test]
     fn copy_rows_keep_tuples_and_decode_back() {
-        let events = [event("b-1", 1), event("a-2", 99_999_999), event("c-3", 1050)];
+        let events = [
+            event("b-1", 1),
+            event("a-2", 99_999_999),
+            event("c-3", 1050),
+        ];
         let mut rows = CopyRows::with_capacity(1);
         for e in &events {
             rows.push(e);
@@ -520,7 +532,10 @@ mod tests {
         let sorted: Vec<&str> = order.iter().map(|&i| ids[i as usize]).collect();
         // By the first 16 bytes; ids equal there keep no particular order among themselves.
         let prefix = |s: &str| s.as_bytes()[..s.len().min(16)].to_vec();
-        assert!(sorted.windows(2).all(|w| prefix(w[0]) <= prefix(w[1])), "{sorted:?}");
+        assert!(
+            sorted.windows(2).all(|w| prefix(w[0]) <= prefix(w[1])),
+            "{sorted:?}"
+        );
         assert_eq!(sorted[0], "");
         assert_eq!(sorted[5], "f0000000-0000-4000-8000-000000000000");
     }

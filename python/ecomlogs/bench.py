@@ -2207,15 +2207,19 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     )
 
 
+def restore_sigint() -> None:
+    """Started in the background (``cmd &`` ignores SIGINT, and children inherit that), the stages could not
+    be stopped with SIGINT, as a user's Ctrl-C stops them: take SIGINT back for this process and its children."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
                         stream=sys.stderr)
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        # Started in the background (`cmd &` ignores SIGINT, and children inherit that): the stages are
-        # stopped with SIGINT, as a user's Ctrl-C would, so they must not ignore it.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    restore_sigint()
     try:
         run(config_from_args(args, parser))
     except EcomlogsError as e:
