@@ -17,12 +17,15 @@ pub enum Error {
         source: KafkaError,
     },
     /// PostgreSQL refused or could not be reached. `sqlstate` is the server's code when there is one.
-    #[error("{context}: {message}")]
+    #[error("{context}: {message}{}", sqlstate.as_ref().map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
     Database {
         context: String,
         sqlstate: Option<String>,
         message: String,
     },
+    /// A bug in ecomlogs (a worker panicked): reported as such, never as the user's mistake.
+    #[error("{0}")]
+    Internal(String),
     /// The user asked us to stop (Ctrl-C in a terminal or a notebook).
     #[error("interrupted")]
     Interrupted,

@@ -4,15 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
 use rdkafka::TopicPartitionList;
 
@@ -96,7 +96,8 @@ impl KafkaSettings {
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "1000"),
-            ("enable.partition.eof", "false"),
+            // End-of-partition events tell a stage when it has caught up (`until_caught_up`).
+            ("enable.partition.eof", "true"),
             ("fetch.wait.max.ms", "100"),
             ("queued.min.messages", "200000"),
             ("fetch.message.max.bytes", "4194304"),
@@ -158,15 +159,137 @@ pub fn ensure_topics(
     Ok(())
 }
 
+/// Reports broker outages in a stage's log once: one warning when the connection is lost, one line when
+/// it is back, instead of librdkafka's line per failed attempt (which go to debug).
+pub struct BrokerWatch {
+    /// The stage's logger, e.g. `ecomlogs.loader`.
+    target: &'static str,
+    /// (start of the outage, last connection error seen in it)
+    down: Mutex<Option<(Instant, Instant)>>,
+    outages: AtomicU64,
+}
+
+/// Records fetched before a connection dropped still arrive for a moment after it: the broker counts as
+/// back only once news from it comes this long after the last connection error.
+const QUIET_BEFORE_BACK: Duration = Duration::from_secs(1);
+
+impl BrokerWatch {
+    /// One per stage, shared by all its clients (consumers and producers).
+    pub fn new(target: &'static str) -> Arc<Self> {
+        Arc::new(BrokerWatch {
+            target,
+            down: Mutex::new(None),
+            outages: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.lock().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    /// Broker outages seen so far.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    fn lost(&self, why: &str) {
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match g.as_mut() {
+            None => {
+                *g = Some((now, now));
+                self.outages.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
+            }
+            Some((_, last)) => {
+                *last = now;
+                log::debug!(target: self.target, "broker still unreachable: {why}");
+            }
+        }
+    }
+
+    /// The stage heard from the broker (a record, an acknowledgement): ends an outage.
+    pub fn alive(&self) {
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((since, last)) = *g {
+            if last.elapsed() >= QUIET_BEFORE_BACK {
+                *g = None;
+                log::info!(target: self.target, "the broker is reachable again (after {:.1}s)", since.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// For `ClientContext::error`: connection failures count as an outage, the rest is logged.
+    pub fn on_error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::PartitionEOF) {
+            log::debug!(target: self.target, "{reason}"); // not an error: the stage is caught up
+        } else if is_connection_error(code) {
+            self.lost(&one_line(reason));
+        } else {
+            log::error!(target: self.target, "{error}: {reason}");
+        }
+    }
+
+    /// For `ClientContext::log`: librdkafka's own lines, minus the per-attempt noise of an outage.
+    pub fn on_log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // Severity is the number: 0 (emergency) to 7 (debug); warnings and below are 4 and up.
+        let during_outage = self.is_down() && (level as i32) >= RDKafkaLogLevel::Warning as i32;
+        // One --extra-config feeds a stage's consumers and producers alike: a key that only one kind
+        // uses is expected, not worth a warning from the other.
+        let other_kind = fac == "CONFWARN" && message.contains("will be ignored by this");
+        let quiet = fac == "FAIL" || during_outage || other_kind;
+        let lvl = match level {
+            _ if quiet => log::Level::Debug,
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => log::Level::Error,
+            RDKafkaLogLevel::Warning => log::Level::Warn,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+            RDKafkaLogLevel::Debug => log::Level::Debug,
+        };
+        log::log!(target: "librdkafka", lvl, "{fac}: {message}");
+    }
+}
+
+/// Errors that mean "cannot talk to the broker right now" (librdkafka retries them by itself).
+pub fn is_connection_error(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::AllBrokersDown)
+            | Some(RDKafkaErrorCode::BrokerTransportFailure)
+            | Some(RDKafkaErrorCode::Resolve)
+            | Some(RDKafkaErrorCode::OperationTimedOut)
+            | Some(RDKafkaErrorCode::CoordinatorNotAvailable)
+            | Some(RDKafkaErrorCode::NotCoordinator)
+            | Some(RDKafkaErrorCode::NetworkException)
+            | Some(RDKafkaErrorCode::RequestTimedOut)
+    )
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Counts delivery reports; keeps the first failure so the stage can report it.
-#[derive(Default)]
 pub struct DeliveryTracker {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     first_error: Mutex<Option<KafkaError>>,
+    pub watch: Arc<BrokerWatch>,
 }
 
 impl DeliveryTracker {
+    pub fn new(watch: Arc<BrokerWatch>) -> Self {
+        DeliveryTracker {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            watch,
+        }
+    }
+
     pub fn take_error(&self) -> Option<KafkaError> {
         self.first_error
             .lock()
@@ -181,7 +304,14 @@ impl DeliveryTracker {
     }
 }
 
-impl ClientContext for DeliveryTracker {}
+impl ClientContext for DeliveryTracker {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.watch.on_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.on_error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
@@ -204,19 +334,34 @@ impl ProducerContext for DeliveryTracker {
 
 /// Logs rebalances (who got which partitions) under `ecomlogs.kafka` and counts them, so a stage can
 /// tell "no input yet because the group is still joining" from "no input".
-#[derive(Default)]
 pub struct GroupContext {
     pub rebalances: AtomicU64,
     pub assigned_partitions: AtomicU64,
+    pub watch: Arc<BrokerWatch>,
 }
 
 impl GroupContext {
+    pub fn new(watch: Arc<BrokerWatch>) -> Self {
+        GroupContext {
+            rebalances: AtomicU64::new(0),
+            assigned_partitions: AtomicU64::new(0),
+            watch,
+        }
+    }
+
     pub fn has_joined(&self) -> bool {
         self.rebalances.load(Ordering::Relaxed) > 0
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.watch.on_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.on_error(error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -268,71 +413,6 @@ pub fn is_fatal(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-/// Dead-letter header names, shared by every stage that dead-letters.
-pub mod dlq_headers {
-    pub const REASON: &str = "reason";
-    pub const DETAIL: &str = "detail";
-    pub const SOURCE_TOPIC: &str = "source.topic";
-    pub const SOURCE_PARTITION: &str = "source.partition";
-    pub const SOURCE_OFFSET: &str = "source.offset";
-    pub const STAGE: &str = "stage";
-    pub const SQLSTATE: &str = "sqlstate";
-}
-
-/// Where a dead letter came from and why.
-pub struct DeadLetterInfo<'a> {
-    pub reason: &'a str,
-    pub detail: &'a str,
-    pub source_topic: &'a str,
-    pub source_partition: i32,
-    pub source_offset: i64,
-    pub stage: &'a str,
-    pub sqlstate: Option<&'a str>,
-}
-
-/// Headers of a dead-letter record: the original key and value stay untouched, these say why.
-pub fn dead_letter_headers(info: &DeadLetterInfo<'_>) -> OwnedHeaders {
-    const MAX_DETAIL: usize = 1024;
-    let mut end = info.detail.len().min(MAX_DETAIL);
-    while !info.detail.is_char_boundary(end) {
-        end -= 1;
-    }
-    let partition = info.source_partition.to_string();
-    let offset = info.source_offset.to_string();
-    let mut h = OwnedHeaders::new_with_capacity(7)
-        .insert(Header {
-            key: dlq_headers::REASON,
-            value: Some(info.reason),
-        })
-        .insert(Header {
-            key: dlq_headers::DETAIL,
-            value: Some(&info.detail[..end]),
-        })
-        .insert(Header {
-            key: dlq_headers::SOURCE_TOPIC,
-            value: Some(info.source_topic),
-        })
-        .insert(Header {
-            key: dlq_headers::SOURCE_PARTITION,
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: dlq_headers::SOURCE_OFFSET,
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: dlq_headers::STAGE,
-            value: Some(info.stage),
-        });
-    if let Some(state) = info.sqlstate {
-        h = h.insert(Header {
-            key: dlq_headers::SQLSTATE,
-            value: Some(state),
-        });
-    }
-    h
-}
-
 /// Sends with back-pressure: waits (serving delivery reports) while the local queue is full.
 pub fn send_blocking(
     producer: &rdkafka::producer::BaseProducer<DeliveryTracker>,
@@ -348,4 +428,178 @@ pub fn send_blocking(
             Err((e, _)) => return Err(e),
         }
     }
+}
+
+/// The topic's ID (KIP-516, base64 as Kafka tools print it), or None when the broker reports none.
+///
+/// rust-rdkafka does not wrap librdkafka's DescribeTopics admin call, so this is the one place that
+/// calls librdkafka directly; every pointer is created and destroyed here.
+pub fn topic_id<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Option<String> {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+
+    let name = CString::new(topic).ok()?;
+    let rk = client.native_ptr();
+    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `rk` is a live client handle for the duration of `client`'s borrow. Every object made
+    // here is destroyed before returning; the result's descriptions are owned by `event`, which is
+    // destroyed only after the topic ID has been copied into a String.
+    unsafe {
+        let mut names = [name.as_ptr()];
+        let collection = rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+        let options = rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        );
+        let mut errstr = [0 as std::os::raw::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+        let queue = rd::rd_kafka_queue_new(rk);
+        rd::rd_kafka_DescribeTopics(rk, collection, options, queue);
+        let event = rd::rd_kafka_queue_poll(queue, timeout_ms.saturating_add(1000));
+        let mut id = None;
+        if !event.is_null()
+            && rd::rd_kafka_event_error(event)
+                == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        {
+            let result = rd::rd_kafka_event_DescribeTopics_result(event);
+            if !result.is_null() {
+                let mut count = 0usize;
+                let topics = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+                if count == 1 && !topics.is_null() {
+                    let desc = *topics;
+                    let err = rd::rd_kafka_TopicDescription_error(desc);
+                    if err.is_null()
+                        || rd::rd_kafka_error_code(err)
+                            == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                    {
+                        let uuid = rd::rd_kafka_TopicDescription_topic_id(desc);
+                        if !uuid.is_null()
+                            && (rd::rd_kafka_Uuid_most_significant_bits(uuid) != 0
+                                || rd::rd_kafka_Uuid_least_significant_bits(uuid) != 0)
+                        {
+                            let text = rd::rd_kafka_Uuid_base64str(uuid);
+                            if !text.is_null() {
+                                id = Some(CStr::from_ptr(text).to_string_lossy().into_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !event.is_null() {
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_queue_destroy(queue);
+        rd::rd_kafka_AdminOptions_destroy(options);
+        rd::rd_kafka_TopicCollection_destroy(collection);
+        id
+    }
+}
+
+/// What a consuming worker knows of its input: which assigned partitions it has read to their end
+/// (librdkafka's end-of-partition events, `enable.partition.eof`) and when input last came. Serves
+/// `until_caught_up` (every assigned partition read to its end) and `until_idle`.
+#[derive(Debug)]
+pub struct InputState {
+    generation: u64,
+    ends: Vec<(i32, bool)>,
+    ended: usize,
+    assigned_once: bool,
+    pub last_input: Instant,
+}
+
+impl Default for InputState {
+    fn default() -> Self {
+        InputState {
+            generation: 0,
+            ends: Vec::new(),
+            ended: 0,
+            assigned_once: false,
+            last_input: Instant::now(),
+        }
+    }
+}
+
+impl InputState {
+    /// Follows the assignment: a new one (the context's rebalance count moved) starts every partition
+    /// unread, and restarts the idle clock.
+    pub fn sync<C: ConsumerContext>(&mut self, generation: u64, consumer: &BaseConsumer<C>) {
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        self.ends = consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.partition(), false))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.ended = 0;
+        self.assigned_once |= !self.ends.is_empty();
+        self.last_input = Instant::now();
+    }
+
+    pub fn assigned(&self) -> bool {
+        !self.ends.is_empty()
+    }
+
+    /// A record of `partition` came: it is not at its end (any more).
+    pub fn record(&mut self, partition: i32) {
+        if self.ended > 0 {
+            if let Some(e) = self.ends.iter_mut().find(|e| e.0 == partition && e.1) {
+                e.1 = false;
+                self.ended -= 1;
+            }
+        }
+    }
+
+    pub fn end(&mut self, partition: i32) {
+        if let Some(e) = self.ends.iter_mut().find(|e| e.0 == partition && !e.1) {
+            e.1 = true;
+            self.ended += 1;
+        }
+    }
+
+    /// Every assigned partition read to its end; a worker the group gave no partition counts too,
+    /// once the group has answered.
+    pub fn caught_up(&self) -> bool {
+        self.ended == self.ends.len() && (self.assigned() || self.generation > 0)
+    }
+
+    /// No input for `idle` while assigned (an unassigned worker is joining, not idle: it gets a
+    /// generous bound instead; an unreachable broker is never idle: records may be waiting).
+    pub fn idle(&self, idle: Option<Duration>, broker_down: bool) -> bool {
+        let Some(idle) = idle else { return false };
+        let waited = self.last_input.elapsed();
+        !broker_down
+            && ((self.assigned() && waited >= idle) || waited >= idle + Duration::from_secs(60))
+    }
+}
+
+/// Handles an error from `poll`: an end of partition is returned, connection trouble is left to the
+/// broker watch (reported once), a fatal error ends the stage, anything else is logged.
+pub fn poll_error(e: KafkaError, target: &str) -> Result<Option<i32>> {
+    if let KafkaError::PartitionEOF(p) = e {
+        return Ok(Some(p));
+    }
+    let code = e.rdkafka_error_code();
+    if is_fatal(code) {
+        return Err(Error::kafka("consuming", e));
+    }
+    if !is_connection_error(code) {
+        log::warn!(target: target, "consumer: {e}");
+    }
+    Ok(None)
 }

@@ -3,6 +3,7 @@
 //! builds and tests everything here without libpython.
 
 pub mod bench;
+pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod generate;
@@ -11,6 +12,9 @@ pub mod load;
 pub mod pg;
 pub mod process;
 pub mod produce;
+pub mod resume;
+pub mod sink;
+pub mod stage;
 pub mod validate;
 
 #[cfg(feature = "python")]

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 use crate::event::{CleanEvent, EventType};
+use crate::resume::{Fingerprint, StoredPosition};
 
 pub const TABLE: &str = "kafka_events_silver";
 pub const OFFSETS_TABLE: &str = "ecomlogs_kafka_offsets";
@@ -39,6 +40,11 @@ pub const MIGRATIONS: &[(&str, &str, &str)] = &[
         "0004",
         "analytics_views",
         include_str!("../migrations/0004_analytics_views.sql"),
+    ),
+    (
+        "0005",
+        "log_identity",
+        include_str!("../migrations/0005_log_identity.sql"),
     ),
 ];
 
@@ -76,8 +82,13 @@ pub fn describe_dsn(cfg: &Config) -> String {
     )
 }
 
+/// Opens a connection; the error is the driver's, for [`classify`].
+pub fn open(cfg: &Config) -> Result<Client, postgres::Error> {
+    cfg.connect(NoTls)
+}
+
 pub fn connect(cfg: &Config) -> Result<Client> {
-    cfg.connect(NoTls).map_err(|e| {
+    open(cfg).map_err(|e| {
         Error::database(
             format!("connecting to PostgreSQL at {}", describe_dsn(cfg)),
             &e,
@@ -96,6 +107,13 @@ pub fn migrate(client: &mut Client) -> Result<Vec<String>> {
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(db("taking the migration lock"))?;
     let result = (|| {
+        let done = applied_migrations(client)?;
+        if MIGRATIONS
+            .iter()
+            .all(|(v, _, _)| done.iter().any(|d| d == v))
+        {
+            return Ok(Vec::new()); // up to date: a role that may not create tables still gets here
+        }
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -104,12 +122,6 @@ pub fn migrate(client: &mut Client) -> Result<Vec<String>> {
                      applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
             )
             .map_err(db("creating schema_migrations"))?;
-        let done: Vec<String> = client
-            .query("SELECT version FROM schema_migrations", &[])
-            .map_err(db("reading schema_migrations"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         let mut applied = Vec::new();
         for (version, name, sql) in MIGRATIONS {
             if done.iter().any(|d| d == version) {
@@ -131,6 +143,75 @@ pub fn migrate(client: &mut Client) -> Result<Vec<String>> {
     })();
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result
+}
+
+/// The versions recorded in `schema_migrations` (none when the table does not exist yet).
+fn applied_migrations(client: &mut Client) -> Result<Vec<String>> {
+    let db = |e: postgres::Error| Error::database("reading schema_migrations", &e);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .map_err(db)?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .query("SELECT version FROM schema_migrations", &[])
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Checks, before any record is read, that the schema is complete and writable by this role: a loader
+/// that cannot store rows must say so at once, not retry forever.
+pub fn check_schema(client: &mut Client) -> Result<()> {
+    let fault = |sqlstate: &str, message: String| Error::Database {
+        context: "checking the schema".into(),
+        sqlstate: Some(sqlstate.into()),
+        message,
+    };
+    let db = |e: postgres::Error| Error::database("checking the schema", &e);
+    let applied = applied_migrations(client)?;
+    let pending: Vec<String> = MIGRATIONS
+        .iter()
+        .filter(|(v, _, _)| !applied.iter().any(|a| a == v))
+        .map(|(v, n, _)| format!("{v}_{n}"))
+        .collect();
+    if !pending.is_empty() {
+        return Err(fault(
+            "42P01",
+            format!(
+                "the database lacks migrations {} (run `ecomlogs migrate`, or start the loader without --no-migrate)",
+                pending.join(", ")
+            ),
+        ));
+    }
+    for (table, privileges) in [
+        (TABLE, "SELECT, INSERT"),
+        (OFFSETS_TABLE, "SELECT, INSERT, UPDATE"),
+    ] {
+        let ok: bool = client
+            .query_one(
+                "SELECT has_table_privilege(current_user, $1::text::regclass, $2)",
+                &[&table, &privileges.replace(", ", ",")],
+            )
+            .map_err(db)?
+            .get(0);
+        if !ok {
+            let user: String = client
+                .query_one("SELECT current_user::text", &[])
+                .map_err(db)?
+                .get(0);
+            return Err(fault(
+                "42501",
+                format!(
+                    "permission denied for table {table}: role {user} needs {privileges} on it"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 const COLUMNS: &str = "event_id, customer_id, event_type, amount, currency, event_timestamp";
@@ -333,48 +414,99 @@ where
     )
 }
 
-/// Records the next offsets to consume, never moving one backwards (a zombie from an older group
-/// generation cannot rewind a partition).
+/// One partition's progress, stored with the batch that made it: the next offset to read and the
+/// fingerprint of the record just before it (see `resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    pub next_offset: i64,
+    pub last: Fingerprint,
+}
+
+/// Records the next offsets to consume with the log identity, never moving one backwards (a zombie from
+/// an older group generation cannot rewind a partition); the fingerprint always belongs to the offset
+/// kept.
 pub fn store_offsets(
     tx: &mut Transaction<'_>,
     group: &str,
-    offsets: &[(String, i32, i64)],
+    topic: &str,
+    topic_id: Option<&str>,
+    progress: &[PartitionProgress],
 ) -> Result<(), postgres::Error> {
-    let topics: Vec<&str> = offsets.iter().map(|o| o.0.as_str()).collect();
-    let partitions: Vec<i32> = offsets.iter().map(|o| o.1).collect();
-    let next: Vec<i64> = offsets.iter().map(|o| o.2).collect();
+    let partitions: Vec<i32> = progress.iter().map(|o| o.partition).collect();
+    let next: Vec<i64> = progress.iter().map(|o| o.next_offset).collect();
+    let ts: Vec<i64> = progress.iter().map(|o| o.last.timestamp_ms).collect();
+    let hash: Vec<i64> = progress.iter().map(|o| o.last.hash).collect();
     tx.execute(
         &format!(
-            "INSERT INTO {OFFSETS_TABLE} AS o (group_id, topic, partition, next_offset)
-             SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, n)
-             ON CONFLICT (group_id, topic, partition) DO UPDATE
-             SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()"
+            "INSERT INTO {OFFSETS_TABLE} AS o
+                 (group_id, topic, partition, next_offset, topic_id, last_timestamp_ms, last_hash)
+             SELECT $1, $2, p, n, $3, t, h
+             FROM unnest($4::int[], $5::bigint[], $6::bigint[], $7::bigint[]) AS u(p, n, t, h)
+             ON CONFLICT (group_id, topic, partition) DO UPDATE SET
+                 topic_id = coalesce(EXCLUDED.topic_id, o.topic_id),
+                 last_timestamp_ms = CASE WHEN EXCLUDED.next_offset >= o.next_offset
+                                          THEN EXCLUDED.last_timestamp_ms ELSE o.last_timestamp_ms END,
+                 last_hash = CASE WHEN EXCLUDED.next_offset >= o.next_offset
+                                  THEN EXCLUDED.last_hash ELSE o.last_hash END,
+                 next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset),
+                 updated_at = now()"
         ),
-        &[&group, &topics, &partitions, &next],
+        &[&group, &topic, &topic_id, &partitions, &next, &ts, &hash],
     )?;
     Ok(())
 }
 
-/// The stored next offsets of `group` for these partitions (missing ones are absent).
+/// What is stored for `group` on these partitions of `topic` (partitions with nothing stored are absent).
 pub fn load_offsets(
     client: &mut Client,
     group: &str,
-    partitions: &[(String, i32)],
-) -> Result<Vec<(String, i32, i64)>, postgres::Error> {
-    let topics: Vec<&str> = partitions.iter().map(|p| p.0.as_str()).collect();
-    let parts: Vec<i32> = partitions.iter().map(|p| p.1).collect();
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, StoredPosition)>, postgres::Error> {
     let rows = client.query(
         &format!(
-            "SELECT o.topic, o.partition, o.next_offset FROM {OFFSETS_TABLE} o
-             JOIN unnest($2::text[], $3::int[]) AS u(t, p) ON o.topic = u.t AND o.partition = u.p
-             WHERE o.group_id = $1"
+            "SELECT partition, next_offset, topic_id, last_timestamp_ms, last_hash FROM {OFFSETS_TABLE}
+             WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)"
         ),
-        &[&group, &topics, &parts],
+        &[&group, &topic, &partitions],
     )?;
     Ok(rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| {
+            let last = match (r.get::<_, Option<i64>>(3), r.get::<_, Option<i64>>(4)) {
+                (Some(timestamp_ms), Some(hash)) => Some(Fingerprint { timestamp_ms, hash }),
+                _ => None,
+            };
+            let position = StoredPosition {
+                next_offset: r.get(1),
+                topic_id: r.get(2),
+                last,
+            };
+            (r.get(0), position)
+        })
         .collect())
+}
+
+/// Starts a partition's record again for a new log (reset broker, re-created topic, retention loss):
+/// the stored offset belongs to a log that no longer exists, and must not hold the new one back.
+pub fn restart_offset(
+    client: &mut Client,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+    topic_id: Option<&str>,
+) -> Result<(), postgres::Error> {
+    client.execute(
+        &format!(
+            "UPDATE {OFFSETS_TABLE} SET next_offset = $4, topic_id = $5, last_timestamp_ms = NULL,
+                 last_hash = NULL, log_restarts = log_restarts + 1, updated_at = now()
+             WHERE group_id = $1 AND topic = $2 AND partition = $3"
+        ),
+        &[&group, &topic, &partition, &next_offset, &topic_id],
+    )?;
+    Ok(())
 }
 
 /// Column names and rows of a query, every value as text (NULL as None).
@@ -404,24 +536,44 @@ pub fn query_text(client: &mut Client, sql: &str) -> Result<TextTable> {
     Ok((columns, rows))
 }
 
-/// True for errors that mean "the database is not reachable right now" (retry, never dead-letter),
-/// as opposed to the database rejecting a particular row.
-pub fn is_outage(e: &postgres::Error) -> bool {
+/// What a database error means for the loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database cannot be reached or cannot serve right now: wait, reconnect and retry (never
+    /// dead-letter for this).
+    Outage,
+    /// The server judged the data: a row it will never accept (isolate it, dead-letter it).
+    Rejected,
+    /// Waiting will not help (missing table, permission denied, authentication, ...): stop the stage.
+    Fault,
+}
+
+/// Sorts an error by its SQLSTATE class (PostgreSQL manual, Appendix A).
+pub fn classify(e: &postgres::Error) -> Failure {
     if e.is_closed() {
-        return true;
+        return Failure::Outage;
     }
-    match e.code() {
-        None => true, // I/O, TLS, protocol: no SQLSTATE means the server never judged the data
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") // connection exception
-                || c.starts_with("53") // insufficient resources
-                || c.starts_with("57P") // admin/crash shutdown, cannot connect now
-                || c == "40001" // serialization failure
-                || c == "40P01" // deadlock
-                || c == "55P03" // lock not available
-                || c == "57014" // query cancelled (statement timeout)
-        }
+    // No verdict from the server (I/O, TLS, a broken protocol exchange): the connection is suspect.
+    let Some(db) = e.as_db_error() else {
+        return Failure::Outage;
+    };
+    classify_sqlstate(db.code().code())
+}
+
+pub fn classify_sqlstate(code: &str) -> Failure {
+    match code {
+        // serialization failure, deadlock, lock not available, object in use, query cancelled
+        // (statement timeout), read-only transaction (a standby during failover)
+        "40001" | "40P01" | "55P03" | "55006" | "57014" | "25006" => Failure::Outage,
+        _ => match code.get(..2).unwrap_or("") {
+            // connection exception, insufficient resources, operator intervention (shutdown, cannot
+            // connect now), system error (I/O)
+            "08" | "53" | "57" | "58" => Failure::Outage,
+            // data exception, integrity constraint violation, program limit exceeded (row too big),
+            // WITH CHECK OPTION violation
+            "22" | "23" | "54" | "44" => Failure::Rejected,
+            _ => Failure::Fault,
+        },
     }
 }
 
@@ -439,6 +591,22 @@ mod tests {
         let v = buf[*at..*at + len as usize].to_vec();
         *at += len as usize;
         Some(v)
+    }
+
+    #[test]
+    fn sqlstates_sort_into_outage_rejection_and_fault() {
+        for code in [
+            "08006", "57P01", "57P03", "53300", "40001", "40P01", "58030",
+        ] {
+            assert_eq!(classify_sqlstate(code), Failure::Outage, "{code}");
+        }
+        for code in ["23514", "23502", "22001", "22P02", "54000"] {
+            assert_eq!(classify_sqlstate(code), Failure::Rejected, "{code}");
+        }
+        // missing table, permission denied, bad password, missing database, internal error
+        for code in ["42P01", "42501", "28P01", "3D000", "XX000", "0A000"] {
+            assert_eq!(classify_sqlstate(code), Failure::Fault, "{code}");
+        }
     }
 
     #[test]

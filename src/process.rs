@@ -5,23 +5,29 @@
 //! the batch is acknowledged (at-least-once), or, with `exactly_once`, inside a Kafka transaction together
 //! with the outputs (read_committed consumers downstream then see each record once, whatever crashes).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    dead_letter_headers, ensure_topics, is_fatal, send_blocking, DeadLetterInfo, DeliveryTracker,
-    GroupContext, KafkaSettings, CLEAN_TOPIC, DEFAULT_PARTITIONS, DLQ_TOPIC, PROCESSOR_GROUP,
-    RAW_TOPIC,
+    ensure_topics, log_rebalance, poll_error, send_blocking, BrokerWatch, DeliveryTracker,
+    GroupContext, InputState, KafkaSettings, CLEAN_TOPIC, DEFAULT_PARTITIONS, DLQ_TOPIC,
+    PROCESSOR_GROUP, RAW_TOPIC,
 };
+use crate::resume::{commit_metadata, from_commit, Fingerprint, LogCheck};
+use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
 use crate::validate::{validate, Reason};
 
 #[derive(Debug, Clone)]
@@ -32,6 +38,8 @@ pub struct ProcessOptions {
     pub group_id: String,
     /// Finish, commit and return once no input came for this long (after the group was joined).
     pub until_idle: Option<Duration>,
+    /// Finish, commit and return once every assigned partition has been read to its end.
+    pub until_caught_up: bool,
     pub exactly_once: bool,
     /// With `exactly_once`: a stable id lets a restarted instance fence its crashed predecessor at once.
     pub transactional_id: Option<String>,
@@ -52,6 +60,7 @@ impl Default for ProcessOptions {
             dlq_topic: DLQ_TOPIC.into(),
             group_id: PROCESSOR_GROUP.into(),
             until_idle: None,
+            until_caught_up: false,
             exactly_once: false,
             transactional_id: None,
             batch_max: 50_000,
@@ -74,12 +83,13 @@ pub struct ProcessStats {
     pub retried_batches: u64,
     pub elapsed: Duration,
     pub interrupted: bool,
+    pub activity: Activity,
+    /// This worker has read every assigned partition to its end (for the drain).
+    caught_up: bool,
 }
 
-pub const TICK: Duration = Duration::from_millis(100);
-
-impl ProcessStats {
-    fn add(&mut self, other: &ProcessStats) {
+impl Stats for ProcessStats {
+    fn merge(&mut self, other: &ProcessStats) {
         self.consumed += other.consumed;
         self.valid += other.valid;
         self.invalid += other.invalid;
@@ -89,98 +99,454 @@ impl ProcessStats {
         self.batches += other.batches;
         self.retried_batches += other.retried_batches;
         self.interrupted |= other.interrupted;
+        self.activity = self.activity.max(other.activity);
+    }
+
+    fn finish(&mut self, elapsed: Duration, interrupted: bool) {
+        self.elapsed = elapsed;
+        self.interrupted |= interrupted;
+    }
+
+    fn caught_up(&self) -> bool {
+        self.caught_up
     }
 }
 
 /// Runs `opts.workers` consumer loops in threads (one consumer and one producer each, all in the same
-/// group) and reports their summed counts through `tick` every `TICK`. `tick` returning
-/// `Error::Interrupted` stops every worker after its batch in flight.
+/// group) and reports their summed counts through `tick` every `TICK`. `token` (and `tick` returning
+/// `Error::Interrupted`) stops every worker after its batch in flight.
 pub fn run_processor(
     settings: &KafkaSettings,
     opts: &ProcessOptions,
+    token: &StopToken,
     tick: &mut dyn FnMut(&ProcessStats) -> Result<()>,
 ) -> Result<ProcessStats> {
+    if opts.input_topic == opts.output_topic || opts.input_topic == opts.dlq_topic {
+        return Err(Error::Config(format!(
+            "the input topic {} cannot also be an output topic",
+            opts.input_topic
+        )));
+    }
     ensure_topics(
         settings,
         &[&opts.input_topic, &opts.output_topic, &opts.dlq_topic],
         opts.partitions,
         Duration::from_secs(15),
     )?;
-    let workers = opts.workers.max(1);
-    let stop = AtomicBool::new(false);
-    let shared: Vec<Mutex<ProcessStats>> = (0..workers)
-        .map(|_| Mutex::new(ProcessStats::default()))
-        .collect();
-    let start = Instant::now();
-    let total = |interrupted: bool| {
-        let mut t = ProcessStats::default();
-        for s in &shared {
-            t.add(&s.lock().unwrap_or_else(|p| p.into_inner()));
-        }
-        t.elapsed = start.elapsed();
-        t.interrupted |= interrupted;
-        t
-    };
-    let mut interrupted = false;
-    let mut tick_error: Option<Error> = None;
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|i| {
-                let (stop, shared) = (&stop, &shared[i]);
-                std::thread::Builder::new()
-                    .name(format!("ecomlogs-processor-{i}"))
-                    .spawn_scoped(scope, move || {
-                        let r = worker(settings, opts, i, workers, stop, shared);
-                        if r.is_err() {
-                            stop.store(true, Ordering::Relaxed); // one failure stops the others
-                        }
-                        r
-                    })
-                    .expect("spawning a processor thread")
-            })
-            .collect();
-        while handles.iter().any(|h| !h.is_finished()) {
-            std::thread::sleep(TICK);
-            if tick_error.is_none() && !interrupted {
-                match tick(&total(false)) {
-                    Ok(()) => {}
-                    Err(Error::Interrupted) => interrupted = true,
-                    Err(e) => tick_error = Some(e),
-                }
-                if interrupted || tick_error.is_some() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Config("a processor thread panicked".into())))
-            })
-            .collect()
-    });
-    if let Some(e) = tick_error {
-        return Err(e);
+    if opts.until_caught_up {
+        token.drain();
     }
-    for r in results {
-        r?;
-    }
-    Ok(total(interrupted))
+    run_workers("processor", opts.workers, token, tick, &|i, shared| {
+        Worker::new(settings, opts, i)?.run(token, shared)
+    })
 }
 
-fn worker(
+/// The consumer context: on assignment, checks that each partition's committed offset still belongs to
+/// the log it was read from (its fingerprint travels in the commit metadata, see `resume`); on a new log
+/// (reset broker, re-created topic) the partition is read again from its beginning, so nothing new is
+/// skipped (outputs may repeat: at-least-once).
+struct ProcessorContext {
+    group: GroupContext,
+    check: LogCheck,
+    topic_id: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProcessorContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.group.watch.on_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.group.watch.on_error(error, reason);
+    }
+}
+
+impl ConsumerContext for ProcessorContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.plan(consumer, tpl);
+                if let Err(e) = consumer.assign(tpl) {
+                    log::error!(target: "ecomlogs.processor", "assigning partitions failed: {e}");
+                }
+                self.group
+                    .assigned_partitions
+                    .store(tpl.count() as u64, Ordering::Relaxed);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                log_rebalance(&Rebalance::Revoke(tpl));
+                if let Err(e) = consumer.unassign() {
+                    log::error!(target: "ecomlogs.processor", "unassigning partitions failed: {e}");
+                }
+                self.group.assigned_partitions.store(0, Ordering::Relaxed);
+            }
+            other => {
+                log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
+                let _ = consumer.unassign();
+            }
+        }
+        self.group.rebalances.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ProcessorContext {
+    /// Sets each assigned partition's start from its committed offset, checked against the log.
+    fn plan(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let topic = self.check.topic.clone();
+        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
+            Ok(c) => c,
+            Err(e) => {
+                // Left to librdkafka (committed offset, else the earliest); said so.
+                log::warn!(target: "ecomlogs.processor", "reading the committed offsets failed ({e}); the log is not checked for this assignment");
+                return;
+            }
+        };
+        let stored = committed
+            .elements_for_topic(&topic)
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(n) => (e.partition(), Some(from_commit(n, Some(e.metadata())))),
+                _ => (e.partition(), None),
+            })
+            .collect();
+        let (id, checked) = self.check.check(stored);
+        *self.topic_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        let described: Vec<String> = checked.iter().map(|c| self.check.report(c)).collect();
+        for c in &checked {
+            let _ = tpl.set_partition_offset(&topic, c.partition, c.offset());
+        }
+        log::info!(target: "ecomlogs.kafka", "assigned {}", if described.is_empty() { "no partitions".into() } else { described.join(", ") });
+    }
+}
+
+/// Counts since the last progress log line.
+#[derive(Default)]
+struct Tally {
+    valid: u64,
+    invalid: u64,
+    by_reason: BTreeMap<Reason, u64>,
+}
+
+impl Tally {
+    fn log(&mut self) {
+        let t = std::mem::take(self);
+        if t.valid + t.invalid == 0 {
+            return;
+        }
+        let reasons: Vec<String> = t
+            .by_reason
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        let mut s = format!("forwarded {} valid, {} invalid", t.valid, t.invalid);
+        if !reasons.is_empty() {
+            s.push_str(&format!(" ({})", reasons.join(", ")));
+        }
+        log::info!(target: "ecomlogs.processor", "{s}");
+    }
+}
+
+/// What one batch did, per partition: the first offset (to rewind to) and its last record (to commit
+/// after).
+struct BatchOutcome {
+    valid: u64,
+    invalid: u64,
+    by_reason: BTreeMap<Reason, u64>,
+    partitions: Vec<(i32, i64, usize)>,
+}
+
+/// One consumer and its producer: batches of records, each record to exactly one output, the input
+/// offsets committed after the outputs. (The consumer stands apart: a batch borrows it.)
+struct Worker<'a> {
+    consumer: BaseConsumer<ProcessorContext>,
+    out: Outputs<'a>,
+}
+
+/// Everything of a worker but its consumer.
+struct Outputs<'a> {
+    opts: &'a ProcessOptions,
+    producer: BaseProducer<DeliveryTracker>,
+    stats: ProcessStats,
+    input: InputState,
+    tally: Tally,
+    canonical: Vec<u8>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(settings: &KafkaSettings, opts: &'a ProcessOptions, index: usize) -> Result<Self> {
+        let cconf = settings.consumer_config(&opts.group_id);
+        let watch = BrokerWatch::new("ecomlogs.processor");
+        let ctx = ProcessorContext {
+            group: GroupContext::new(watch.clone()),
+            check: LogCheck::new(
+                &opts.input_topic,
+                cconf.clone(),
+                watch.clone(),
+                "ecomlogs.processor",
+                "the consumer group",
+            ),
+            topic_id: Mutex::new(None),
+        };
+        let consumer: BaseConsumer<ProcessorContext> = cconf
+            .create_with_context(ctx)
+            .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;
+        let producer = producer(settings, opts, index, watch)?;
+        consumer
+            .subscribe(&[&opts.input_topic])
+            .map_err(|e| Error::kafka(format!("subscribing to {}", opts.input_topic), e))?;
+        log::info!(
+            target: "ecomlogs.processor",
+            "consuming {} (group {}) -> {} / dead letters {} ({})",
+            opts.input_topic, opts.group_id, opts.output_topic, opts.dlq_topic,
+            if opts.exactly_once { "exactly-once, transactional" } else { "at-least-once" }
+        );
+        Ok(Worker {
+            consumer,
+            out: Outputs {
+                opts,
+                producer,
+                stats: ProcessStats {
+                    activity: Activity::JoiningGroup,
+                    ..ProcessStats::default()
+                },
+                input: InputState::default(),
+                tally: Tally::default(),
+                canonical: Vec::with_capacity(512),
+            },
+        })
+    }
+
+    fn run(&mut self, token: &StopToken, shared: &Mutex<ProcessStats>) -> Result<()> {
+        let (consumer, out) = (&self.consumer, &mut self.out);
+        let mut last_log = Instant::now();
+        loop {
+            if token.is_stopped() {
+                out.stats.interrupted = token.is_interrupted();
+                break;
+            }
+            let batch = out.collect(consumer)?;
+            out.stats.caught_up = out.input.caught_up();
+            if out.input.assigned() {
+                out.stats.activity = Activity::Running;
+            }
+            if batch.is_empty() {
+                *locked(shared) = out.stats.clone();
+                let down = consumer.context().group.watch.is_down();
+                if out.input.idle(out.opts.until_idle, down) {
+                    log::info!(target: "ecomlogs.processor", "no input for {:.1}s: finishing", out.input.last_input.elapsed().as_secs_f64());
+                    break;
+                }
+                continue;
+            }
+            consumer.context().group.watch.alive();
+            if let Some(outcome) = out.process(consumer, &batch)? {
+                out.count(&batch, outcome);
+            }
+            drop(batch);
+            out.stats.caught_up = out.input.caught_up();
+            *locked(shared) = out.stats.clone();
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                last_log = Instant::now();
+                out.tally.log();
+            }
+        }
+        out.tally.log();
+        *locked(shared) = out.stats.clone();
+        Ok(())
+    }
+}
+
+type InputConsumer = BaseConsumer<ProcessorContext>;
+
+impl Outputs<'_> {
+    /// A batch: waits for the first record (up to a tick), then takes what is already there.
+    fn collect<'c>(&mut self, consumer: &'c InputConsumer) -> Result<Vec<BorrowedMessage<'c>>> {
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + self.opts.batch_wait;
+        while batch.len() < self.opts.batch_max {
+            let wait = if batch.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            };
+            let polled = consumer.poll(wait);
+            let ctx = consumer.context();
+            self.input
+                .sync(ctx.group.rebalances.load(Ordering::Relaxed), consumer);
+            match polled {
+                Some(Ok(m)) => {
+                    self.input.record(m.partition());
+                    batch.push(m);
+                }
+                Some(Err(e)) => {
+                    if let Some(p) = poll_error(e, "ecomlogs.processor")? {
+                        self.input.end(p);
+                    }
+                }
+                None if !batch.is_empty() || Instant::now() >= deadline => break,
+                None => {}
+            }
+        }
+        if !batch.is_empty() {
+            self.input.last_input = Instant::now();
+        }
+        Ok(batch)
+    }
+
+    /// Sends every record of the batch to its output and commits the input offsets after them. None:
+    /// the commit was refused (rebalance, aborted transaction) and the batch will be read again.
+    fn process(
+        &mut self,
+        consumer: &InputConsumer,
+        batch: &[BorrowedMessage<'_>],
+    ) -> Result<Option<BatchOutcome>> {
+        if self.opts.exactly_once {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| Error::kafka("beginning a transaction", e))?;
+        }
+        let mut outcome = BatchOutcome {
+            valid: 0,
+            invalid: 0,
+            by_reason: BTreeMap::new(),
+            partitions: Vec::new(),
+        };
+        for (i, m) in batch.iter().enumerate() {
+            match outcome.partitions.iter_mut().find(|p| p.0 == m.partition()) {
+                Some(p) => p.2 = i,
+                None => outcome.partitions.push((m.partition(), m.offset(), i)),
+            }
+            if let Err(e) = self.route(m, &mut outcome) {
+                if self.opts.exactly_once {
+                    let _ = self.producer.abort_transaction(Duration::from_secs(30));
+                }
+                return Err(e);
+            }
+        }
+        let tpl = self.offsets(consumer, batch, &outcome)?;
+        let committed = if self.opts.exactly_once {
+            commit_transaction(&self.producer, consumer, &tpl)
+        } else {
+            commit_after_delivery(&self.producer, consumer, &tpl)
+        };
+        match committed {
+            Ok(()) => Ok(Some(outcome)),
+            Err(CommitFailure::Fatal(e)) => Err(e),
+            Err(CommitFailure::Retry(why)) => {
+                log::warn!(target: "ecomlogs.processor", "batch not committed ({why}); reprocessing it");
+                self.stats.retried_batches += 1;
+                self.rewind(consumer, &outcome);
+                Ok(None)
+            }
+        }
+    }
+
+    /// One record to exactly one output: canonical JSON to the output topic, or the original to the
+    /// dead-letter topic with the reason.
+    fn route(&mut self, m: &BorrowedMessage<'_>, outcome: &mut BatchOutcome) -> Result<()> {
+        let (opts, key) = (self.opts, m.key());
+        match validate(m.payload()) {
+            Ok(clean) => {
+                self.canonical.clear();
+                clean.write_canonical_json(&mut self.canonical);
+                if opts.log_each {
+                    log::info!(target: "ecomlogs.processor", "valid {} {}", clean.event_id, clean.event_type.as_str());
+                }
+                outcome.valid += 1;
+                let mut r = BaseRecord::to(&opts.output_topic).payload(self.canonical.as_slice());
+                if let Some(k) = key {
+                    r = r.key(k);
+                }
+                send_blocking(&self.producer, r).map_err(|e| {
+                    Error::kafka("producing an output record (offsets not committed)", e)
+                })
+            }
+            Err(rej) => {
+                if opts.log_each {
+                    log::info!(target: "ecomlogs.processor", "invalid {}[{}]@{}: {}", m.topic(), m.partition(), m.offset(), rej);
+                }
+                outcome.invalid += 1;
+                *outcome.by_reason.entry(rej.reason).or_default() += 1;
+                let why = dead_letter::Why {
+                    reason: rej.reason,
+                    detail: &rej.detail,
+                    source_topic: m.topic(),
+                    source_partition: m.partition(),
+                    source_offset: m.offset(),
+                    stage: "processor",
+                    sqlstate: None,
+                };
+                dead_letter::send(&self.producer, &opts.dlq_topic, key, m.payload(), &why)
+            }
+        }
+    }
+
+    /// The offsets to commit: after each partition's last record, with that record's fingerprint (the
+    /// log check's, see `resume`).
+    fn offsets(
+        &self,
+        consumer: &InputConsumer,
+        batch: &[BorrowedMessage<'_>],
+        outcome: &BatchOutcome,
+    ) -> Result<TopicPartitionList> {
+        let topic_id = locked(&consumer.context().topic_id).clone();
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, _, last) in &outcome.partitions {
+            let m = &batch[last];
+            let mut e = tpl.add_partition(&self.opts.input_topic, partition);
+            e.set_offset(Offset::Offset(m.offset() + 1))
+                .map_err(|e| Error::kafka("building the offset list", e))?;
+            e.set_metadata(commit_metadata(
+                &Fingerprint::of_message(m),
+                topic_id.as_deref(),
+            ));
+        }
+        Ok(tpl)
+    }
+
+    /// Rewinds the partitions still owned to the start of the batch, to go again.
+    fn rewind(&self, consumer: &InputConsumer, outcome: &BatchOutcome) {
+        let owned = consumer.assignment().unwrap_or_default();
+        for &(partition, first, _) in &outcome.partitions {
+            if owned
+                .find_partition(&self.opts.input_topic, partition)
+                .is_some()
+            {
+                let _ = consumer.seek(
+                    &self.opts.input_topic,
+                    partition,
+                    Offset::Offset(first),
+                    Duration::from_secs(10),
+                );
+            }
+        }
+    }
+
+    fn count(&mut self, batch: &[BorrowedMessage<'_>], outcome: BatchOutcome) {
+        self.stats.consumed += batch.len() as u64;
+        self.stats.valid += outcome.valid;
+        self.stats.invalid += outcome.invalid;
+        self.stats.batches += 1;
+        self.tally.valid += outcome.valid;
+        self.tally.invalid += outcome.invalid;
+        for (r, n) in outcome.by_reason {
+            *self.stats.by_reason.entry(r).or_default() += n;
+            *self.tally.by_reason.entry(r).or_default() += n;
+        }
+    }
+}
+
+/// The worker's producer: idempotent; transactional with `exactly_once`.
+fn producer(
     settings: &KafkaSettings,
     opts: &ProcessOptions,
     index: usize,
-    workers: usize,
-    stop: &AtomicBool,
-    shared: &Mutex<ProcessStats>,
-) -> Result<()> {
-    let consumer: BaseConsumer<GroupContext> = settings
-        .consumer_config(&opts.group_id)
-        .create_with_context(GroupContext::default())
-        .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;
+    watch: std::sync::Arc<BrokerWatch>,
+) -> Result<BaseProducer<DeliveryTracker>> {
     let mut pconf = settings.producer_config();
     // A dead-letter copy carries headers on top of the original value: leave room above the default 1 MB.
     pconf.set("message.max.bytes", "16000000");
@@ -189,230 +555,26 @@ fn worker(
             .transactional_id
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{}", opts.group_id, hostname(), std::process::id()));
-        if workers > 1 {
+        if opts.workers > 1 {
             tid = format!("{tid}-{index}");
         }
         pconf.set("transactional.id", &tid);
         pconf.set("transaction.timeout.ms", "30000");
         pconf.set("message.timeout.ms", "30000");
-        // Settings the user passed still win.
-        for (k, v) in &settings.extra {
-            pconf.set(k, v);
-        }
+    }
+    // Settings the user passed still win.
+    for (k, v) in &settings.extra {
+        pconf.set(k, v);
     }
     let producer: BaseProducer<DeliveryTracker> = pconf
-        .create_with_context(DeliveryTracker::default())
+        .create_with_context(DeliveryTracker::new(watch))
         .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
     if opts.exactly_once {
         producer
             .init_transactions(Duration::from_secs(30))
             .map_err(|e| Error::kafka("initialising Kafka transactions", e))?;
     }
-    consumer
-        .subscribe(&[&opts.input_topic])
-        .map_err(|e| Error::kafka(format!("subscribing to {}", opts.input_topic), e))?;
-    log::info!(
-        target: "ecomlogs.processor",
-        "consuming {} (group {}) -> {} / dead letters {} ({})",
-        opts.input_topic, opts.group_id, opts.output_topic, opts.dlq_topic,
-        if opts.exactly_once { "exactly-once, transactional" } else { "at-least-once" }
-    );
-
-    let start = Instant::now();
-    let mut stats = ProcessStats::default();
-    let mut last_input = start;
-    let mut last_log = start;
-    let mut logged = (0u64, 0u64, BTreeMap::<Reason, u64>::new());
-    let mut canonical = Vec::with_capacity(512);
-    let mut stopping = false;
-    let mut seen_rebalances = 0u64;
-
-    while !stopping {
-        // Collect a batch: wait for the first record, then take what is already there.
-        let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
-        let batch_deadline = Instant::now() + opts.batch_wait;
-        while batch.len() < opts.batch_max {
-            if stop.load(Ordering::Relaxed) {
-                stats.interrupted = true;
-                stopping = true;
-                break;
-            }
-            let wait = if batch.is_empty() {
-                TICK
-            } else {
-                Duration::ZERO
-            };
-            match consumer.poll(wait) {
-                Some(Ok(m)) => batch.push(m),
-                Some(Err(e)) => {
-                    if is_fatal(e.rdkafka_error_code()) {
-                        return Err(Error::kafka("consuming", e));
-                    }
-                    log::warn!(target: "ecomlogs.processor", "consumer: {e}");
-                }
-                None => {
-                    if !batch.is_empty() || Instant::now() >= batch_deadline {
-                        break;
-                    }
-                }
-            }
-        }
-        let rebalances = consumer
-            .context()
-            .rebalances
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if rebalances != seen_rebalances {
-            // A new assignment starts its fetches from the committed offsets: idle counts from here.
-            seen_rebalances = rebalances;
-            last_input = Instant::now();
-        }
-        if batch.is_empty() {
-            if let Some(idle) = opts.until_idle {
-                let joined = consumer.context().has_joined();
-                let waited = last_input.elapsed();
-                // Before the first assignment we are joining, not idle; give that a generous bound.
-                if (joined && waited >= idle) || waited >= idle + Duration::from_secs(60) {
-                    log::info!(target: "ecomlogs.processor", "no input for {:.1}s: finishing", waited.as_secs_f64());
-                    break;
-                }
-            }
-            continue;
-        }
-        last_input = Instant::now();
-
-        // Process the batch: every record to exactly one output.
-        if opts.exactly_once {
-            producer
-                .begin_transaction()
-                .map_err(|e| Error::kafka("beginning a transaction", e))?;
-        }
-        // The input is one topic: offsets per partition, (first, next) of this batch.
-        let mut next_offsets: HashMap<i32, (i64, i64)> = HashMap::new();
-        let mut batch_stats = (0u64, 0u64);
-        let mut batch_reasons: BTreeMap<Reason, u64> = BTreeMap::new();
-        for m in &batch {
-            let entry = next_offsets
-                .entry(m.partition())
-                .or_insert((m.offset(), m.offset() + 1));
-            entry.1 = m.offset() + 1;
-            let key = m.key();
-            let sent = match validate(m.payload()) {
-                Ok(clean) => {
-                    canonical.clear();
-                    clean.write_canonical_json(&mut canonical);
-                    if opts.log_each {
-                        log::info!(target: "ecomlogs.processor", "valid {} {}", clean.event_id, clean.event_type.as_str());
-                    }
-                    batch_stats.0 += 1;
-                    let mut r = BaseRecord::to(&opts.output_topic).payload(canonical.as_slice());
-                    if let Some(k) = key {
-                        r = r.key(k);
-                    }
-                    send_blocking(&producer, r)
-                }
-                Err(rej) => {
-                    if opts.log_each {
-                        log::info!(target: "ecomlogs.processor", "invalid {}[{}]@{}: {}", m.topic(), m.partition(), m.offset(), rej);
-                    }
-                    batch_stats.1 += 1;
-                    *batch_reasons.entry(rej.reason).or_default() += 1;
-                    let info = DeadLetterInfo {
-                        reason: rej.reason.code(),
-                        detail: &rej.detail,
-                        source_topic: m.topic(),
-                        source_partition: m.partition(),
-                        source_offset: m.offset(),
-                        stage: "processor",
-                        sqlstate: None,
-                    };
-                    let mut r: BaseRecord<'_, [u8], [u8]> =
-                        BaseRecord::to(&opts.dlq_topic).headers(dead_letter_headers(&info));
-                    if let Some(v) = m.payload() {
-                        r = r.payload(v);
-                    }
-                    if let Some(k) = key {
-                        r = r.key(k);
-                    }
-                    send_blocking(&producer, r)
-                }
-            };
-            if let Err(e) = sent {
-                if opts.exactly_once {
-                    let _ = producer.abort_transaction(Duration::from_secs(30));
-                }
-                return Err(Error::kafka(
-                    "producing an output record (offsets not committed)",
-                    e,
-                ));
-            }
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (partition, (_, next)) in &next_offsets {
-            tpl.add_partition_offset(&opts.input_topic, *partition, Offset::Offset(*next))
-                .map_err(|e| Error::kafka("building the offset list", e))?;
-        }
-
-        let committed = if opts.exactly_once {
-            commit_transaction(&producer, &consumer, &tpl)
-        } else {
-            commit_after_delivery(&producer, &consumer, &tpl)
-        };
-        match committed {
-            Ok(()) => {}
-            Err(CommitFailure::Fatal(e)) => return Err(e),
-            Err(CommitFailure::Retry(why)) => {
-                // Rewind the partitions we still own to the start of this batch and go again.
-                log::warn!(target: "ecomlogs.processor", "batch not committed ({why}); reprocessing it");
-                stats.retried_batches += 1;
-                let owned = consumer.assignment().unwrap_or_default();
-                for (partition, (first, _)) in &next_offsets {
-                    if owned
-                        .find_partition(&opts.input_topic, *partition)
-                        .is_some()
-                    {
-                        let _ = consumer.seek(
-                            &opts.input_topic,
-                            *partition,
-                            Offset::Offset(*first),
-                            Duration::from_secs(10),
-                        );
-                    }
-                }
-                continue;
-            }
-        }
-        stats.consumed += batch.len() as u64;
-        stats.valid += batch_stats.0;
-        stats.invalid += batch_stats.1;
-        stats.batches += 1;
-        for (r, n) in batch_reasons {
-            *stats.by_reason.entry(r).or_default() += n;
-            *logged.2.entry(r).or_default() += n;
-        }
-        *shared.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
-        logged.0 += batch_stats.0;
-        logged.1 += batch_stats.1;
-        if last_log.elapsed() >= Duration::from_secs(1) {
-            last_log = Instant::now();
-            log::info!(target: "ecomlogs.processor", "{}", batch_line(&logged));
-            logged = (0, 0, BTreeMap::new());
-        }
-    }
-    if logged.0 + logged.1 > 0 {
-        log::info!(target: "ecomlogs.processor", "{}", batch_line(&logged));
-    }
-    stats.elapsed = start.elapsed();
-    *shared.lock().unwrap_or_else(|p| p.into_inner()) = stats;
-    Ok(())
-}
-
-fn batch_line(l: &(u64, u64, BTreeMap<Reason, u64>)) -> String {
-    let reasons: Vec<String> = l.2.iter().map(|(r, n)| format!("{r}={n}")).collect();
-    let mut s = format!("forwarded {} valid, {} invalid", l.0, l.1);
-    if !reasons.is_empty() {
-        s.push_str(&format!(" ({})", reasons.join(", ")));
-    }
-    s
+    Ok(producer)
 }
 
 pub enum CommitFailure {
@@ -423,7 +585,7 @@ pub enum CommitFailure {
 
 fn commit_after_delivery(
     producer: &BaseProducer<DeliveryTracker>,
-    consumer: &BaseConsumer<GroupContext>,
+    consumer: &BaseConsumer<ProcessorContext>,
     tpl: &TopicPartitionList,
 ) -> std::result::Result<(), CommitFailure> {
     producer.flush(Duration::from_secs(60)).map_err(|e| {
@@ -448,7 +610,7 @@ fn commit_after_delivery(
 
 fn commit_transaction(
     producer: &BaseProducer<DeliveryTracker>,
-    consumer: &BaseConsumer<GroupContext>,
+    consumer: &BaseConsumer<ProcessorContext>,
     tpl: &TopicPartitionList,
 ) -> std::result::Result<(), CommitFailure> {
     let abort = |why: String| {

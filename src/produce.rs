@@ -9,8 +9,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use crate::error::{Error, Result};
 use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka::{
-    ensure_topics, send_blocking, DeliveryTracker, KafkaSettings, DEFAULT_PARTITIONS, RAW_TOPIC,
+    ensure_topics, send_blocking, BrokerWatch, DeliveryTracker, KafkaSettings, DEFAULT_PARTITIONS,
+    RAW_TOPIC,
 };
+use crate::stage::{StopToken, TICK};
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -55,13 +57,10 @@ pub struct ProduceStats {
     pub interrupted: bool,
 }
 
-/// How often `tick` is called: it reports progress and may stop the run by returning an error
-/// (`Error::Interrupted` ends the run cleanly after a flush).
-pub const TICK: Duration = Duration::from_millis(100);
-
 pub fn run_producer(
     settings: &KafkaSettings,
     opts: &ProduceOptions,
+    token: &StopToken,
     tick: &mut dyn FnMut(&ProduceStats) -> Result<()>,
 ) -> Result<ProduceStats> {
     ensure_topics(
@@ -74,7 +73,7 @@ pub fn run_producer(
     // produced, minus what is still in flight, minus failures.
     let producer: BaseProducer<DeliveryTracker> = settings
         .producer_config()
-        .create_with_context(DeliveryTracker::default())
+        .create_with_context(DeliveryTracker::new(BrokerWatch::new("ecomlogs.producer")))
         .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
     let mut gen = Generator::new(&opts.generator);
     let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
@@ -87,6 +86,10 @@ pub fn run_producer(
     let refresh = |stats: &mut ProduceStats, p: &BaseProducer<DeliveryTracker>| {
         stats.failed = p.context().failed();
         let in_flight = p.in_flight_count().max(0) as u64;
+        let acknowledged = stats.produced.saturating_sub(in_flight + stats.failed);
+        if acknowledged > stats.delivered {
+            p.context().watch.alive(); // the broker acknowledged something since the last look
+        }
         stats.delivered = if p.context().delivered() > 0 {
             // Someone turned per-event reports back on through extra_config: count them.
             p.context().delivered()
@@ -96,6 +99,12 @@ pub fn run_producer(
         stats.elapsed = start.elapsed();
     };
 
+    let mut tick = |stats: &ProduceStats| {
+        if token.is_stopped() {
+            return Err(Error::Interrupted);
+        }
+        tick(stats)
+    };
     let outcome: Result<()> = 'run: loop {
         if opts.count.is_some_and(|n| stats.produced >= n) {
             break Ok(());

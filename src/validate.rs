@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -297,20 +297,38 @@ fn parse_amount(raw: &RawValue) -> Result<Decimal, Rejection> {
     Ok(value)
 }
 
+/// Accepted timestamps, in UTC: years 1 to 9999, what standard clients (psycopg2, JDBC, Python's
+/// datetime) can read back. PostgreSQL itself would store year 0 as "0001-01-01 BC", which then breaks
+/// every query that returns the row.
+pub const TIMESTAMP_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, Rejection> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    let parsed = DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            // The original producer may have written naive ISO-8601 (Python's datetime.isoformat());
+            // read as UTC.
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                .iter()
+                .find_map(|fmt| NaiveDateTime::parse_from_str(s, fmt).ok())
+                .map(|n| n.and_utc())
+        });
+    match parsed {
+        Some(t) if TIMESTAMP_YEARS.contains(&t.year()) => Ok(t),
+        Some(t) => Err(Rejection::new(
+            Reason::BadTimestamp,
+            format!(
+                "timestamp {:?} is {} in UTC, outside the years 0001 to 9999",
+                truncate(s, 64),
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        )),
+        None => Err(Rejection::new(
+            Reason::BadTimestamp,
+            format!("timestamp {:?} is not ISO-8601", truncate(s, 64)),
+        )),
     }
-    // The original producer may have written naive ISO-8601 (Python's datetime.isoformat()); read as UTC.
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(n.and_utc());
-        }
-    }
-    Err(Rejection::new(
-        Reason::BadTimestamp,
-        format!("timestamp {:?} is not ISO-8601", truncate(s, 64)),
-    ))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -566,6 +584,24 @@ mod tests {
             (with("timestamp", "<remove>"), Some(Reason::BadTimestamp)),
             (with("timestamp", r#""2026-11-26T13:18:27.123456""#), None),
             (with("timestamp", r#""2026-11-26T14:18:27+01:00""#), None),
+            (with("timestamp", r#""0001-01-01T00:00:00Z""#), None),
+            (with("timestamp", r#""9999-12-31T23:59:59.999Z""#), None),
+            (
+                with("timestamp", r#""0000-06-01T00:00:00Z""#),
+                Some(Reason::BadTimestamp),
+            ),
+            (
+                with("timestamp", r#""0001-01-01T00:30:00+01:00""#),
+                Some(Reason::BadTimestamp),
+            ),
+            (
+                with("timestamp", r#""9999-12-31T23:30:00-01:00""#),
+                Some(Reason::BadTimestamp),
+            ),
+            (
+                with("timestamp", r#""0000-01-01T00:00:00""#),
+                Some(Reason::BadTimestamp),
+            ),
             (
                 with("customer_id", &format!("\"{}\"", "x".repeat(256))),
                 Some(Reason::FieldTooLong),

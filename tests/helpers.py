@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional
+
+import psycopg2
+
+import ecomlogs
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -104,3 +112,61 @@ def broker_hides_aborted_transactions(bootstrap: str) -> bool:
                                             partitions=1, idle_s=2)]
         _ABORT_FILTERING[bootstrap] = seen == [b"committed"]
     return _ABORT_FILTERING[bootstrap]
+
+
+# ---------------------------------------------------------------------------------------------- loader
+def rows(dsn: str) -> list[tuple]:
+    with psycopg2.connect(dsn, connect_timeout=10) as conn, conn.cursor() as c:
+        c.execute("SELECT event_id, customer_id, event_type, amount, currency, event_timestamp "
+                  "FROM kafka_events_silver")
+        return c.fetchall()
+
+
+def row_count(dsn: str) -> int:
+    try:
+        return len(rows(dsn))
+    except psycopg2.errors.UndefinedTable:  # the loader has not migrated yet
+        return 0
+
+
+def produce_clean(bootstrap: str, topic: str, n: int, seed: int) -> dict[str, dict]:
+    """Produces n events (~25% invalid) to a raw topic, runs the Rust processor into `topic`, and returns
+    the valid events by event_id (the expected rows)."""
+    raw = unique("raw")
+    ecomlogs.produce(n, bootstrap_servers=bootstrap, topic=raw, seed=seed)
+    st = ecomlogs.process(bootstrap_servers=bootstrap, input_topic=raw, output_topic=topic,
+                          dlq_topic=unique("dlq"), group_id=unique("g"), until_idle_s=2)
+    assert st.consumed == n
+    msgs = read_all(bootstrap, topic, expected=st.valid, timeout_s=120)
+    events = {json.loads(m.value())["event_id"]: json.loads(m.value()) for m in msgs}
+    assert len(events) == st.valid
+    return events
+
+
+def loader_cmd(bootstrap: str, topic: str, dsn: str, group: str, *extra: str) -> list[str]:
+    return [sys.executable, "psqlConsumer.py", "--bootstrap-servers", bootstrap, "--topic", topic,
+            "--dsn", dsn, "--group-id", group, "--dlq-topic", unique("dlq"), *extra]
+
+
+def run_until_idle(cmd: list[str], idle: float = 3.0, timeout: float = 300) -> str:
+    p = subprocess.run([*cmd, "--until-idle", str(idle)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stderr
+
+
+def assert_exact(dsn: str, expected: dict[str, dict]) -> None:
+    got = rows(dsn)
+    ids = [r[0] for r in got]
+    assert len(ids) == len(set(ids)), "duplicate rows"
+    assert set(ids) == set(expected), f"missing {len(set(expected) - set(ids))}, extra {len(set(ids) - set(expected))}"
+    for event_id, customer, etype, amount, currency, ts in got:
+        e = expected[event_id]
+        assert customer == e["customer_id"] and etype == e["event_type"] and currency == e["currency"]
+        assert amount == Decimal(str(e["amount"])).quantize(Decimal("0.01"))  # exact to the cent
+        # Stored as UTC, to the millisecond (the canonical form drops a zero fraction: "...:39Z").
+        sent = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+        assert sent.utcoffset() == timedelta(0)
+        assert ts == sent.replace(tzinfo=None)
+
+

@@ -37,6 +37,7 @@ from ecomlogs.exceptions import (
     DevStackError,
     EcomlogsError,
     KafkaError,
+    StalledError,
 )
 
 from ecomlogs._core import __version__
@@ -51,6 +52,7 @@ __all__ = [
     "LoadStats",
     "ProcessStats",
     "ProduceStats",
+    "StalledError",
     "Validation",
     "ensure_topics",
     "generate_events",

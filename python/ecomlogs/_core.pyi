@@ -1,9 +1,10 @@
 """Type stubs for the native module (checked against the build with ``python -m mypy.stubtest``)."""
 
-from typing import Callable, Optional
+from typing import Callable, Optional, final
 
 __all__ = [
     "__version__",
+    "StopToken",
     "bench_core",
     "ensure_topics",
     "generate_events",
@@ -20,6 +21,20 @@ __all__ = [
 ]
 
 __version__: str
+
+@final
+class StopToken:
+    """Tells a running stage how to finish, from another thread."""
+
+    def __init__(self) -> None: ...
+    def stop(self) -> None:
+        """Finish the batch in flight, commit, return."""
+    def drain(self) -> None:
+        """Keep going until every assigned partition has been read to its end, then finish."""
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
 
 def generate_events(
     n: int, invalid_ratio: float = 0.25, seed: Optional[int] = None
@@ -48,6 +63,7 @@ def produce(
     extra_config: Optional[dict[str, str]] = None,
     progress: Optional[Callable[[dict[str, object]], object]] = None,
     progress_every_s: float = 1.0,
+    stop: Optional[StopToken] = None,
 ) -> dict[str, object]: ...
 def reset_log_cache() -> None: ...
 def process(
@@ -66,6 +82,8 @@ def process(
     progress: Optional[Callable[[dict[str, object]], object]] = None,
     progress_every_s: float = 1.0,
     workers: int = 1,
+    until_caught_up: bool = False,
+    stop: Optional[StopToken] = None,
 ) -> dict[str, object]: ...
 def load(
     bootstrap_servers: str,
@@ -84,6 +102,8 @@ def load(
     progress: Optional[Callable[[dict[str, object]], object]] = None,
     progress_every_s: float = 1.0,
     workers: int = 1,
+    until_caught_up: bool = False,
+    stop: Optional[StopToken] = None,
 ) -> dict[str, object]: ...
 def migrate(dsn: str) -> list[str]: ...
 def migrations() -> list[tuple[str, str, str]]: ...

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from ecomlogs import _core
+from ecomlogs._core import StopToken
 from ecomlogs.exceptions import ConfigError
 from ecomlogs.settings import (
     CLEAN_TOPIC,
@@ -140,6 +141,7 @@ def produce(
     partitions: int = DEFAULT_PARTITIONS,
     extra_config: Optional[Mapping[str, str]] = None,
     progress: Optional[Callable[[dict[str, Any]], object]] = None,
+    stop: Optional[StopToken] = None,
 ) -> ProduceStats:
     """Generates and produces ``count`` events (forever when None) to ``topic``, keyed by customer id.
 
@@ -147,7 +149,7 @@ def produce(
     original's 500 ms. ``rate`` (events per second) is the same as ``interval_ms=1000/rate``.
     ``log_each`` (default: when paced at 20 events/s or slower) logs every event on ``ecomlogs.producer``.
     ``progress`` is called about once a second with a dict of counters. Ctrl-C stops cleanly: queued events
-    are flushed and the stats say ``interrupted=True``.
+    are flushed and the stats say ``interrupted=True``; so does ``stop.stop()`` from another thread.
     """
     if rate is not None:
         if rate <= 0:
@@ -168,6 +170,7 @@ def produce(
         partitions,
         merge_extra(extra_config),
         progress,
+        stop=stop,
     )
     return ProduceStats(**stats)  # type: ignore[arg-type]
 
@@ -184,6 +187,7 @@ class ProcessStats:
     retried_batches: int
     elapsed_s: float
     interrupted: bool
+    activity: str
 
     @property
     def events_per_s(self) -> float:
@@ -206,6 +210,8 @@ def process(
     extra_config: Optional[Mapping[str, str]] = None,
     progress: Optional[Callable[[dict[str, Any]], object]] = None,
     workers: int = 1,
+    until_caught_up: bool = False,
+    stop: Optional[StopToken] = None,
 ) -> ProcessStats:
     """Runs the stream processor: validates every record of ``input_topic``; valid ones go to
     ``output_topic`` (canonical JSON, same key), invalid ones to ``dlq_topic`` untouched with headers
@@ -213,8 +219,10 @@ def process(
 
     Offsets are committed only after the outputs are acknowledged; with ``exactly_once`` the outputs and
     the offsets go in one Kafka transaction. ``workers`` consumers (threads, each with its own producer)
-    share the group's partitions; more than one helps when a single consumer's fetches are the limit. Runs until ``until_idle_s`` seconds pass with no input, or
-    Ctrl-C (the batch in flight is finished and committed first).
+    share the group's partitions; more than one helps when a single consumer's fetches are the limit.
+    Runs until every assigned partition has been read to its end (``until_caught_up``), ``until_idle_s``
+    seconds pass with no input, Ctrl-C, or ``stop.stop()`` / ``stop.drain()`` from another thread (the
+    batch in flight is finished and committed first).
     """
     stats = _core.process(
         _bootstrap(bootstrap_servers),
@@ -232,6 +240,8 @@ def process(
         progress,
         1.0,
         workers,
+        until_caught_up,
+        stop,
     )
     return ProcessStats(**stats)  # type: ignore[arg-type]
 
@@ -239,7 +249,10 @@ def process(
 @dataclass(frozen=True)
 class LoadStats:
     """What :func:`load` did. ``duplicates_skipped`` counts redelivered events already in the table;
-    ``unwritten`` counts records left for the next start when stopped during a database outage."""
+    ``unwritten`` counts records left for the next start when stopped during a database outage;
+    ``log_resets`` counts partitions found on a new log (reset broker, re-created topic) and loaded again
+    from its beginning; ``offsets_lost`` counts records the broker deleted (retention) before they were
+    loaded; ``activity`` is what the loader was doing last ("running", "waiting for the database", ...)."""
 
     consumed: int
     rows_inserted: int
@@ -251,6 +264,9 @@ class LoadStats:
     elapsed_s: float
     interrupted: bool
     unwritten: int
+    log_resets: int
+    offsets_lost: int
+    activity: str
 
     @property
     def rows_per_s(self) -> float:
@@ -274,6 +290,8 @@ def load(
     extra_config: Optional[Mapping[str, str]] = None,
     progress: Optional[Callable[[dict[str, Any]], object]] = None,
     workers: int = 1,
+    until_caught_up: bool = False,
+    stop: Optional[StopToken] = None,
 ) -> LoadStats:
     """Runs the PostgreSQL loader: ``topic`` -> ``kafka_events_silver``, exactly once.
 
@@ -284,6 +302,8 @@ def load(
     unless ``migrate=False``. A partial batch is written as soon as the topic goes quiet (no record for
     50 ms), so ``flush_interval_ms`` only bounds freshness under a steady trickle. ``workers`` consumers
     (threads, each with its own PostgreSQL connection) share the group's partitions and write in parallel.
+    Runs until every assigned partition has been stored to its end (``until_caught_up``), ``until_idle_s``
+    seconds pass with no input, Ctrl-C, or ``stop.stop()`` / ``stop.drain()`` from another thread.
     """
     stats = _core.load(
         _bootstrap(bootstrap_servers),
@@ -301,6 +321,8 @@ def load(
         merge_extra(extra_config),
         progress,
         workers=workers,
+        until_caught_up=until_caught_up,
+        stop=stop,
     )
     return LoadStats(**stats)  # type: ignore[arg-type]
 

@@ -251,6 +251,11 @@ def _until_idle(p: argparse.ArgumentParser) -> None:
         default=None,
         help="finish, commit and exit 0 once no input came for this long (default: run until Ctrl-C)",
     )
+    p.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="finish, commit and exit 0 once every assigned partition has been read to its end",
+    )
 
 
 def _process_parser(p: argparse.ArgumentParser) -> None:
@@ -294,6 +299,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic,
         group_id=args.group_id,
         until_idle_s=args.until_idle,
+        until_caught_up=args.until_caught_up,
         exactly_once=args.exactly_once,
         transactional_id=args.transactional_id,
         batch_max=args.batch_max,
@@ -358,6 +364,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         flush_interval_ms=args.flush_interval_ms,
         until_idle_s=args.until_idle,
+        until_caught_up=args.until_caught_up,
         partitions=args.partitions,
         migrate=not args.no_migrate,
         log_each=args.verbose,
@@ -416,6 +423,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flush-interval-ms", type=_positive_int, default=S.DEFAULT_FLUSH_INTERVAL_MS,
                    help="loader time bound per batch (default %(default)s)")
     p.add_argument("--exactly-once", action="store_true", help="transactional processor")
+    p.add_argument("--stall-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                   help="while draining, fail (exit 1, naming the stage) if the stage waited on makes no progress "
+                   "for this long (default %(default)s)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -444,6 +454,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         exactly_once=args.exactly_once,
         extra_config=S.parse_extra_config(args.extra_config),
         status=None if args.quiet else _print_status,
+        stall_timeout_s=args.stall_timeout,
     )
     if sys.stderr.isatty() and not args.quiet:
         sys.stderr.write("\n")

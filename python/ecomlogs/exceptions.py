@@ -39,8 +39,17 @@ class DatabaseError(EcomlogsError):
     sqlstate: Optional[str] = None
 
 
+class StalledError(EcomlogsError):
+    """A running pipeline stopped making progress while records were waiting (``ecomlogs run``): the
+    message names the stage and what it was waiting for (the consumer group, the database, ...)."""
+
+
+class InternalError(EcomlogsError):
+    """A bug in ecomlogs (a worker thread panicked). Nothing the caller did; please report it."""
+
+
 class DevStackError(EcomlogsError):
     """The local dev stack (python -m ecomlogs.devstack) could not start, stop or inspect a service."""
 
 
-__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "DevStackError"]
+__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "StalledError", "InternalError", "DevStackError"]

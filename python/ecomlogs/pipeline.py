@@ -16,16 +16,20 @@ from typing import Any, Callable, Optional
 
 from ecomlogs import api
 from ecomlogs import settings as S
+from ecomlogs._core import StopToken
+from ecomlogs.exceptions import StalledError
 
 log = logging.getLogger("ecomlogs.pipeline")
 
 
 class _Stage:
-    """One stage running in a thread; its progress callback publishes counters and obeys `stop`."""
+    """One stage running in a thread; ``token`` tells it how to finish (stop, or drain: finish once every
+    assigned partition has been read to its end); its progress callback publishes its counters."""
 
-    def __init__(self, name: str, target: Callable[[Callable[[dict[str, Any]], None]], Any]) -> None:
+    def __init__(self, name: str, target: Callable[[Callable[[dict[str, Any]], None], StopToken], Any]) -> None:
         self.name = name
-        self.stop = threading.Event()
+        self.token = StopToken()
+        self.draining = False
         self.stats: dict[str, Any] = {}
         self.result: Any = None
         self.error: Optional[BaseException] = None
@@ -34,12 +38,10 @@ class _Stage:
 
     def _progress(self, stats: dict[str, Any]) -> None:
         self.stats = stats
-        if self.stop.is_set():
-            raise KeyboardInterrupt  # the Rust loop finishes its batch, commits and returns
 
     def _run(self) -> None:
         try:
-            self.result = self._target(self._progress)
+            self.result = self._target(self._progress, self.token)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which reports it
             self.error = e
 
@@ -65,6 +67,46 @@ class PipelineResult:
     report: dict[str, list[dict[str, Optional[str]]]] = field(default_factory=dict)
 
 
+STUCK_AFTER_S = 10.0
+"""A stage with work waiting and no progress for this long is shown as stuck in the status line."""
+
+
+class _ProgressWatch:
+    """When each stage last moved, to tell a slow stage from a stuck one."""
+
+    def __init__(self, now: float) -> None:
+        self.moved: dict[str, tuple[int, float]] = {}
+        self.lag: dict[str, int] = {}
+        self.start = now
+        self.gave_up = False
+
+    def update(self, counts: dict[str, tuple[int, int]]) -> None:
+        now = time.monotonic()
+        for name, (progress, lag) in counts.items():
+            seen = self.moved.get(name)
+            if seen is None or progress != seen[0] or lag == 0:
+                self.moved[name] = (progress, now)
+            self.lag[name] = lag
+
+    def idle_for(self, name: str) -> float:
+        seen = self.moved.get(name)
+        return time.monotonic() - (seen[1] if seen else self.start)
+
+    def note(self, name: str, stats: dict[str, Any]) -> str:
+        """A "STUCK" mark with what the stage waits for, once it has had work and no progress for a while."""
+        if self.lag.get(name, 0) > 0 and self.idle_for(name) >= STUCK_AFTER_S:
+            return f"; STUCK {self.idle_for(name):.0f}s: {stats.get('activity', 'running')}"
+        return ""
+
+    def stalled(self, timeout_s: float) -> Optional[tuple[str, int, float]]:
+        """(stage, lag, seconds) of the first stage with work waiting, if none of the stages with work
+        waiting moved for ``timeout_s`` (a stage with nothing to do is never stuck)."""
+        waiting = [n for n in ("processor", "loader") if self.lag.get(n, 0) > 0]
+        if not waiting or any(self.idle_for(n) < timeout_s for n in waiting):
+            return None
+        return waiting[0], self.lag[waiting[0]], self.idle_for(waiting[0])
+
+
 def _n(stats: dict[str, Any], key: str) -> int:
     v = stats.get(key, 0)
     return int(v) if isinstance(v, (int, float)) else 0
@@ -86,11 +128,16 @@ def run_pipeline(
     loader_workers: int = 1,
     extra_config: Optional[dict[str, str]] = None,
     status: Optional[Callable[[str], None]] = None,
-    drain_timeout_s: float = 600.0,
+    stall_timeout_s: float = 60.0,
 ) -> PipelineResult:
     """Runs producer -> processor -> loader on the default topics and table until ``count`` events were
     produced (None: until ``duration_s`` or Ctrl-C), then lets the processor and loader drain and stop
-    cleanly. ``status`` receives a one-line status about once a second."""
+    cleanly: the processor reads ``raw_events`` to its end, then the loader ``clean_events`` (with a fresh
+    database that includes what earlier runs left there: PostgreSQL alone says what is loaded).
+    ``status`` receives a one-line status about once a second; a stage that makes no progress while
+    records wait for it for 10 s is marked there as stuck, with what it waits for. A drain during which
+    the stage it waits for does not move for ``stall_timeout_s`` raises
+    :class:`~ecomlogs.exceptions.StalledError` instead of waiting forever."""
     servers = S.bootstrap_servers(bootstrap_servers)
     database = S.dsn(dsn)
     extra = dict(extra_config or {})
@@ -98,18 +145,16 @@ def run_pipeline(
     api.migrate(database)
     before = _row_count(database)
 
-    loader = _Stage("loader", lambda p: api.load(
+    loader = _Stage("loader", lambda p, t: api.load(
         bootstrap_servers=servers, dsn=database, batch_size=batch_size, flush_interval_ms=flush_interval_ms,
-        migrate=False, extra_config=extra, progress=p, workers=loader_workers))
-    processor = _Stage("processor", lambda p: api.process(
+        migrate=False, extra_config=extra, progress=p, workers=loader_workers, stop=t))
+    processor = _Stage("processor", lambda p, t: api.process(
         bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p,
-        workers=processor_workers))
-    producer = _Stage("producer", lambda p: api.produce(
+        workers=processor_workers, stop=t))
+    producer = _Stage("producer", lambda p, t: api.produce(
         count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio, seed=seed,
-        log_each=False, extra_config=extra, progress=p))
+        log_each=False, extra_config=extra, progress=p, stop=t))
     stages = [loader, processor, producer]
-    for s in stages:
-        s.stats = {}
     loader.thread.start()
     processor.thread.start()
     # Both consumers join their groups (a few seconds) while the producer already writes.
@@ -118,6 +163,20 @@ def run_pipeline(
     start = time.monotonic()
     interrupted = False
     last: dict[str, tuple[float, int]] = {}
+    watch = _ProgressWatch(start)
+
+    def counts() -> dict[str, tuple[int, int]]:
+        """(progress, work waiting) per stage, from the latest stats. A draining stage that has not
+        finished counts as having work waiting."""
+        pr, ps, ld = producer.stats, processor.stats, loader.stats
+        produced, consumed = _n(pr, "produced"), _n(ps, "consumed")
+        written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
+        plag, llag = max(produced - consumed, 0), max(_n(ps, "valid") - written, 0)
+        if processor.draining and not processor.done:
+            plag = max(plag, 1)
+        if loader.draining and not loader.done:
+            llag = max(llag, 1)
+        return {"producer": (produced, 0), "processor": (consumed, plag), "loader": (written, llag)}
 
     def line() -> str:
         now = time.monotonic()
@@ -128,25 +187,40 @@ def run_pipeline(
             r = (value - v0) / (now - t0) if now > t0 else 0.0
             return f"{r:,.0f}/s"
 
-        pr, ps, ld = producer.stats, processor.stats, loader.stats
-        produced, consumed = _n(pr, "produced"), _n(ps, "consumed")
-        written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
+        c = counts()
+        (produced, _), (consumed, plag), (written, llag) = c["producer"], c["processor"], c["loader"]
+        ps, ld = processor.stats, loader.stats
         reasons = ps.get("by_reason") or {}
         top = ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
         return (
             f"produce {produced:,} ({rate_of('p', produced)}) | "
-            f"process {consumed:,} ({rate_of('c', consumed)}, lag {max(produced - consumed, 0):,}) | "
-            f"load {written:,} rows ({rate_of('l', written)}, lag {max(_n(ps, 'valid') - written, 0):,}) | "
+            f"process {consumed:,} ({rate_of('c', consumed)}, lag {plag:,}{watch.note('processor', ps)}) | "
+            f"load {written:,} rows ({rate_of('l', written)}, lag {llag:,}{watch.note('loader', ld)}) | "
             f"table {before + _n(ld, 'rows_inserted'):,} rows | invalid {_n(ps, 'invalid'):,}"
             + (f" ({top})" if top else "")
         )
 
     def tick() -> None:
+        watch.update(counts())
         if status:
             status(line())
         for s in stages:
             if s.error is not None:
                 raise s.error
+
+    def drain(stage: _Stage) -> None:
+        """Lets ``stage`` finish once it has read its input to the end; fails if it stops moving."""
+        stage.token.drain()
+        stage.draining = True
+        while not stage.done:
+            time.sleep(0.5)
+            tick()
+            stuck = watch.stalled(stall_timeout_s)
+            if stuck is not None:
+                name, lag, for_s = stuck
+                activity = {"processor": processor, "loader": loader}[name].stats.get("activity", "running")
+                raise StalledError(f"the pipeline stopped draining: the {name} made no progress for {for_s:.0f} s "
+                                   f"while records were waiting for it ({activity})")
 
     try:
         # 1. Produce until count / duration / Ctrl-C.
@@ -154,33 +228,24 @@ def run_pipeline(
             time.sleep(1.0)
             tick()
             if duration_s is not None and time.monotonic() - start >= duration_s:
-                producer.stop.set()
-        # 2. Drain: the processor catches up with the producer, the loader with the processor.
-        deadline = time.monotonic() + drain_timeout_s
-        steady_since: Optional[float] = None
-        prev: tuple[int, int] = (-1, -1)
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            tick()
-            produced = _n(producer.stats, "produced")
-            consumed = _n(processor.stats, "consumed")
-            ld = loader.stats
-            written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
-            caught_up = consumed >= produced and written >= _n(processor.stats, "valid")
-            if caught_up and (consumed, written) == prev:
-                steady_since = steady_since or time.monotonic()
-                if time.monotonic() - steady_since >= 1.5:
-                    break
-            else:
-                steady_since = None
-            prev = (consumed, written)
+                producer.token.stop()
+        tick()
+        # 2. Drain: the processor reads raw_events to its end, then the loader clean_events.
+        drain(processor)
+        drain(loader)
+        tick()
     except KeyboardInterrupt:
         interrupted = True
         log.warning("stopping: finishing the batches in flight (Ctrl-C again to abandon them)")
+    except StalledError:
+        # A stuck stage cannot finish its batch: it is left (uncommitted, read again at the next start).
+        watch.gave_up = True
+        raise
     finally:
         for s in (producer, processor, loader):
-            s.stop.set()
-            s.thread.join(timeout=120)
+            s.token.stop()
+        for s in (producer, processor, loader):
+            s.thread.join(timeout=5 if watch.gave_up else 120)
     for s in stages:
         if s.error is not None and not isinstance(s.error, KeyboardInterrupt):
             raise s.error

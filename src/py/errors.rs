@@ -16,6 +16,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
             Error::Interrupted => return PyKeyboardInterrupt::new_err("interrupted"),
             Error::Io(e) => return PyOSError::new_err(e.to_string()),
             Error::Config(m) => exception(py, "ConfigError", m.clone()),
+            Error::Internal(m) => exception(py, "InternalError", m.clone()),
             Error::Kafka { code, .. } => {
                 exception(py, "KafkaError", err.to_string()).and_then(|e| {
                     e.setattr("code", code.map(|c| format!("{c:?}")))?;

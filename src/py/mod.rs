@@ -16,6 +16,7 @@ use crate::load::{run_loader, LoadOptions, LoadStats};
 use crate::pg;
 use crate::process::{run_processor, ProcessOptions, ProcessStats};
 use crate::produce::{run_producer, ProduceOptions, ProduceStats};
+use crate::stage;
 use crate::validate;
 use errors::to_pyerr;
 use runner::Runner;
@@ -125,6 +126,42 @@ fn reason_codes() -> Vec<&'static str> {
     validate::Reason::ALL.iter().map(|r| r.code()).collect()
 }
 
+/// Tells a running stage how to finish, from another thread: `stop()` finishes the batch in flight,
+/// commits and returns; `drain()` keeps going until every assigned partition has been read to its end.
+#[pyclass(frozen, name = "StopToken", module = "ecomlogs._core")]
+#[derive(Default)]
+struct StopToken(stage::StopToken);
+
+#[pymethods]
+impl StopToken {
+    #[new]
+    fn new() -> Self {
+        StopToken::default()
+    }
+
+    fn stop(&self) {
+        self.0.stop();
+    }
+
+    fn drain(&self) {
+        self.0.drain();
+    }
+
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.0.is_stopped()
+    }
+
+    #[getter]
+    fn draining(&self) -> bool {
+        self.0.is_draining()
+    }
+}
+
+fn token(t: Option<PyRef<'_, StopToken>>) -> stage::StopToken {
+    t.map(|t| t.0.clone()).unwrap_or_default()
+}
+
 /// Creates missing topics through the admin API.
 #[pyfunction]
 #[pyo3(signature = (bootstrap_servers, topics, partitions=3, timeout_s=15.0, extra_config=None))]
@@ -190,7 +227,8 @@ fn fill_produce(d: &Bound<'_, PyDict>, s: &ProduceStats) -> PyResult<()> {
 /// Stage 1. Returns the final stats as a dict; Ctrl-C stops it cleanly (flushes, `interrupted=True`).
 #[pyfunction]
 #[pyo3(signature = (bootstrap_servers, topic, count=None, interval_s=0.5, invalid_ratio=0.25, seed=None,
-                    log_each=true, partitions=3, extra_config=None, progress=None, progress_every_s=1.0))]
+                    log_each=true, partitions=3, extra_config=None, progress=None, progress_every_s=1.0,
+                    stop=None))]
 #[allow(clippy::too_many_arguments)]
 fn produce<'py>(
     py: Python<'py>,
@@ -205,8 +243,10 @@ fn produce<'py>(
     extra_config: Option<BTreeMap<String, String>>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
+    stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let s = settings(bootstrap_servers, extra_config);
+    let stop = token(stop);
     let opts = ProduceOptions {
         topic,
         count,
@@ -221,7 +261,7 @@ fn produce<'py>(
         ..Default::default()
     };
     run_stage(py, progress, progress_every_s, fill_produce, |tick| {
-        run_producer(&s, &opts, tick)
+        run_producer(&s, &opts, &stop, tick)
     })
 }
 
@@ -234,6 +274,7 @@ fn fill_process(d: &Bound<'_, PyDict>, s: &ProcessStats) -> PyResult<()> {
     d.set_item("retried_batches", s.retried_batches)?;
     d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
     d.set_item("interrupted", s.interrupted)?;
+    d.set_item("activity", s.activity.as_str())?;
     Ok(())
 }
 
@@ -241,7 +282,8 @@ fn fill_process(d: &Bound<'_, PyDict>, s: &ProcessStats) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (bootstrap_servers, input_topic, output_topic, dlq_topic, group_id, until_idle_s=None,
                     exactly_once=false, transactional_id=None, batch_max=50000, log_each=false, partitions=3,
-                    extra_config=None, progress=None, progress_every_s=1.0, workers=1))]
+                    extra_config=None, progress=None, progress_every_s=1.0, workers=1, until_caught_up=false,
+                    stop=None))]
 #[allow(clippy::too_many_arguments)]
 fn process<'py>(
     py: Python<'py>,
@@ -260,9 +302,13 @@ fn process<'py>(
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     workers: usize,
+    until_caught_up: bool,
+    stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let s = settings(bootstrap_servers, extra_config);
+    let stop = token(stop);
     let opts = ProcessOptions {
+        until_caught_up,
         workers: workers.max(1),
         input_topic,
         output_topic,
@@ -277,7 +323,7 @@ fn process<'py>(
         ..Default::default()
     };
     run_stage(py, progress, progress_every_s, fill_process, |tick| {
-        run_processor(&s, &opts, tick)
+        run_processor(&s, &opts, &stop, tick)
     })
 }
 
@@ -292,6 +338,9 @@ fn fill_load(d: &Bound<'_, PyDict>, s: &LoadStats) -> PyResult<()> {
     d.set_item("elapsed_s", s.elapsed.as_secs_f64())?;
     d.set_item("interrupted", s.interrupted)?;
     d.set_item("unwritten", s.unwritten)?;
+    d.set_item("log_resets", s.log_resets)?;
+    d.set_item("offsets_lost", s.offsets_lost)?;
+    d.set_item("activity", s.activity.as_str())?;
     Ok(())
 }
 
@@ -299,7 +348,8 @@ fn fill_load(d: &Bound<'_, PyDict>, s: &LoadStats) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (bootstrap_servers, topic, group_id, dsn, dlq_topic, batch_size=500, flush_interval_ms=1000,
                     until_idle_s=None, partitions=3, migrate=true, max_backoff_s=10.0, log_each=false,
-                    extra_config=None, progress=None, progress_every_s=1.0, workers=1))]
+                    extra_config=None, progress=None, progress_every_s=1.0, workers=1, until_caught_up=false,
+                    stop=None))]
 #[allow(clippy::too_many_arguments)]
 fn load<'py>(
     py: Python<'py>,
@@ -319,9 +369,13 @@ fn load<'py>(
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     workers: usize,
+    until_caught_up: bool,
+    stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let s = settings(bootstrap_servers, extra_config);
+    let stop = token(stop);
     let opts = LoadOptions {
+        until_caught_up,
         topic,
         group_id,
         dsn,
@@ -337,7 +391,7 @@ fn load<'py>(
         ..LoadOptions::default()
     };
     run_stage(py, progress, progress_every_s, fill_load, |tick| {
-        run_loader(&s, &opts, tick)
+        run_loader(&s, &opts, &stop, tick)
     })
 }
 
@@ -423,5 +477,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(query, m)?)?;
     m.add_function(wrap_pyfunction!(bench_core, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
+    m.add_class::<StopToken>()?;
     Ok(())
 }

@@ -1,0 +1,123 @@
+//! Dead letters, for every stage that writes them: the original key and value untouched, headers saying
+//! why and where from, sent with back-pressure and flushed before the stage commits its input offsets.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::error::{Error, Result};
+use crate::kafka::{send_blocking, DeliveryTracker};
+use crate::validate::Reason;
+
+/// Header names.
+pub mod headers {
+    pub const REASON: &str = "reason";
+    pub const DETAIL: &str = "detail";
+    pub const SOURCE_TOPIC: &str = "source.topic";
+    pub const SOURCE_PARTITION: &str = "source.partition";
+    pub const SOURCE_OFFSET: &str = "source.offset";
+    pub const STAGE: &str = "stage";
+    pub const SQLSTATE: &str = "sqlstate";
+}
+
+/// A `detail` header is cut to this many bytes (at a character boundary).
+const MAX_DETAIL: usize = 1024;
+
+/// Where a dead letter came from and why.
+pub struct Why<'a> {
+    pub reason: Reason,
+    pub detail: &'a str,
+    pub source_topic: &'a str,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub stage: &'a str,
+    pub sqlstate: Option<&'a str>,
+}
+
+impl Why<'_> {
+    pub fn headers(&self) -> OwnedHeaders {
+        let mut end = self.detail.len().min(MAX_DETAIL);
+        while !self.detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        let partition = self.source_partition.to_string();
+        let offset = self.source_offset.to_string();
+        let mut h = OwnedHeaders::new_with_capacity(7);
+        for (key, value) in [
+            (headers::REASON, self.reason.code()),
+            (headers::DETAIL, &self.detail[..end]),
+            (headers::SOURCE_TOPIC, self.source_topic),
+            (headers::SOURCE_PARTITION, &partition),
+            (headers::SOURCE_OFFSET, &offset),
+            (headers::STAGE, self.stage),
+        ] {
+            h = h.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if let Some(state) = self.sqlstate {
+            h = h.insert(Header {
+                key: headers::SQLSTATE,
+                value: Some(state),
+            });
+        }
+        h
+    }
+}
+
+/// Sends one dead letter (waiting while the producer's queue is full).
+pub fn send(
+    producer: &BaseProducer<DeliveryTracker>,
+    dlq_topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    why: &Why<'_>,
+) -> Result<()> {
+    let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq_topic).headers(why.headers());
+    if let Some(v) = value {
+        r = r.payload(v);
+    }
+    if let Some(k) = key {
+        r = r.key(k);
+    }
+    send_blocking(producer, r).map_err(|e| Error::kafka("dead-lettering a record", e))
+}
+
+/// Waits until everything sent so far is acknowledged; the first delivery failure is the error.
+pub fn flush(producer: &BaseProducer<DeliveryTracker>) -> Result<()> {
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| Error::kafka("delivering dead letters", e))?;
+    match producer.context().take_error() {
+        Some(e) => Err(Error::kafka("delivering dead letters", e)),
+        None => Ok(()),
+    }
+}
+
+/// A dead letter held until its batch is written (the loader's: it owns its bytes).
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub reason: Reason,
+    pub detail: String,
+    pub sqlstate: Option<String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DeadLetter {
+    pub fn why<'a>(&'a self, source_topic: &'a str, stage: &'a str) -> Why<'a> {
+        Why {
+            reason: self.reason,
+            detail: &self.detail,
+            source_topic,
+            source_partition: self.partition,
+            source_offset: self.offset,
+            stage,
+            sqlstate: self.sqlstate.as_deref(),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The PostgreSQL side of the loader: one connection, re-opened with backoff through outages; each batch
+//! written as one transaction (binary COPY, a dedup fallback, isolation of rejected rows) together with
+//! the consumed offsets. Every database error is sorted into one of three kinds (see [`pg::Failure`]):
+//! an outage waits and retries, a rejected row is isolated and dead-lettered, a fault stops the stage.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, Config, Transaction};
+use rand::Rng;
+
+use crate::error::{describe_pg, Error, Result};
+use crate::pg::{self, CopyRows, Failure, PartitionProgress};
+use crate::resume::StoredPosition;
+use crate::stage::StopToken;
+
+/// A row the database refused, by its index in the batch.
+#[derive(Debug, Clone)]
+pub struct RejectedRow {
+    pub index: usize,
+    pub sqlstate: String,
+    pub message: String,
+}
+
+/// Outcome of writing one batch.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub inserted: u64,
+    /// Events already in the table (redelivered), skipped by the unique event_id.
+    pub duplicates: u64,
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// What one attempt at a database call ended with.
+enum Attempt {
+    /// Wait and retry on a new connection.
+    Outage(String),
+    /// Stop the stage.
+    Fault(Error),
+}
+
+impl Attempt {
+    fn from_pg(context: &str, e: postgres::Error) -> Attempt {
+        match pg::classify(&e) {
+            Failure::Outage => Attempt::Outage(describe_pg(&e)),
+            // A rejected row outside row isolation (offsets, schema checks) is a fault too.
+            Failure::Rejected | Failure::Fault => Attempt::Fault(Error::database(context, &e)),
+        }
+    }
+}
+
+/// One loader's connection to PostgreSQL.
+pub struct PgSink {
+    cfg: Config,
+    client: Option<Client>,
+    group: String,
+    topic: String,
+    max_backoff: Duration,
+    /// The stage's stop token: a stop also ends the retries of an outage.
+    stop: StopToken,
+    /// Set once this consumer's loop has ended (leaving the group may still call back).
+    done: AtomicBool,
+    /// Reconnection attempts during outages, so far.
+    pub retries: u64,
+    /// True while an outage is being waited out.
+    pub waiting: bool,
+}
+
+impl PgSink {
+    pub fn new(
+        cfg: Config,
+        client: Option<Client>,
+        group: &str,
+        topic: &str,
+        max_backoff: Duration,
+        stop: StopToken,
+    ) -> Self {
+        PgSink {
+            cfg,
+            client,
+            group: group.to_string(),
+            topic: topic.to_string(),
+            max_backoff,
+            stop,
+            done: AtomicBool::new(false),
+            retries: 0,
+            waiting: false,
+        }
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_interrupted() || self.done.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on a connection until it succeeds (Some), the stage stops during an outage (None), or
+    /// the database reports a fault (Err).
+    fn retrying<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, Attempt>,
+    ) -> Result<Option<T>> {
+        let mut attempt = 0u32;
+        loop {
+            let outcome = match self.client.as_mut() {
+                Some(client) => f(client),
+                None => match pg::open(&self.cfg) {
+                    Ok(c) => {
+                        self.client = Some(c);
+                        continue;
+                    }
+                    Err(e) => Err(Attempt::from_pg("connecting to PostgreSQL", e)),
+                },
+            };
+            match outcome {
+                Ok(v) => {
+                    if self.waiting {
+                        log::info!(target: "ecomlogs.loader", "PostgreSQL is back after {attempt} attempts");
+                    }
+                    self.waiting = false;
+                    return Ok(Some(v));
+                }
+                Err(Attempt::Fault(e)) => return Err(e),
+                Err(Attempt::Outage(why)) => {
+                    self.client = None;
+                    self.waiting = true;
+                    if !self.backoff(&mut attempt, &why) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps before the next attempt (exponential, with jitter); false when the stage is stopping.
+    fn backoff(&mut self, attempt: &mut u32, why: &str) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        *attempt += 1;
+        self.retries += 1;
+        let base = Duration::from_millis(200).saturating_mul(1u32 << (*attempt - 1).min(10));
+        let wait = base
+            .min(self.max_backoff)
+            .mul_f64(rand::rng().random_range(0.5..1.0));
+        log::warn!(
+            target: "ecomlogs.loader",
+            "PostgreSQL unavailable ({}); attempt {} failed, retrying in {:.1}s",
+            one_line(why), attempt, wait.as_secs_f64()
+        );
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if self.stopping() {
+                return false;
+            }
+            std::thread::sleep(
+                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        true
+    }
+
+    /// What PostgreSQL holds for these partitions of the topic.
+    pub fn stored_positions(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<Option<Vec<(i32, StoredPosition)>>> {
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        self.retrying(|c| {
+            pg::load_offsets(c, &group, &topic, partitions)
+                .map_err(|e| Attempt::from_pg("reading the stored offsets", e))
+        })
+    }
+
+    /// Points a partition's stored offset at a new log (see `pg::restart_offset`).
+    pub fn restart_offset(
+        &mut self,
+        partition: i32,
+        next_offset: i64,
+        topic_id: Option<&str>,
+    ) -> Result<Option<()>> {
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        self.retrying(|c| {
+            pg::restart_offset(c, &group, &topic, partition, next_offset, topic_id)
+                .map_err(|e| Attempt::from_pg("restarting a stored offset", e))
+        })
+    }
+
+    /// Writes `rows` and the offsets in one transaction, retrying through outages. `before_commit` runs
+    /// last, inside the transaction (it delivers the dead letters), so a crash at any point stores either
+    /// everything of the batch or nothing. None: the stage stopped during an outage (nothing stored).
+    pub fn write_batch(
+        &mut self,
+        rows: &CopyRows,
+        progress: &[PartitionProgress],
+        topic_id: Option<&str>,
+        before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+    ) -> Result<Option<Written>> {
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        let offsets = Offsets {
+            group: &group,
+            topic: &topic,
+            topic_id,
+            progress,
+        };
+        self.retrying(|c| write_once(c, rows, &offsets, before_commit))
+    }
+}
+
+struct Offsets<'a> {
+    group: &'a str,
+    topic: &'a str,
+    topic_id: Option<&'a str>,
+    progress: &'a [PartitionProgress],
+}
+
+fn batch_error(e: postgres::Error) -> Attempt {
+    Attempt::from_pg("writing a batch", e)
+}
+
+/// One transaction: COPY straight into the table (the fast path); only a batch that hits the unique key
+/// falls back to staging + ON CONFLICT DO NOTHING; only a batch with a rejected row is split.
+fn write_once(
+    client: &mut Client,
+    rows: &CopyRows,
+    offsets: &Offsets<'_>,
+    before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+) -> std::result::Result<Written, Attempt> {
+    let mut tx = client.transaction().map_err(batch_error)?;
+    let mut out = Written::default();
+    if rows.is_empty() {
+        return commit(tx, offsets, out, before_commit);
+    }
+    let mut sp = tx.savepoint("batch").map_err(batch_error)?;
+    let order = rows.key_order();
+    let first = pg::copy_rows(
+        &mut sp,
+        pg::TABLE,
+        order.iter().map(|&i| rows.tuple(i as usize)),
+    );
+    let e = match first {
+        Ok(n) => {
+            sp.commit().map_err(batch_error)?;
+            out.inserted = n;
+            return commit(tx, offsets, out, before_commit);
+        }
+        Err(e) => e,
+    };
+    let unique_hit = e.code().is_some_and(|c| c.code() == "23505");
+    row_level(e)?;
+    sp.rollback().map_err(batch_error)?;
+    if unique_hit {
+        match pg::copy_rows_dedup(&mut tx, rows.tuples(0..rows.len())) {
+            Ok(n) => {
+                out.inserted = n;
+                out.duplicates = rows.len() as u64 - n;
+                return commit(tx, offsets, out, before_commit);
+            }
+            Err(e) => {
+                row_level(e)?;
+                // Duplicates and a rejected row in one batch: isolate from scratch.
+                tx.rollback().map_err(batch_error)?;
+                tx = client.transaction().map_err(batch_error)?;
+            }
+        }
+    }
+    insert_isolating(&mut tx, rows, 0..rows.len(), &mut out)?;
+    commit(tx, offsets, out, before_commit)
+}
+
+/// Passes a row-level rejection on to be isolated; anything else ends the attempt.
+fn row_level(e: postgres::Error) -> std::result::Result<(), Attempt> {
+    match pg::classify(&e) {
+        Failure::Rejected => Ok(()),
+        _ => Err(batch_error(e)),
+    }
+}
+
+/// Inserts `rows[range]` under a savepoint; on a row-level rejection splits the range until the bad rows
+/// are isolated (recorded in `out.rejected`), keeping every good row.
+fn insert_isolating(
+    tx: &mut Transaction<'_>,
+    rows: &CopyRows,
+    range: Range<usize>,
+    out: &mut Written,
+) -> std::result::Result<(), Attempt> {
+    let mut sp = tx.savepoint("isolate").map_err(batch_error)?;
+    match pg::copy_rows_dedup(&mut sp, rows.tuples(range.clone())) {
+        Ok(n) => {
+            sp.commit().map_err(batch_error)?;
+            out.inserted += n;
+            out.duplicates += range.len() as u64 - n;
+            Ok(())
+        }
+        Err(e) => {
+            let (sqlstate, message) = match e.as_db_error() {
+                Some(db) => (db.code().code().to_string(), db.message().to_string()),
+                None => (String::new(), describe_pg(&e)),
+            };
+            row_level(e)?;
+            sp.rollback().map_err(batch_error)?;
+            if range.len() == 1 {
+                out.rejected.push(RejectedRow {
+                    index: range.start,
+                    sqlstate,
+                    message,
+                });
+                return Ok(());
+            }
+            let mid = range.start + range.len() / 2;
+            insert_isolating(tx, rows, range.start..mid, out)?;
+            insert_isolating(tx, rows, mid..range.end, out)
+        }
+    }
+}
+
+fn commit(
+    mut tx: Transaction<'_>,
+    offsets: &Offsets<'_>,
+    out: Written,
+    before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+) -> std::result::Result<Written, Attempt> {
+    pg::store_offsets(
+        &mut tx,
+        offsets.group,
+        offsets.topic,
+        offsets.topic_id,
+        offsets.progress,
+    )
+    .map_err(|e| Attempt::from_pg("storing the offsets", e))?;
+    before_commit(&out).map_err(Attempt::Fault)?;
+    tx.commit().map_err(batch_error)?;
+    Ok(out)
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,317 @@
+//! What every stage shares: the token that tells it to finish, the worker threads with their merged
+//! stats and once-a-tick report, and the activity shown in status lines.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How often a running stage reports (and sees Ctrl-C).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long every worker must have been caught up before a drain finishes (over three times the
+/// consumers' `fetch.wait.max.ms`, so records written before the drain began have arrived).
+const CAUGHT_UP_FOR: Duration = Duration::from_millis(350);
+
+/// Tells a running stage how to finish; shared between its caller and its workers.
+#[derive(Debug, Clone, Default)]
+pub struct StopToken(Arc<AtomicU8>);
+
+const RUN: u8 = 0;
+const DRAIN: u8 = 1;
+/// Drained: finishing, not interrupted.
+const DONE: u8 = 2;
+const STOP: u8 = 3;
+
+impl StopToken {
+    pub fn new() -> Self {
+        StopToken::default()
+    }
+
+    /// Finish the batch in flight, commit, return.
+    pub fn stop(&self) {
+        self.0.store(STOP, Ordering::Relaxed);
+    }
+
+    /// Keep going until every assigned partition has been read to its end (as it is when that
+    /// happens), then commit and return. A stop overrides it.
+    pub fn drain(&self) {
+        let _ = self
+            .0
+            .compare_exchange(RUN, DRAIN, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The drain is complete: every worker finishes its batch and returns (not an interruption).
+    fn done(&self) {
+        let _ = self
+            .0
+            .compare_exchange(DRAIN, DONE, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Time to finish (stopped, or drained).
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= DONE
+    }
+
+    /// Stopped by the caller (Ctrl-C, a failure elsewhere), as opposed to drained.
+    pub fn is_interrupted(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == STOP
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == DRAIN
+    }
+}
+
+/// What a stage is doing right now. Workers' activities merge to the most telling one (the greatest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Activity {
+    #[default]
+    Starting,
+    Running,
+    /// Inside a database transaction (a stage stuck here waits on the database: a lock, a slow disk).
+    Writing,
+    JoiningGroup,
+    WaitingForDatabase,
+}
+
+impl Activity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Starting => "starting",
+            Activity::Running => "running",
+            Activity::Writing => "writing a batch to the database",
+            Activity::JoiningGroup => "joining the consumer group",
+            Activity::WaitingForDatabase => "waiting for the database",
+        }
+    }
+}
+
+/// A stage's counters: workers' copies add up to the stage's.
+pub trait Stats: Default + Clone + Send {
+    fn merge(&mut self, other: &Self);
+    fn finish(&mut self, elapsed: Duration, interrupted: bool);
+    /// This worker has read every assigned partition to its end (a drain completes when all have).
+    fn caught_up(&self) -> bool {
+        false
+    }
+}
+
+pub fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `workers` copies of `work` in threads named `ecomlogs-<name>-<i>`. Every `TICK` the merged
+/// stats go to `tick`; `tick` returning `Error::Interrupted` stops every worker after its batch in
+/// flight (any other error stops them too, and is returned). One worker's failure stops the others; a
+/// panic is reported as the bug it is.
+pub fn run_workers<S: Stats>(
+    name: &str,
+    workers: usize,
+    token: &StopToken,
+    tick: &mut dyn FnMut(&S) -> Result<()>,
+    work: &(dyn Fn(usize, &Mutex<S>) -> Result<()> + Sync),
+) -> Result<S> {
+    let workers = workers.max(1);
+    let shared: Vec<Mutex<S>> = (0..workers).map(|_| Mutex::new(S::default())).collect();
+    let start = Instant::now();
+    let total = |interrupted: bool| {
+        let mut t = S::default();
+        for s in &shared {
+            t.merge(&locked(s));
+        }
+        t.finish(start.elapsed(), interrupted);
+        t
+    };
+    let mut interrupted = false;
+    let mut tick_error: Option<Error> = None;
+    let mut caught_up_since: Option<Instant> = None;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shared
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                std::thread::Builder::new()
+                    .name(format!("ecomlogs-{name}-{i}"))
+                    .spawn_scoped(scope, move || {
+                        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(i, cell)))
+                            .unwrap_or_else(|panic| {
+                                Err(Error::Internal(panic_message(name, &*panic)))
+                            });
+                        if r.is_err() {
+                            token.stop(); // one failure stops the others
+                        }
+                        r
+                    })
+                    .map_err(Error::Io)
+            })
+            .collect();
+        if handles.iter().any(|h| h.is_err()) {
+            token.stop();
+        }
+        while handles
+            .iter()
+            .any(|h| h.as_ref().is_ok_and(|h| !h.is_finished()))
+        {
+            std::thread::sleep(TICK);
+            // A drain is decided for the stage as a whole: workers that caught up one by one and left
+            // the group would hand their partitions to the others (a rebalance each). An end-of-partition
+            // seen just before the last records were written is stale: the state must hold for a while
+            // (longer than a fetch waits at the end) before it counts.
+            if token.is_draining() && shared.iter().all(|s| locked(s).caught_up()) {
+                let since = *caught_up_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= CAUGHT_UP_FOR {
+                    log::info!(target: "ecomlogs.stage", "{name}: caught up with every assigned partition: finishing");
+                    token.done();
+                }
+            } else {
+                caught_up_since = None;
+            }
+            if tick_error.is_none() && !interrupted {
+                match tick(&total(false)) {
+                    Ok(()) => {}
+                    Err(Error::Interrupted) => interrupted = true,
+                    Err(e) => tick_error = Some(e),
+                }
+                if interrupted || tick_error.is_some() {
+                    token.stop();
+                }
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|panic| Err(Error::Internal(panic_message(name, &*panic)))),
+                Err(e) => Err(e),
+            })
+            .collect()
+    });
+    if let Some(e) = tick_error {
+        return Err(e);
+    }
+    // The first real failure wins over the stops it caused.
+    if let Some(e) = results.into_iter().find_map(|r| r.err()) {
+        return Err(e);
+    }
+    Ok(total(interrupted))
+}
+
+fn panic_message(name: &str, panic: &(dyn Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("a {name} worker panicked: {what} (a bug in ecomlogs; please report it)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Clone, Debug)]
+    struct Count {
+        n: u64,
+        interrupted: bool,
+    }
+
+    impl Stats for Count {
+        fn merge(&mut self, other: &Self) {
+            self.n += other.n;
+        }
+        fn finish(&mut self, _: Duration, interrupted: bool) {
+            self.interrupted = interrupted;
+        }
+    }
+
+    #[test]
+    fn workers_stats_add_up_and_a_stop_reaches_every_worker() {
+        let token = StopToken::new();
+        let mut ticks = 0;
+        let mut tick = |c: &Count| {
+            ticks += 1;
+            if c.n >= 3 {
+                Err(Error::Interrupted)
+            } else {
+                Ok(())
+            }
+        };
+        let work = |_: usize, cell: &Mutex<Count>| {
+            locked(cell).n += 1;
+            while !token.is_stopped() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        };
+        let out = run_workers("test", 3, &token, &mut tick, &work).unwrap();
+        assert_eq!(out.n, 3);
+        assert!(out.interrupted && ticks >= 1);
+    }
+
+    #[test]
+    fn a_panic_is_reported_as_an_internal_error_and_stops_the_rest() {
+        let token = StopToken::new();
+        let work = |i: usize, _: &Mutex<Count>| {
+            if i == 1 {
+                panic!("boom");
+            }
+            while !token.is_stopped() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        };
+        let err = run_workers("test", 2, &token, &mut |_: &Count| Ok(()), &work).unwrap_err();
+        assert!(
+            matches!(&err, Error::Internal(m) if m.contains("boom")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn drain_does_not_undo_a_stop() {
+        let t = StopToken::new();
+        t.drain();
+        assert!(t.is_draining() && !t.is_stopped());
+        t.stop();
+        t.drain();
+        assert!(t.is_stopped() && t.is_interrupted() && !t.is_draining());
+    }
+
+    #[test]
+    fn a_drain_finishes_once_every_worker_caught_up_and_is_no_interruption() {
+        #[derive(Default, Clone)]
+        struct Reader {
+            caught_up: bool,
+            interrupted: bool,
+        }
+        impl Stats for Reader {
+            fn merge(&mut self, other: &Self) {
+                self.interrupted |= other.interrupted;
+            }
+            fn finish(&mut self, _: Duration, interrupted: bool) {
+                self.interrupted |= interrupted;
+            }
+            fn caught_up(&self) -> bool {
+                self.caught_up
+            }
+        }
+        let token = StopToken::new();
+        token.drain();
+        let work = |i: usize, cell: &Mutex<Reader>| {
+            std::thread::sleep(Duration::from_millis(50 * i as u64));
+            locked(cell).caught_up = true;
+            while !token.is_stopped() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            locked(cell).interrupted = token.is_interrupted();
+            Ok(())
+        };
+        let out = run_workers("test", 3, &token, &mut |_: &Reader| Ok(()), &work).unwrap();
+        assert!(!out.interrupted && token.is_stopped());
+    }
+}
