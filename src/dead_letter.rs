@@ -21,6 +21,10 @@ pub mod headers {
     pub const SQLSTATE: &str = "sqlstate";
 }
 
+/// What a producer that writes dead letters sets for itself: a dead-letter copy carries headers on top
+/// of the original value, so leave room above the default 1 MB.
+pub const PRODUCER: &[(&str, &str)] = &[("message.max.bytes", "16000000")];
+
 /// A `detail` header is cut to this many bytes (at a character boundary).
 const MAX_DETAIL: usize = 1024;
 

@@ -3,6 +3,7 @@
 //! builds and tests everything here without libpython.
 
 pub mod bench;
+pub mod config;
 pub mod dead_letter;
 pub mod error;
 pub mod event;

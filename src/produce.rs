@@ -6,12 +6,10 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
 use crate::generate::{Generator, GeneratorConfig, Intended};
-use crate::kafka::{
-    ensure_topics, send_blocking, BrokerWatch, DeliveryTracker, KafkaSettings, DEFAULT_PARTITIONS,
-    RAW_TOPIC,
-};
+use crate::kafka::{ensure_topics, send_blocking, BrokerWatch, DeliveryTracker};
 use crate::stage::{StopToken, TICK};
 
 #[derive(Debug, Clone)]
@@ -32,12 +30,12 @@ pub struct ProduceOptions {
 impl Default for ProduceOptions {
     fn default() -> Self {
         ProduceOptions {
-            topic: RAW_TOPIC.to_string(),
+            topic: defaults::RAW_TOPIC.to_string(),
             count: None,
             interval: Duration::from_millis(500),
             generator: GeneratorConfig::default(),
             log_each: true,
-            partitions: DEFAULT_PARTITIONS,
+            partitions: defaults::PARTITIONS,
             flush_timeout: Duration::from_secs(30),
         }
     }
@@ -69,10 +67,10 @@ pub fn run_producer(
         opts.partitions,
         Duration::from_secs(15),
     )?;
-    // Only failures get a delivery report (see `producer_config`): what is acknowledged is what was
-    // produced, minus what is still in flight, minus failures.
+    // Only failures get a delivery report (see `config`): what is acknowledged is what was produced,
+    // minus what is still in flight, minus failures.
     let producer: BaseProducer<DeliveryTracker> = settings
-        .producer_config()
+        .client(ClientKind::Producer, &[])
         .create_with_context(DeliveryTracker::new(BrokerWatch::new("ecomlogs.producer")))
         .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
     let mut gen = Generator::new(&opts.generator);

@@ -10,8 +10,9 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::generate::{Generator, GeneratorConfig, Intended};
-use crate::kafka::{self, KafkaSettings};
+use crate::kafka::{self};
 use crate::load::{run_loader, LoadOptions, LoadStats};
 use crate::pg;
 use crate::process::{run_processor, ProcessOptions, ProcessStats};

@@ -10,25 +10,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    ensure_topics, log_rebalance, poll_error, send_blocking, BrokerWatch, DeliveryTracker,
-    GroupContext, InputState, KafkaSettings, CLEAN_TOPIC, DEFAULT_PARTITIONS, DLQ_TOPIC,
-    PROCESSOR_GROUP, RAW_TOPIC,
+    ensure_topics, poll_error, send_blocking, BrokerWatch, DeliveryTracker, GroupContext,
+    InputState,
 };
-use crate::resume::{commit_metadata, from_commit, Fingerprint, LogCheck};
+use crate::resume::{commit_metadata, Fingerprint, LogCheck};
 use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
 use crate::validate::{validate, Reason};
+
+mod commit;
+mod context;
+
+use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
+use context::ProcessorContext;
 
 #[derive(Debug, Clone)]
 pub struct ProcessOptions {
@@ -55,10 +57,10 @@ pub struct ProcessOptions {
 impl Default for ProcessOptions {
     fn default() -> Self {
         ProcessOptions {
-            input_topic: RAW_TOPIC.into(),
-            output_topic: CLEAN_TOPIC.into(),
-            dlq_topic: DLQ_TOPIC.into(),
-            group_id: PROCESSOR_GROUP.into(),
+            input_topic: defaults::RAW_TOPIC.into(),
+            output_topic: defaults::CLEAN_TOPIC.into(),
+            dlq_topic: defaults::DLQ_TOPIC.into(),
+            group_id: defaults::PROCESSOR_GROUP.into(),
             until_idle: None,
             until_caught_up: false,
             exactly_once: false,
@@ -66,7 +68,7 @@ impl Default for ProcessOptions {
             batch_max: 50_000,
             batch_wait: Duration::from_millis(100),
             log_each: false,
-            partitions: DEFAULT_PARTITIONS,
+            partitions: defaults::PARTITIONS,
             workers: 1,
         }
     }
@@ -141,88 +143,6 @@ pub fn run_processor(
     })
 }
 
-/// The consumer context: on assignment, checks that each partition's committed offset still belongs to
-/// the log it was read from (its fingerprint travels in the commit metadata, see `resume`); on a new log
-/// (reset broker, re-created topic) the partition is read again from its beginning, so nothing new is
-/// skipped (outputs may repeat: at-least-once).
-struct ProcessorContext {
-    group: GroupContext,
-    check: LogCheck,
-    topic_id: Mutex<Option<String>>,
-}
-
-impl ClientContext for ProcessorContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.group.watch.on_log(level, fac, log_message);
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.group.watch.on_error(error, reason);
-    }
-}
-
-impl ConsumerContext for ProcessorContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.plan(consumer, tpl);
-                if let Err(e) = consumer.assign(tpl) {
-                    log::error!(target: "ecomlogs.processor", "assigning partitions failed: {e}");
-                }
-                self.group
-                    .assigned_partitions
-                    .store(tpl.count() as u64, Ordering::Relaxed);
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                log_rebalance(&Rebalance::Revoke(tpl));
-                if let Err(e) = consumer.unassign() {
-                    log::error!(target: "ecomlogs.processor", "unassigning partitions failed: {e}");
-                }
-                self.group.assigned_partitions.store(0, Ordering::Relaxed);
-            }
-            other => {
-                log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
-                let _ = consumer.unassign();
-            }
-        }
-        self.group.rebalances.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl ProcessorContext {
-    /// Sets each assigned partition's start from its committed offset, checked against the log.
-    fn plan(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let topic = self.check.topic.clone();
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
-            Ok(c) => c,
-            Err(e) => {
-                // Left to librdkafka (committed offset, else the earliest); said so.
-                log::warn!(target: "ecomlogs.processor", "reading the committed offsets failed ({e}); the log is not checked for this assignment");
-                return;
-            }
-        };
-        let stored = committed
-            .elements_for_topic(&topic)
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(n) => (e.partition(), Some(from_commit(n, Some(e.metadata())))),
-                _ => (e.partition(), None),
-            })
-            .collect();
-        let (id, checked) = self.check.check(stored);
-        *self.topic_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
-        let described: Vec<String> = checked.iter().map(|c| self.check.report(c)).collect();
-        for c in &checked {
-            let _ = tpl.set_partition_offset(&topic, c.partition, c.offset());
-        }
-        log::info!(target: "ecomlogs.kafka", "assigned {}", if described.is_empty() { "no partitions".into() } else { described.join(", ") });
-    }
-}
-
 /// Counts since the last progress log line.
 #[derive(Default)]
 struct Tally {
@@ -278,7 +198,12 @@ struct Outputs<'a> {
 
 impl<'a> Worker<'a> {
     fn new(settings: &KafkaSettings, opts: &'a ProcessOptions, index: usize) -> Result<Self> {
-        let cconf = settings.consumer_config(&opts.group_id);
+        let cconf = settings.client(
+            ClientKind::Consumer {
+                group: &opts.group_id,
+            },
+            &[],
+        );
         let watch = BrokerWatch::new("ecomlogs.processor");
         let ctx = ProcessorContext {
             group: GroupContext::new(watch.clone()),
@@ -538,121 +463,4 @@ impl Outputs<'_> {
             *self.tally.by_reason.entry(r).or_default() += n;
         }
     }
-}
-
-/// The worker's producer: idempotent; transactional with `exactly_once`.
-fn producer(
-    settings: &KafkaSettings,
-    opts: &ProcessOptions,
-    index: usize,
-    watch: std::sync::Arc<BrokerWatch>,
-) -> Result<BaseProducer<DeliveryTracker>> {
-    let mut pconf = settings.producer_config();
-    // A dead-letter copy carries headers on top of the original value: leave room above the default 1 MB.
-    pconf.set("message.max.bytes", "16000000");
-    if opts.exactly_once {
-        let mut tid = opts
-            .transactional_id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}-{}", opts.group_id, hostname(), std::process::id()));
-        if opts.workers > 1 {
-            tid = format!("{tid}-{index}");
-        }
-        pconf.set("transactional.id", &tid);
-        pconf.set("transaction.timeout.ms", "30000");
-        pconf.set("message.timeout.ms", "30000");
-    }
-    // Settings the user passed still win.
-    for (k, v) in &settings.extra {
-        pconf.set(k, v);
-    }
-    let producer: BaseProducer<DeliveryTracker> = pconf
-        .create_with_context(DeliveryTracker::new(watch))
-        .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
-    if opts.exactly_once {
-        producer
-            .init_transactions(Duration::from_secs(30))
-            .map_err(|e| Error::kafka("initialising Kafka transactions", e))?;
-    }
-    Ok(producer)
-}
-
-pub enum CommitFailure {
-    /// Retrying this batch can help (a rebalance, an aborted transaction).
-    Retry(String),
-    Fatal(Error),
-}
-
-fn commit_after_delivery(
-    producer: &BaseProducer<DeliveryTracker>,
-    consumer: &BaseConsumer<ProcessorContext>,
-    tpl: &TopicPartitionList,
-) -> std::result::Result<(), CommitFailure> {
-    producer.flush(Duration::from_secs(60)).map_err(|e| {
-        CommitFailure::Fatal(Error::kafka("waiting for output acknowledgements", e))
-    })?;
-    if let Some(e) = producer.context().take_error() {
-        return Err(CommitFailure::Fatal(Error::kafka(
-            "an output record was not delivered (offsets not committed)",
-            e,
-        )));
-    }
-    match consumer.commit(tpl, CommitMode::Sync) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // Outputs are delivered; if the group moved on, the new owner redoes these records
-            // (a duplicate downstream, never a loss). Anything else is worth reporting but not fatal.
-            log::warn!(target: "ecomlogs.processor", "offset commit failed ({e}); records may be reprocessed");
-            Ok(())
-        }
-    }
-}
-
-fn commit_transaction(
-    producer: &BaseProducer<DeliveryTracker>,
-    consumer: &BaseConsumer<ProcessorContext>,
-    tpl: &TopicPartitionList,
-) -> std::result::Result<(), CommitFailure> {
-    let abort = |why: String| {
-        if let Err(e) = producer.abort_transaction(Duration::from_secs(30)) {
-            return CommitFailure::Fatal(Error::kafka("aborting a transaction", e));
-        }
-        CommitFailure::Retry(why)
-    };
-    let Some(cgm) = consumer.group_metadata() else {
-        return Err(abort("no consumer group metadata".into()));
-    };
-    if let Err(e) = producer.send_offsets_to_transaction(tpl, &cgm, Duration::from_secs(30)) {
-        return Err(classify_txn_error(
-            e,
-            "sending offsets to the transaction",
-            abort,
-        ));
-    }
-    if let Err(e) = producer.commit_transaction(Duration::from_secs(60)) {
-        return Err(classify_txn_error(e, "committing the transaction", abort));
-    }
-    Ok(())
-}
-
-fn classify_txn_error(
-    e: KafkaError,
-    what: &str,
-    abort: impl FnOnce(String) -> CommitFailure,
-) -> CommitFailure {
-    let retriable_abort = match &e {
-        KafkaError::Transaction(t) => t.txn_requires_abort() && !t.is_fatal(),
-        _ => false,
-    };
-    if retriable_abort {
-        abort(format!("{what}: {e}"))
-    } else {
-        CommitFailure::Fatal(Error::kafka(what, e))
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "host".into())
 }

@@ -10,28 +10,30 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, Config};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::BaseProducer;
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::dead_letter::{self, DeadLetter};
+use crate::config::{defaults, ClientKind, KafkaSettings};
+use crate::dead_letter::{self};
 use crate::error::{Error, Result};
-use crate::kafka::{
-    ensure_topics, log_rebalance, poll_error, BrokerWatch, DeliveryTracker, InputState,
-    KafkaSettings, CLEAN_TOPIC, DEFAULT_PARTITIONS, DLQ_TOPIC, LOADER_GROUP,
-};
-use crate::pg::{self, PartitionProgress};
-use crate::resume::{Fingerprint, LogCheck, Start, StoredPosition};
+use crate::kafka::{ensure_topics, poll_error, BrokerWatch, DeliveryTracker, InputState};
+use crate::pg::{self};
+use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
 use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
-use crate::validate::{validate, Reason};
+use crate::validate::Reason;
+
+mod batch;
+mod context;
+
+use batch::Batch;
+use context::LoaderContext;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -63,16 +65,16 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            topic: CLEAN_TOPIC.into(),
-            group_id: LOADER_GROUP.into(),
-            dsn: pg::DEFAULT_DSN.into(),
-            dlq_topic: DLQ_TOPIC.into(),
+            topic: defaults::CLEAN_TOPIC.into(),
+            group_id: defaults::LOADER_GROUP.into(),
+            dsn: defaults::DATABASE.into(),
+            dlq_topic: defaults::DLQ_TOPIC.into(),
             batch_size: 500,
             flush_interval: Duration::from_millis(1000),
             quiet_flush: QUIET_FLUSH,
             until_idle: None,
             until_caught_up: false,
-            partitions: DEFAULT_PARTITIONS,
+            partitions: defaults::PARTITIONS,
             migrate: true,
             max_backoff: Duration::from_secs(10),
             log_each: false,
@@ -138,262 +140,6 @@ impl Stats for LoadStats {
 /// Default `LoadOptions::quiet_flush`: longer than the gaps between fetches of a busy topic (records
 /// arrive every few milliseconds), short enough not to matter for freshness.
 pub const QUIET_FLUSH: Duration = Duration::from_millis(50);
-
-/// The consumer context: on assignment, decides where each partition starts.
-struct LoaderContext {
-    sink: Mutex<PgSink>,
-    topic: String,
-    check: LogCheck,
-    /// The topic's ID as the broker reported it at the last assignment (None if it reports none).
-    topic_id: Mutex<Option<String>>,
-    /// Next offset per partition; records below it are already stored and skipped.
-    stored: Mutex<HashMap<i32, i64>>,
-    rebalances: AtomicU64,
-    /// Partitions assigned now (0 while joining or re-joining the group).
-    assigned: AtomicU64,
-    log_resets: AtomicU64,
-    offsets_lost: AtomicU64,
-    /// A fault met in the rebalance callback, which cannot return it: the loop stops with it.
-    fault: Mutex<Option<Error>>,
-    watch: Arc<BrokerWatch>,
-}
-
-impl ClientContext for LoaderContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.watch.on_log(level, fac, log_message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.watch.on_error(error, reason);
-    }
-}
-
-impl ConsumerContext for LoaderContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                match self.plan(&partitions) {
-                    Ok(Some(plan)) => {
-                        for (partition, offset) in plan {
-                            let _ = tpl.set_partition_offset(&self.topic, partition, offset);
-                        }
-                    }
-                    // Stopping during an outage: the loop ends before it reads anything.
-                    Ok(None) => {}
-                    Err(e) => *locked(&self.fault) = Some(e),
-                }
-                if let Err(e) = consumer.assign(tpl) {
-                    log::error!(target: "ecomlogs.loader", "assigning partitions failed: {e}");
-                }
-                self.assigned.store(tpl.count() as u64, Ordering::Relaxed);
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                log_rebalance(&Rebalance::Revoke(tpl));
-                if let Err(e) = consumer.unassign() {
-                    log::error!(target: "ecomlogs.loader", "unassigning partitions failed: {e}");
-                }
-                self.assigned.store(0, Ordering::Relaxed);
-            }
-            other => {
-                log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
-                let _ = consumer.unassign();
-            }
-        }
-        self.rebalances.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl LoaderContext {
-    /// Where each assigned partition starts: the stored offset if the log is the one it was read from,
-    /// else the beginning of the log (see `resume`). None: stopping during an outage.
-    fn plan(&self, partitions: &[i32]) -> Result<Option<Vec<(i32, Offset)>>> {
-        let mut sink = locked(&self.sink);
-        let Some(stored) = sink.stored_positions(partitions)? else {
-            return Ok(None);
-        };
-        let mut stored: HashMap<i32, StoredPosition> = stored.into_iter().collect();
-        let (id, checked) = self
-            .check
-            .check(partitions.iter().map(|p| (*p, stored.remove(p))).collect());
-        *locked(&self.topic_id) = id.clone();
-        let mut known = locked(&self.stored);
-        known.clear();
-        let mut described = Vec::new();
-        for c in &checked {
-            described.push(self.check.report(c));
-            match c.start {
-                Start::Resume(next) => {
-                    known.insert(c.partition, next);
-                }
-                Start::AfterLoss { log_start, lost } => {
-                    self.offsets_lost.fetch_add(lost as u64, Ordering::Relaxed);
-                    known.insert(c.partition, log_start);
-                    if sink
-                        .restart_offset(c.partition, log_start, id.as_deref())?
-                        .is_none()
-                    {
-                        return Ok(None);
-                    }
-                }
-                Start::Beginning(_) if c.is_new_log() => {
-                    self.log_resets.fetch_add(1, Ordering::Relaxed);
-                    if sink
-                        .restart_offset(c.partition, 0, id.as_deref())?
-                        .is_none()
-                    {
-                        return Ok(None);
-                    }
-                }
-                // Nothing stored, or unverified: the old position (if any) stays until passed.
-                Start::Beginning(_) => {}
-            }
-        }
-        log::info!(
-            target: "ecomlogs.kafka",
-            "assigned {}{}",
-            if described.is_empty() { "no partitions".to_string() } else { described.join(", ") },
-            if checked.iter().any(|c| matches!(c.start, Start::Beginning(_))) {
-                "; rows already in the table are skipped by event_id"
-            } else {
-                ""
-            }
-        );
-        Ok(Some(
-            checked.iter().map(|c| (c.partition, c.offset())).collect(),
-        ))
-    }
-}
-
-/// The records on their way to the table in one transaction: rows as COPY tuples, dead letters, and
-/// per partition the offset to store with them.
-struct Batch {
-    rows: pg::CopyRows,
-    /// (partition, offset) of each row, for dead-lettering a row the database rejects.
-    origin: Vec<(i32, i64)>,
-    dead: Vec<DeadLetter>,
-    progress: Vec<PartitionProgress>,
-    started: Option<Instant>,
-}
-
-impl Batch {
-    fn with_capacity(rows: usize) -> Self {
-        Batch {
-            rows: pg::CopyRows::with_capacity(rows),
-            origin: Vec::with_capacity(rows),
-            dead: Vec::new(),
-            progress: Vec::new(),
-            started: None,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.origin.len() + self.dead.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.progress.is_empty()
-    }
-
-    /// Routes one record into the batch: a row, or a dead letter if it is not a valid event.
-    fn take(&mut self, m: &BorrowedMessage<'_>, log_each: bool) {
-        let (partition, offset) = (m.partition(), m.offset());
-        let last = Fingerprint::of_message(m);
-        match self.progress.iter_mut().find(|p| p.partition == partition) {
-            Some(p) => {
-                p.next_offset = offset + 1;
-                p.last = last;
-            }
-            None => self.progress.push(PartitionProgress {
-                partition,
-                next_offset: offset + 1,
-                last,
-            }),
-        }
-        match validate(m.payload()) {
-            Ok(e) => {
-                if log_each {
-                    log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
-                }
-                self.rows.push(&e);
-                self.origin.push((partition, offset));
-            }
-            Err(rej) => self.dead.push(DeadLetter {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                reason: rej.reason,
-                detail: rej.detail,
-                sqlstate: None,
-                partition,
-                offset,
-            }),
-        }
-    }
-
-    /// Due for writing: full, or old enough, or its input has gone quiet.
-    fn is_due(&self, opts: &LoadOptions, last_input: Instant) -> bool {
-        self.len() >= opts.batch_size
-            || self.started.is_some_and(|t| {
-                t.elapsed() >= opts.flush_interval
-                    || last_input.elapsed() >= opts.quiet_flush.min(opts.flush_interval)
-            })
-    }
-
-    /// How long the next poll may wait without making the batch late.
-    fn wait(&self, opts: &LoadOptions, last_input: Instant) -> Duration {
-        match self.started {
-            Some(t) => opts
-                .flush_interval
-                .saturating_sub(t.elapsed())
-                .min(
-                    opts.quiet_flush
-                        .min(opts.flush_interval)
-                        .saturating_sub(last_input.elapsed()),
-                )
-                .min(TICK),
-            None => TICK,
-        }
-    }
-
-    /// The rows the database rejected, as dead letters (decoded back from their COPY tuples).
-    fn rejected(&self, written: &Written) -> Vec<DeadLetter> {
-        written
-            .rejected
-            .iter()
-            .map(|r| {
-                let e = self.rows.event(r.index);
-                let (partition, offset) = self.origin[r.index];
-                let mut value = Vec::new();
-                e.write_canonical_json(&mut value);
-                DeadLetter {
-                    key: Some(e.customer_id.as_bytes().to_vec()),
-                    value: Some(value),
-                    reason: Reason::DatabaseRejected,
-                    detail: format!("SQLSTATE {}: {}", r.sqlstate, r.message),
-                    sqlstate: Some(r.sqlstate.clone()),
-                    partition,
-                    offset,
-                }
-            })
-            .collect()
-    }
-
-    fn clear(&mut self) {
-        self.rows.clear();
-        self.origin.clear();
-        self.dead.clear();
-        self.progress.clear();
-        self.started = None;
-    }
-}
 
 /// Runs `opts.workers` loader loops in threads (each its own consumer in the group, its own PostgreSQL
 /// connection and dead-letter producer) and reports their summed counts through `tick` every `TICK`.
@@ -466,12 +212,11 @@ impl<'a> Worker<'a> {
             Some(c) => c,
             None => pg::connect(pg_cfg)?,
         };
-        let mut cconf = settings.consumer_config(&opts.group_id);
+        let group = ClientKind::Consumer {
+            group: &opts.group_id,
+        };
         // An outage pauses the loop without polling; stay in the group for a long one.
-        cconf.set("max.poll.interval.ms", "1800000");
-        for (k, v) in &settings.extra {
-            cconf.set(k, v);
-        }
+        let cconf = settings.client(group, &[("max.poll.interval.ms", "1800000")]);
         let watch = BrokerWatch::new("ecomlogs.loader");
         let ctx = LoaderContext {
             sink: Mutex::new(PgSink::new(
@@ -503,8 +248,7 @@ impl<'a> Worker<'a> {
             .create_with_context(ctx)
             .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;
         let producer: BaseProducer<DeliveryTracker> = settings
-            .producer_config()
-            .set("message.max.bytes", "16000000")
+            .client(ClientKind::Producer, dead_letter::PRODUCER)
             .create_with_context(DeliveryTracker::new(watch))
             .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
         consumer

@@ -1,0 +1,234 @@
+//! The stages' client contexts: every client of a stage shares one `BrokerWatch`, so a broker outage
+//! is reported once per stage (one warning when lost, one line when back), and librdkafka's own lines
+//! go to the log without the noise of every failed attempt.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::ProducerContext;
+
+use super::log_rebalance;
+
+/// Reports broker outages in a stage's log once: one warning when the connection is lost, one line when
+/// it is back, instead of librdkafka's line per failed attempt (which go to debug).
+pub struct BrokerWatch {
+    /// The stage's logger, e.g. `ecomlogs.loader`.
+    target: &'static str,
+    /// (start of the outage, last connection error seen in it)
+    down: Mutex<Option<(Instant, Instant)>>,
+    outages: AtomicU64,
+}
+
+/// Records fetched before a connection dropped still arrive for a moment after it: the broker counts as
+/// back only once news from it comes this long after the last connection error.
+const QUIET_BEFORE_BACK: Duration = Duration::from_secs(1);
+
+impl BrokerWatch {
+    /// One per stage, shared by all its clients (consumers and producers).
+    pub fn new(target: &'static str) -> Arc<Self> {
+        Arc::new(BrokerWatch {
+            target,
+            down: Mutex::new(None),
+            outages: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.lock().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    /// Broker outages seen so far.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    fn lost(&self, why: &str) {
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match g.as_mut() {
+            None => {
+                *g = Some((now, now));
+                self.outages.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
+            }
+            Some((_, last)) => {
+                *last = now;
+                log::debug!(target: self.target, "broker still unreachable: {why}");
+            }
+        }
+    }
+
+    /// The stage heard from the broker (a record, an acknowledgement): ends an outage.
+    pub fn alive(&self) {
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((since, last)) = *g {
+            if last.elapsed() >= QUIET_BEFORE_BACK {
+                *g = None;
+                log::info!(target: self.target, "the broker is reachable again (after {:.1}s)", since.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// For `ClientContext::error`: connection failures count as an outage, the rest is logged.
+    pub fn on_error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::PartitionEOF) {
+            log::debug!(target: self.target, "{reason}"); // not an error: the stage is caught up
+        } else if is_connection_error(code) {
+            self.lost(&one_line(reason));
+        } else {
+            log::error!(target: self.target, "{error}: {reason}");
+        }
+    }
+
+    /// For `ClientContext::log`: librdkafka's own lines, minus the per-attempt noise of an outage.
+    pub fn on_log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // Severity is the number: 0 (emergency) to 7 (debug); warnings and below are 4 and up.
+        let during_outage = self.is_down() && (level as i32) >= RDKafkaLogLevel::Warning as i32;
+        // One --extra-config feeds a stage's consumers and producers alike: a key that only one kind
+        // uses is expected, not worth a warning from the other.
+        let other_kind = fac == "CONFWARN" && message.contains("will be ignored by this");
+        let quiet = fac == "FAIL" || during_outage || other_kind;
+        let lvl = match level {
+            _ if quiet => log::Level::Debug,
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => log::Level::Error,
+            RDKafkaLogLevel::Warning => log::Level::Warn,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+            RDKafkaLogLevel::Debug => log::Level::Debug,
+        };
+        log::log!(target: "librdkafka", lvl, "{fac}: {message}");
+    }
+}
+
+/// Errors that mean "cannot talk to the broker right now" (librdkafka retries them by itself).
+pub fn is_connection_error(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::AllBrokersDown)
+            | Some(RDKafkaErrorCode::BrokerTransportFailure)
+            | Some(RDKafkaErrorCode::Resolve)
+            | Some(RDKafkaErrorCode::OperationTimedOut)
+            | Some(RDKafkaErrorCode::CoordinatorNotAvailable)
+            | Some(RDKafkaErrorCode::NotCoordinator)
+            | Some(RDKafkaErrorCode::NetworkException)
+            | Some(RDKafkaErrorCode::RequestTimedOut)
+    )
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Counts delivery reports; keeps the first failure so the stage can report it.
+pub struct DeliveryTracker {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    first_error: Mutex<Option<KafkaError>>,
+    pub watch: Arc<BrokerWatch>,
+}
+
+impl DeliveryTracker {
+    pub fn new(watch: Arc<BrokerWatch>) -> Self {
+        DeliveryTracker {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            watch,
+        }
+    }
+
+    pub fn take_error(&self) -> Option<KafkaError> {
+        self.first_error
+            .lock()
+            .map(|mut g| g.take())
+            .unwrap_or(None)
+    }
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for DeliveryTracker {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.watch.on_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.on_error(error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut g) = self.first_error.lock() {
+                    if g.is_none() {
+                        *g = Some(e.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Logs rebalances (who got which partitions) under `ecomlogs.kafka` and counts them, so a stage can
+/// tell "no input yet because the group is still joining" from "no input".
+pub struct GroupContext {
+    pub rebalances: AtomicU64,
+    pub assigned_partitions: AtomicU64,
+    pub watch: Arc<BrokerWatch>,
+}
+
+impl GroupContext {
+    pub fn new(watch: Arc<BrokerWatch>) -> Self {
+        GroupContext {
+            rebalances: AtomicU64::new(0),
+            assigned_partitions: AtomicU64::new(0),
+            watch,
+        }
+    }
+
+    pub fn has_joined(&self) -> bool {
+        self.rebalances.load(Ordering::Relaxed) > 0
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.watch.on_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.on_error(error, reason);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        log_rebalance(rebalance);
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(tpl) => self
+                .assigned_partitions
+                .store(tpl.count() as u64, Ordering::Relaxed),
+            Rebalance::Revoke(_) => self.assigned_partitions.store(0, Ordering::Relaxed),
+            Rebalance::Error(_) => {}
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One loader batch: rows encoded as COPY tuples as they arrive, dead letters, and the offsets to store.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{BorrowedMessage, Message};
+
+use super::{LoadOptions, TICK};
+use crate::dead_letter::DeadLetter;
+use crate::pg::{self, PartitionProgress};
+use crate::resume::Fingerprint;
+use crate::sink::Written;
+use crate::validate::{validate, Reason};
+
+/// The records on their way to the table in one transaction: rows as COPY tuples, dead letters, and
+/// per partition the offset to store with them.
+pub(super) struct Batch {
+    pub(super) rows: pg::CopyRows,
+    /// (partition, offset) of each row, for dead-lettering a row the database rejects.
+    pub(super) origin: Vec<(i32, i64)>,
+    pub(super) dead: Vec<DeadLetter>,
+    pub(super) progress: Vec<PartitionProgress>,
+    pub(super) started: Option<Instant>,
+}
+
+impl Batch {
+    pub(super) fn with_capacity(rows: usize) -> Self {
+        Batch {
+            rows: pg::CopyRows::with_capacity(rows),
+            origin: Vec::with_capacity(rows),
+            dead: Vec::new(),
+            progress: Vec::new(),
+            started: None,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.origin.len() + self.dead.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.progress.is_empty()
+    }
+
+    /// Routes one record into the batch: a row, or a dead letter if it is not a valid event.
+    pub(super) fn take(&mut self, m: &BorrowedMessage<'_>, log_each: bool) {
+        let (partition, offset) = (m.partition(), m.offset());
+        let last = Fingerprint::of_message(m);
+        match self.progress.iter_mut().find(|p| p.partition == partition) {
+            Some(p) => {
+                p.next_offset = offset + 1;
+                p.last = last;
+            }
+            None => self.progress.push(PartitionProgress {
+                partition,
+                next_offset: offset + 1,
+                last,
+            }),
+        }
+        match validate(m.payload()) {
+            Ok(e) => {
+                if log_each {
+                    log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
+                }
+                self.rows.push(&e);
+                self.origin.push((partition, offset));
+            }
+            Err(rej) => self.dead.push(DeadLetter {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                reason: rej.reason,
+                detail: rej.detail,
+                sqlstate: None,
+                partition,
+                offset,
+            }),
+        }
+    }
+
+    /// Due for writing: full, or old enough, or its input has gone quiet.
+    pub(super) fn is_due(&self, opts: &LoadOptions, last_input: Instant) -> bool {
+        self.len() >= opts.batch_size
+            || self.started.is_some_and(|t| {
+                t.elapsed() >= opts.flush_interval
+                    || last_input.elapsed() >= opts.quiet_flush.min(opts.flush_interval)
+            })
+    }
+
+    /// How long the next poll may wait without making the batch late.
+    pub(super) fn wait(&self, opts: &LoadOptions, last_input: Instant) -> Duration {
+        match self.started {
+            Some(t) => opts
+                .flush_interval
+                .saturating_sub(t.elapsed())
+                .min(
+                    opts.quiet_flush
+                        .min(opts.flush_interval)
+                        .saturating_sub(last_input.elapsed()),
+                )
+                .min(TICK),
+            None => TICK,
+        }
+    }
+
+    /// The rows the database rejected, as dead letters (decoded back from their COPY tuples).
+    pub(super) fn rejected(&self, written: &Written) -> Vec<DeadLetter> {
+        written
+            .rejected
+            .iter()
+            .map(|r| {
+                let e = self.rows.event(r.index);
+                let (partition, offset) = self.origin[r.index];
+                let mut value = Vec::new();
+                e.write_canonical_json(&mut value);
+                DeadLetter {
+                    key: Some(e.customer_id.as_bytes().to_vec()),
+                    value: Some(value),
+                    reason: Reason::DatabaseRejected,
+                    detail: format!("SQLSTATE {}: {}", r.sqlstate, r.message),
+                    sqlstate: Some(r.sqlstate.clone()),
+                    partition,
+                    offset,
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.rows.clear();
+        self.origin.clear();
+        self.dead.clear();
+        self.progress.clear();
+        self.started = None;
+    }
+}

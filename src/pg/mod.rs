@@ -1,0 +1,152 @@
+//! PostgreSQL: connections, migrations (embedded in the binary, applied in order and recorded), the
+//! binary COPY of clean events, and the offsets table that makes loading exactly-once.
+
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls};
+
+use crate::error::{Error, Result};
+mod copy;
+mod offsets;
+mod schema;
+
+pub use copy::{copy_rows, copy_rows_dedup, CopyRows};
+pub use offsets::{load_offsets, restart_offset, store_offsets, PartitionProgress};
+pub use schema::{check_schema, migrate, MIGRATIONS};
+
+pub const TABLE: &str = "kafka_events_silver";
+pub const OFFSETS_TABLE: &str = "ecomlogs_kafka_offsets";
+
+pub fn parse_dsn(dsn: &str) -> Result<Config> {
+    let mut cfg: Config = dsn
+        .parse()
+        .map_err(|e: postgres::Error| Error::Config(format!("invalid PostgreSQL DSN: {e}")))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(10));
+    }
+    cfg.application_name("ecomlogs");
+    Ok(cfg)
+}
+
+/// A DSN for messages: the password, if any, is never shown.
+pub fn describe_dsn(cfg: &Config) -> String {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(s) => s.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{}:{}/{}",
+        cfg.get_user().unwrap_or("?"),
+        host,
+        port,
+        cfg.get_dbname().unwrap_or("?")
+    )
+}
+
+/// Opens a connection; the error is the driver's, for [`classify`].
+pub fn open(cfg: &Config) -> Result<Client, postgres::Error> {
+    cfg.connect(NoTls)
+}
+
+pub fn connect(cfg: &Config) -> Result<Client> {
+    open(cfg).map_err(|e| {
+        Error::database(
+            format!("connecting to PostgreSQL at {}", describe_dsn(cfg)),
+            &e,
+        )
+    })
+}
+
+/// Column names and rows of a query, every value as text (NULL as None).
+pub type TextTable = (Vec<String>, Vec<Vec<Option<String>>>);
+
+/// Runs a read-only query and returns the rows as text (for reports and notebooks).
+pub fn query_text(client: &mut Client, sql: &str) -> Result<TextTable> {
+    let msgs = client
+        .simple_query(sql)
+        .map_err(|e| Error::database("running a query", &e))?;
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    for m in msgs {
+        match m {
+            postgres::SimpleQueryMessage::RowDescription(cols) => {
+                columns = cols.iter().map(|c| c.name().to_string()).collect();
+            }
+            postgres::SimpleQueryMessage::Row(r) => {
+                if columns.is_empty() {
+                    columns = r.columns().iter().map(|c| c.name().to_string()).collect();
+                }
+                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+            }
+            _ => {}
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// What a database error means for the loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database cannot be reached or cannot serve right now: wait, reconnect and retry (never
+    /// dead-letter for this).
+    Outage,
+    /// The server judged the data: a row it will never accept (isolate it, dead-letter it).
+    Rejected,
+    /// Waiting will not help (missing table, permission denied, authentication, ...): stop the stage.
+    Fault,
+}
+
+/// Sorts an error by its SQLSTATE class (PostgreSQL manual, Appendix A).
+pub fn classify(e: &postgres::Error) -> Failure {
+    if e.is_closed() {
+        return Failure::Outage;
+    }
+    // No verdict from the server (I/O, TLS, a broken protocol exchange): the connection is suspect.
+    let Some(db) = e.as_db_error() else {
+        return Failure::Outage;
+    };
+    classify_sqlstate(db.code().code())
+}
+
+pub fn classify_sqlstate(code: &str) -> Failure {
+    match code {
+        // serialization failure, deadlock, lock not available, object in use, query cancelled
+        // (statement timeout), read-only transaction (a standby during failover)
+        "40001" | "40P01" | "55P03" | "55006" | "57014" | "25006" => Failure::Outage,
+        _ => match code.get(..2).unwrap_or("") {
+            // connection exception, insufficient resources, operator intervention (shutdown, cannot
+            // connect now), system error (I/O)
+            "08" | "53" | "57" | "58" => Failure::Outage,
+            // data exception, integrity constraint violation, program limit exceeded (row too big),
+            // WITH CHECK OPTION violation
+            "22" | "23" | "54" | "44" => Failure::Rejected,
+            _ => Failure::Fault,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_sort_into_outage_rejection_and_fault() {
+        for code in [
+            "08006", "57P01", "57P03", "53300", "40001", "40P01", "58030",
+        ] {
+            assert_eq!(classify_sqlstate(code), Failure::Outage, "{code}");
+        }
+        for code in ["23514", "23502", "22001", "22P02", "54000"] {
+            assert_eq!(classify_sqlstate(code), Failure::Rejected, "{code}");
+        }
+        // missing table, permission denied, bad password, missing database, internal error
+        for code in ["42P01", "42501", "28P01", "3D000", "XX000", "0A000"] {
+            assert_eq!(classify_sqlstate(code), Failure::Fault, "{code}");
+        }
+    }
+}
