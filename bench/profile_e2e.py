@@ -1,8 +1,8 @@
-"""Where the CPU goes in one e2e run (the ``e2e`` section of ``python -m ecomlogs.bench``), per process.
+"""Where the CPU goes in one e2e run (the ``e2e`` section of ``bench/bench.py``), per process.
 
     .venv/bin/python bench/profile_e2e.py [--e2e-events 1000000] [--sides ecomlogs,baseline] [--out FILE]
 
-Runs one e2e run per side (``ecomlogs.bench.e2e_once``: producer, stream processor and loader at the same time,
+Runs one e2e run per side (``bench.e2e_once``: producer, stream processor and loader at the same time,
 fresh topics and database) while a sampler thread reads ``/proc`` every 100 ms: CPU ticks of the producer, the
 processor, the loader (the stage processes themselves, not their launchers), the broker, PostgreSQL (postmaster
 + children + exited children) and the whole machine (``/proc/stat``). It prints, per side, CPU seconds and
@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from ecomlogs import bench as B
+import bench as B  # bench/bench.py (this folder is on sys.path when run as a script)
 
 CLK = os.sysconf("SC_CLK_TCK")
 STAGES = {"producer.py": "producer", "streamProcessor.py": "processor", "psqlConsumer.py": "loader"}

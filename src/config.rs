@@ -26,8 +26,10 @@ pub mod defaults {
     /// The original producer's pace: one event every 500 ms.
     pub const INTERVAL_MS: u64 = 500;
     pub const INVALID_RATIO: f64 = 0.25;
-    /// Rows per loader transaction at most (the original's 500 is still a flag away).
-    pub const BATCH_SIZE: usize = 500;
+    /// Rows per loader transaction at most: large when the loader is behind; when it has caught up the
+    /// input goes quiet and a partial batch is written at once, so a trickle still reaches the table
+    /// within about a second. The original's 500 is a flag away.
+    pub const BATCH_SIZE: usize = 50_000;
     /// A batch is written at the latest this long after its first record.
     pub const FLUSH_INTERVAL_MS: u64 = 1000;
     /// Records per processor batch at most.

@@ -37,9 +37,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
+        let code = match &source {
+            KafkaError::AdminOp(code) => Some(*code),
+            other => other.rdkafka_error_code(),
+        };
         Error::Kafka {
             context: context.into(),
-            code: source.rdkafka_error_code(),
+            code,
             source,
         }
     }

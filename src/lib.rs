@@ -2,7 +2,6 @@
 //! The PyO3 layer lives in `py/` behind the `python` feature, so `cargo test --no-default-features`
 //! builds and tests everything here without libpython.
 
-pub mod bench;
 pub mod config;
 pub mod dead_letter;
 pub mod error;

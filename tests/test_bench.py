@@ -1,4 +1,5 @@
-"""The benchmark command (``python -m ecomlogs.bench``) and the baseline it measures against (``baseline/``).
+"""The benchmark (``bench/bench.py``, in the repository, not the package) and the baseline it measures
+against (``baseline/``). The benchmark runs themselves are marked slow: ``./dev test -m slow`` runs them.
 
 Only counts and the shape of the results are checked: no timing is ever asserted.
 """
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "baseline"
+BENCH = str(REPO_ROOT / "bench" / "bench.py")
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 BENCH_TIMEOUT_S = 300
 CONSUMER_BENCH_TIMEOUT_S = 420
 SCRIPT_TIMEOUT_S = 120
@@ -85,7 +88,7 @@ def _read_topic(bootstrap_servers: str, topic: str, expected: int, timeout_s: fl
 
 
 def _delete_topics(bootstrap_servers: str, topics: list[str]) -> None:
-    from ecomlogs.bench import delete_topics
+    from bench import delete_topics
 
     delete_topics(bootstrap_servers, topics)
 
@@ -94,10 +97,11 @@ def _positive_number(value: Optional[float]) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_bench_small_stage1(stack: StackInfo, tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = _run(
-        ["-m", "ecomlogs.bench", "--small", "--sections", "stage1", "--out", str(out),
+        [BENCH, "--small", "--sections", "stage1", "--out", str(out),
          "--bootstrap-servers", stack.bootstrap_servers, "--dsn", stack.dsn],
         timeout=BENCH_TIMEOUT_S,
     )
@@ -151,13 +155,14 @@ def _table_keys(table: list[dict[str, Any]], section: str) -> set[tuple[str, str
     return {(row["section"], row["metric"]) for row in table if row["section"] == section}
 
 
+@pytest.mark.slow
 def test_bench_small_consumer_sections(stack: StackInfo, tmp_path: Path) -> None:
     """process, load, e2e and latency at --small sizes: every count must come out right (rows == valid
     events, one row per event id for ecomlogs), and the report files must hold every section."""
     out = tmp_path / "results"
     sections = ["process", "load", "e2e", "latency"]
     proc = _run(
-        ["-m", "ecomlogs.bench", "--small", "--sections", ",".join(sections), "--out", str(out),
+        [BENCH, "--small", "--sections", ",".join(sections), "--out", str(out),
          "--bootstrap-servers", stack.bootstrap_servers, "--dsn", stack.dsn],
         timeout=CONSUMER_BENCH_TIMEOUT_S,
     )
@@ -260,7 +265,7 @@ def test_bench_small_consumer_sections(stack: StackInfo, tmp_path: Path) -> None
 def test_bench_rejects_unknown_sections(tmp_path: Path) -> None:
     for sections in ("nope", "stage1,nope"):
         proc = subprocess.run(
-            [sys.executable, "-m", "ecomlogs.bench", "--sections", sections, "--out", str(tmp_path)],
+            [sys.executable, BENCH, "--sections", sections, "--out", str(tmp_path)],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         )
         assert proc.returncode == 2 and "section" in proc.stderr
@@ -269,7 +274,7 @@ def test_bench_rejects_unknown_sections(tmp_path: Path) -> None:
 
 def test_baseline_producer_round_trip(stack: StackInfo) -> None:
     import ecomlogs
-    from ecomlogs.bench import load_baseline
+    from bench import load_baseline
 
     is_valid_event = load_baseline(REPO_ROOT, "streamProcessor").is_valid_event  # the original's rules
 

@@ -102,9 +102,10 @@ def test_help_shows_defaults_and_env() -> None:
 
 def test_python_api_produce(kafka_bootstrap: str) -> None:
     topic = unique("raw_api")
-    seen: list[dict] = []
+    seen: list[ecomlogs.ProduceStats] = []
     stats = ecomlogs.produce(3000, bootstrap_servers=kafka_bootstrap, topic=topic, seed=1, progress=seen.append)
     assert stats.produced == stats.delivered == 3000
     assert stats.valid + stats.invalid == 3000 and not stats.interrupted
-    assert seen and seen[-1]["final"] is True and seen[-1]["delivered"] == 3000
+    # The last progress report is the end state, the very stats returned (typed and frozen).
+    assert seen and seen[-1] == stats and seen[-1].delivered == 3000
     assert len(read_all(kafka_bootstrap, topic, expected=3000)) == 3000

@@ -7,7 +7,7 @@ The notebook-facing API::
     raw = ecomlogs.generate_events_json(5, seed=1)        # list of JSON bytes
     ecomlogs.validate(raw[0])                             # Validation(valid=..., reason=..., ...)
     ecomlogs.validate_batch(raw)                          # one call for many
-    ecomlogs.produce(10_000, interval_ms=0)               # to raw_events on localhost:29092
+    ecomlogs.produce(10_000)                              # to raw_events on localhost:29092
 
 Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly.
 """
@@ -18,6 +18,7 @@ from ecomlogs.api import (
     LoadStats,
     ProcessStats,
     ProduceStats,
+    StopToken,
     Validation,
     ensure_topics,
     generate_events,
@@ -36,7 +37,9 @@ from ecomlogs.exceptions import (
     DatabaseError,
     DevStackError,
     EcomlogsError,
+    InternalError,
     KafkaError,
+    ResourceError,
     StalledError,
 )
 
@@ -48,11 +51,14 @@ __all__ = [
     "DatabaseError",
     "DevStackError",
     "EcomlogsError",
+    "InternalError",
     "KafkaError",
     "LoadStats",
     "ProcessStats",
     "ProduceStats",
+    "ResourceError",
     "StalledError",
+    "StopToken",
     "Validation",
     "ensure_topics",
     "generate_events",

@@ -1,7 +1,8 @@
-"""The command line: ``ecomlogs <stage> ...`` and the three original entry points at the repo root.
+"""The command line: ``ecomlogs <command> ...`` and the three original entry points at the repo root.
 
 Every stage shares one vocabulary of flags and environment variables (see ``--help``); flags win over the
-environment, the environment over the original system's defaults.
+environment, the environment over the defaults, which come from the Rust core (``_core.DEFAULTS``), as do
+the ranges every number is checked against (a value out of range is one line and exit 2).
 """
 
 from __future__ import annotations
@@ -12,20 +13,40 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
+from ecomlogs import _core
 from ecomlogs import settings as S
 from ecomlogs.exceptions import ConfigError, EcomlogsError
 
 log = logging.getLogger("ecomlogs.cli")
+D = S.DEFAULTS
+Stats = TypeVar("Stats")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type that only parses; ranges are checked once, by the core."""
+
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+    return parse
+
+
+_int = _number(int, "a whole number")
+_float = _number(float, "a number")
+
+
 def _env_help(var: str, default: object) -> str:
     return f"(env {var}; default {default})"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action="version", version=f"ecomlogs {_core.__version__}")
     p.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT[,...]",
@@ -41,95 +62,84 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--partitions",
-        type=_positive_int,
-        default=S.DEFAULT_PARTITIONS,
+        type=_int,
+        default=D["partitions"],
         help="partitions for topics this stage creates when missing (default %(default)s)",
     )
+    _add_verbosity(p)
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors (env ECOMLOGS_LOG=warning)")
     g.add_argument("--verbose", "-v", action="store_true", help="debug output (env ECOMLOGS_LOG=debug)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {v}")
-    return v
+def _add_dsn(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dsn",
+        default=None,
+        help="PostgreSQL URL or key=value string (env DATABASE_URL, then the standard PG* variables; default "
+        f"{S.DEFAULT_DSN}). A password comes only from here or PGPASSWORD.",
+    )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {v}")
-    return v
+def _add_finish(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--until-idle",
+        metavar="SECONDS",
+        type=_float,
+        default=None,
+        help="finish, commit and exit 0 once no input came for this long (default: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="finish, commit and exit 0 once every assigned partition has been read to its end",
+    )
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {v}")
-    return v
-
-
-def _ratio(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {v}")
-    return v
+def _add_workers(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--workers", type=_int, default=D["workers"],
+                   help=f"consumer threads in this process, sharing the partitions, {what} (default %(default)s)")
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
     env = os.environ.get("ECOMLOGS_LOG", "").strip().lower()
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
     if args.quiet:
         level = logging.WARNING
     elif args.verbose:
         level = logging.DEBUG
     elif env:
-        levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
         if env not in levels:
             raise ConfigError(f"ECOMLOGS_LOG must be debug, info, warning or error, got {env!r}")
         level = levels[env]
     else:
         level = logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    from ecomlogs import _core
-
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
     _core.reset_log_cache()
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM stops a stage like Ctrl-C does: finish the batch in flight, commit, exit 0."""
+def _signals() -> None:
+    """Ctrl-C and SIGTERM stop a stage cleanly: finish the batch in flight, commit, exit 0. SIGINT gets
+    its default handler back (a stage started in the background by a shell inherits it ignored)."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (embedded use): leave SIGTERM alone
+    except ValueError:  # not the main thread (embedded use): leave the signals alone
         pass
 
 
 class Progress:
     """A live one-line status on a terminal; a log line every ``every_s`` seconds otherwise."""
 
-    def __init__(self, render: Callable[[dict[str, Any]], str], quiet: bool, every_s: float = 10.0) -> None:
+    def __init__(self, render: Callable[[Any], str], quiet: bool, every_s: float = 10.0) -> None:
         self.render = render
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
@@ -137,7 +147,7 @@ class Progress:
         self.last = 0.0
         self.dirty = False
 
-    def __call__(self, stats: dict[str, Any]) -> None:
+    def __call__(self, stats: Any) -> None:
         if self.quiet:
             return
         line = self.render(stats)
@@ -145,9 +155,7 @@ class Progress:
             sys.stderr.write("\r\x1b[2K" + line)
             sys.stderr.flush()
             self.dirty = True
-            if stats.get("final"):
-                self.close()
-        elif stats.get("final") or time.monotonic() - self.last >= self.every_s:
+        elif time.monotonic() - self.last >= self.every_s:
             self.last = time.monotonic()
             log.info(line)
 
@@ -162,74 +170,59 @@ def _rate(n: float, secs: float) -> str:
     return f"{n / secs:,.0f}/s" if secs > 0 else "-"
 
 
+def _reasons(by_reason: dict[str, int]) -> str:
+    text = ", ".join(f"{k}={v:,}" for k, v in sorted(by_reason.items()))
+    return f" ({text})" if text else ""
+
+
 # ---------------------------------------------------------------------------------------------- produce
 def _produce_parser(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Generate synthetic e-commerce events (about 25%% deliberately invalid) and produce them to Kafka, "
+        "Generate synthetic e-commerce events (about 25% deliberately invalid) and produce them to Kafka, "
         "keyed by customer_id. Like the original: one event every 500 ms to raw_events, a line per event."
     )
     _add_common(p)
     p.add_argument("--topic", default=S.RAW_TOPIC, help="topic to produce to (default %(default)s)")
-    p.add_argument(
-        "--interval-ms",
-        type=_non_negative_int,
-        default=S.DEFAULT_INTERVAL_MS,
-        help="pause between events; 0 = as fast as possible, in Rust with a progress line (default %(default)s)",
-    )
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=None,
-        metavar="EVENTS_PER_S",
-        help="events per second (overrides --interval-ms; e.g. 50000 for a steady load test)",
-    )
-    p.add_argument("--count", type=_non_negative_int, default=None, help="stop after N events (default: run until Ctrl-C)")
-    p.add_argument(
-        "--invalid-ratio",
-        type=_ratio,
-        default=None,
-        help="share of deliberately invalid events " + _env_help("ECOMLOGS_INVALID_RATIO", S.DEFAULT_INVALID_RATIO),
-    )
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible events (default: random)")
+    p.add_argument("--interval-ms", type=_float, default=D["interval_ms"],
+                   help="pause between events; 0 = as fast as possible, with a progress line (default %(default)s)")
+    p.add_argument("--rate", type=_float, default=None, metavar="EVENTS_PER_S",
+                   help="events per second (overrides --interval-ms; e.g. 50000 for a steady load test)")
+    p.add_argument("--count", type=_int, default=None, help="stop after N events (default: run until Ctrl-C)")
+    p.add_argument("--invalid-ratio", type=_float, default=None,
+                   help="share of deliberately invalid events " + _env_help("ECOMLOGS_INVALID_RATIO", D["invalid_ratio"]))
+    p.add_argument("--seed", type=_int, default=None, help="seed for reproducible events (default: random)")
+
+
+def _invalid_ratio(flag: Optional[float]) -> float:
+    if flag is not None:
+        return flag
+    env = os.environ.get("ECOMLOGS_INVALID_RATIO", "").strip()
+    if not env:
+        return float(D["invalid_ratio"])
+    try:
+        return float(env)
+    except ValueError:
+        raise ConfigError(f"ECOMLOGS_INVALID_RATIO must be a number between 0 and 1, got {env!r}") from None
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from ecomlogs.api import produce
-
-    ratio = args.invalid_ratio
-    if ratio is None:
-        env = os.environ.get("ECOMLOGS_INVALID_RATIO")
-        try:
-            ratio = _ratio(env) if env else S.DEFAULT_INVALID_RATIO
-        except argparse.ArgumentTypeError as e:
-            raise ConfigError(f"ECOMLOGS_INVALID_RATIO: {e}") from None
-    servers = S.bootstrap_servers(args.bootstrap_servers)
-    if args.rate is not None and args.rate <= 0:
-        raise ConfigError(f"--rate must be above 0 events/s, got {args.rate}")
-    interval_ms = 1000.0 / args.rate if args.rate else float(args.interval_ms)
+    interval_ms = 1000.0 / args.rate if args.rate and args.rate > 0 else args.interval_ms
     paced = interval_ms > 0
     log_each = interval_ms >= 50 and not args.quiet
-    log.info("producing to %s on %s (%s)", args.topic, servers,
-             f"{1000.0 / interval_ms:,.6g} events/s" if paced else "as fast as possible")
+    servers = S.bootstrap_servers(args.bootstrap_servers)
+    pace = f"{args.rate:,.6g} events/s" if args.rate else (
+        f"one event every {args.interval_ms:g} ms" if paced else "as fast as possible")
+    log.info("producing to %s on %s (%s)", args.topic, servers, pace)
     progress = Progress(
-        lambda s: (
-            f"produced {s['produced']:,} ({_rate(s['produced'], s['elapsed_s'])}), "
-            f"acknowledged {s['delivered']:,}, invalid {s['invalid']:,}"
-        ),
+        lambda s: f"produced {s.produced:,} ({_rate(s.produced, s.elapsed_s)}), acknowledged {s.delivered:,}, "
+        f"invalid {s.invalid:,}",
         quiet=args.quiet or log_each,
     )
     try:
-        stats = produce(
-            args.count,
-            bootstrap_servers=servers,
-            topic=args.topic,
-            interval_ms=interval_ms,
-            invalid_ratio=ratio,
-            seed=args.seed,
-            log_each=log_each,
-            partitions=args.partitions,
-            extra_config=S.parse_extra_config(args.extra_config),
-            progress=progress,
+        stats = _core.produce(
+            args.count, bootstrap_servers=servers, topic=args.topic, interval_ms=args.interval_ms, rate=args.rate,
+            invalid_ratio=_invalid_ratio(args.invalid_ratio), seed=args.seed, log_each=log_each,
+            partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config), progress=progress,
         )
     finally:
         progress.close()
@@ -243,21 +236,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- process
-def _until_idle(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--until-idle",
-        metavar="SECONDS",
-        type=_positive_float,
-        default=None,
-        help="finish, commit and exit 0 once no input came for this long (default: run until Ctrl-C)",
-    )
-    p.add_argument(
-        "--until-caught-up",
-        action="store_true",
-        help="finish, commit and exit 0 once every assigned partition has been read to its end",
-    )
-
-
 def _process_parser(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Validate every record of raw_events: valid ones go to clean_events (canonical JSON, same key), "
@@ -269,113 +247,74 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-topic", default=S.CLEAN_TOPIC, help="default %(default)s")
     p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
     p.add_argument("--group-id", default=S.PROCESSOR_GROUP, help="consumer group (default %(default)s)")
-    _until_idle(p)
-    p.add_argument(
-        "--exactly-once",
-        action="store_true",
-        help="Kafka transactions: outputs and input offsets commit together (read downstream with "
-        "isolation.level=read_committed)",
-    )
-    p.add_argument(
-        "--transactional-id",
-        default=None,
-        help="with --exactly-once: a stable id per instance, so a restart fences a crashed predecessor at once "
-        "(default: group-host-pid)",
-    )
-    p.add_argument("--batch-max", type=_positive_int, default=50_000, help="records per batch at most (default %(default)s)")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="consumer threads in this process, sharing the partitions (default %(default)s; up to the "
-                   "partition count helps when one consumer's fetches are the limit)")
+    _add_finish(p)
+    p.add_argument("--exactly-once", action="store_true",
+                   help="Kafka transactions: outputs and input offsets commit together (read downstream with "
+                   "isolation.level=read_committed)")
+    p.add_argument("--transactional-id", default=None,
+                   help="with --exactly-once: a stable id per instance, so a restart fences a crashed predecessor "
+                   "at once (default: group-host-pid)")
+    p.add_argument("--batch-max", type=_int, default=D["batch_max"], help="records per batch at most (default %(default)s)")
+    _add_workers(p, "up to the partition count")
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from ecomlogs.api import process
-
     # No progress callback: the Rust loop logs a line per second of activity itself.
-    stats = process(
-        bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
-        input_topic=args.input_topic,
-        output_topic=args.output_topic,
-        dlq_topic=args.dlq_topic,
-        group_id=args.group_id,
-        until_idle_s=args.until_idle,
-        until_caught_up=args.until_caught_up,
-        exactly_once=args.exactly_once,
-        transactional_id=args.transactional_id,
-        batch_max=args.batch_max,
-        workers=args.workers,
-        log_each=args.verbose,
-        partitions=args.partitions,
-        extra_config=S.parse_extra_config(args.extra_config),
+    stats = _core.process(
+        bootstrap_servers=args.bootstrap_servers, input_topic=args.input_topic, output_topic=args.output_topic,
+        dlq_topic=args.dlq_topic, group_id=args.group_id, until_idle_s=args.until_idle,
+        until_caught_up=args.until_caught_up, exactly_once=args.exactly_once,
+        transactional_id=args.transactional_id, batch_max=args.batch_max, workers=args.workers,
+        log_each=args.verbose, partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config),
     )
-    reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(stats.by_reason.items()))
     print(
         f"processed {stats.consumed:,} events in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s): "
         f"{stats.valid:,} to {args.output_topic}, {stats.invalid:,} to {args.dlq_topic}"
-        + (f" ({reasons})" if reasons else "")
-        + ("; stopped by signal" if stats.interrupted else ""),
+        + _reasons(stats.by_reason) + ("; stopped by signal" if stats.interrupted else ""),
         file=sys.stderr,
     )
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- load
-def _dsn_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dsn",
-        default=None,
-        help="PostgreSQL URL or key=value string (env DATABASE_URL, then the standard PG* variables; default "
-        f"{S.DEFAULT_DSN}). A password comes only from here or PGPASSWORD.",
-    )
-
-
 def _load_parser(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Load clean_events into PostgreSQL kafka_events_silver, exactly once: each batch is one transaction "
-        "holding a binary COPY of the rows and the consumed offsets; the loader resumes from the offsets "
-        "stored in PostgreSQL. Database outages pause and retry; rows the database rejects are dead-lettered."
+        "holding a binary COPY of the rows and the consumed offsets; the loader resumes where PostgreSQL says, "
+        "checked against the log. Database outages pause and retry; rows the database rejects are "
+        "dead-lettered; a fault (missing table, no permission) is one line and exit 1."
     )
     _add_common(p)
     p.add_argument("--topic", default=S.CLEAN_TOPIC, help="topic to load (default %(default)s)")
     p.add_argument("--group-id", default=S.LOADER_GROUP, help="consumer group (default %(default)s)")
-    _dsn_arg(p)
-    p.add_argument("--batch-size", type=_positive_int, default=S.DEFAULT_BATCH_SIZE,
-                   help="rows per transaction at most (default %(default)s)")
-    p.add_argument("--flush-interval-ms", type=_positive_int, default=S.DEFAULT_FLUSH_INTERVAL_MS,
+    _add_dsn(p)
+    p.add_argument("--batch-size", type=_int, default=D["batch_size"],
+                   help="rows per transaction at most; fewer when the input goes quiet (default %(default)s; "
+                   "500 is the original's)")
+    p.add_argument("--flush-interval-ms", type=_int, default=D["flush_interval_ms"],
                    help="write a batch at the latest this long after its first record; a partial batch is "
                    "written sooner once the topic goes quiet for 50 ms (default %(default)s)")
     p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
-    _until_idle(p)
+    _add_finish(p)
     p.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start-up")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="consumer threads, each with its own PostgreSQL connection, sharing the partitions "
-                   "(default %(default)s; more let PostgreSQL use more cores)")
+    _add_workers(p, "each with its own PostgreSQL connection")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from ecomlogs.api import load
-
-    stats = load(
-        bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
-        topic=args.topic,
-        group_id=args.group_id,
-        dsn=S.dsn(args.dsn),
-        dlq_topic=args.dlq_topic,
-        batch_size=args.batch_size,
-        flush_interval_ms=args.flush_interval_ms,
-        until_idle_s=args.until_idle,
-        until_caught_up=args.until_caught_up,
-        partitions=args.partitions,
-        migrate=not args.no_migrate,
-        log_each=args.verbose,
+    stats = _core.load(
+        bootstrap_servers=args.bootstrap_servers, dsn=args.dsn, topic=args.topic, group_id=args.group_id,
+        dlq_topic=args.dlq_topic, batch_size=args.batch_size, flush_interval_ms=args.flush_interval_ms,
+        until_idle_s=args.until_idle, until_caught_up=args.until_caught_up, partitions=args.partitions,
+        migrate=not args.no_migrate, log_each=args.verbose, workers=args.workers,
         extra_config=S.parse_extra_config(args.extra_config),
-        workers=args.workers,
     )
     print(
         f"loaded {stats.rows_inserted:,} rows in {stats.elapsed_s:.2f}s ({stats.rows_per_s:,.0f}/s) from "
         f"{stats.consumed:,} records: {stats.duplicates_skipped:,} duplicates skipped, "
         f"{stats.dead_lettered:,} dead-lettered"
         + (f", {stats.db_retries} database retries" if stats.db_retries else "")
+        + (f", {stats.log_resets} partitions on a new log read again" if stats.log_resets else "")
+        + (f", {stats.offsets_lost:,} offsets lost to retention" if stats.offsets_lost else "")
         + ("; stopped by signal" if stats.interrupted else "")
         + (f"; {stats.unwritten:,} records left for the next start" if stats.unwritten else ""),
         file=sys.stderr,
@@ -385,16 +324,12 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def _migrate_parser(p: argparse.ArgumentParser) -> None:
     p.description = "Apply pending migrations (recorded in schema_migrations); safe to run again."
-    _dsn_arg(p)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
-    g.add_argument("--verbose", "-v", action="store_true", help="debug output")
+    _add_dsn(p)
+    _add_verbosity(p)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from ecomlogs.api import migrate
-
-    applied = migrate(S.dsn(args.dsn))
+    applied = _core.migrate(args.dsn)
     print(f"applied {', '.join(applied)}" if applied else "the schema is up to date", file=sys.stderr)
     return 0
 
@@ -408,22 +343,22 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
         "(python -m ecomlogs.devstack up) or point at your own Kafka and PostgreSQL."
     )
     _add_common(p)
-    _dsn_arg(p)
+    _add_dsn(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--count", type=_non_negative_int, default=200_000,
+    g.add_argument("--count", type=_int, default=200_000,
                    help="events to produce; 0 = until Ctrl-C or --duration (default %(default)s)")
-    g.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="produce for this long")
-    p.add_argument("--rate", type=float, default=None, metavar="EVENTS_PER_S",
+    g.add_argument("--duration", type=_float, default=None, metavar="SECONDS", help="produce for this long")
+    p.add_argument("--rate", type=_float, default=None, metavar="EVENTS_PER_S",
                    help="events per second (default: as fast as possible; 2 = the original's pace)")
-    p.add_argument("--invalid-ratio", type=_ratio, default=S.DEFAULT_INVALID_RATIO,
-                   help="share of deliberately invalid events (default %(default)s)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible events")
-    p.add_argument("--batch-size", type=_positive_int, default=50_000,
+    p.add_argument("--invalid-ratio", type=_float, default=None,
+                   help="share of deliberately invalid events " + _env_help("ECOMLOGS_INVALID_RATIO", D["invalid_ratio"]))
+    p.add_argument("--seed", type=_int, default=None, help="seed for reproducible events")
+    p.add_argument("--batch-size", type=_int, default=D["batch_size"],
                    help="loader rows per transaction at most (default %(default)s)")
-    p.add_argument("--flush-interval-ms", type=_positive_int, default=S.DEFAULT_FLUSH_INTERVAL_MS,
+    p.add_argument("--flush-interval-ms", type=_int, default=D["flush_interval_ms"],
                    help="loader time bound per batch (default %(default)s)")
     p.add_argument("--exactly-once", action="store_true", help="transactional processor")
-    p.add_argument("--stall-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+    p.add_argument("--stall-timeout", type=_float, default=60.0, metavar="SECONDS",
                    help="while draining, fail (exit 1, naming the stage) if the stage waited on makes no progress "
                    "for this long (default %(default)s)")
 
@@ -431,39 +366,27 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from ecomlogs.pipeline import _print_status, format_report, run_pipeline
 
-    if args.rate is not None and args.rate <= 0:
-        raise ConfigError(f"--rate must be above 0 events/s, got {args.rate}")
     count = None if (args.count == 0 or args.duration is not None) else args.count
     if not args.verbose:
         # The status line says it all; the stages' own per-second lines would scroll it away.
-        for name in ("ecomlogs.processor", "ecomlogs.loader", "ecomlogs.kafka", "ecomlogs.producer"):
+        for name in ("ecomlogs.processor", "ecomlogs.loader", "ecomlogs.kafka", "ecomlogs.producer",
+                     "ecomlogs.stage"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        from ecomlogs import _core
-
         _core.reset_log_cache()
     result = run_pipeline(
-        count=count,
-        duration_s=args.duration,
-        rate=args.rate,
-        bootstrap_servers=args.bootstrap_servers,
-        dsn=args.dsn,
-        invalid_ratio=args.invalid_ratio,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        flush_interval_ms=args.flush_interval_ms,
-        exactly_once=args.exactly_once,
-        extra_config=S.parse_extra_config(args.extra_config),
-        status=None if args.quiet else _print_status,
+        count=count, duration_s=args.duration, rate=args.rate, bootstrap_servers=args.bootstrap_servers,
+        dsn=args.dsn, invalid_ratio=_invalid_ratio(args.invalid_ratio), seed=args.seed, batch_size=args.batch_size,
+        flush_interval_ms=args.flush_interval_ms, exactly_once=args.exactly_once, partitions=args.partitions,
+        extra_config=S.parse_extra_config(args.extra_config), status=None if args.quiet else _print_status,
         stall_timeout_s=args.stall_timeout,
     )
     if sys.stderr.isatty() and not args.quiet:
         sys.stderr.write("\n")
-    reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(result.invalid_by_reason.items()))
     print(
         f"\npipeline: produced {result.produced:,} events in {result.elapsed_s:.1f}s; "
         f"{result.valid:,} valid -> {result.rows_inserted:,} new rows"
         + (f" ({result.duplicates_skipped:,} duplicates skipped)" if result.duplicates_skipped else "")
-        + f"; {result.invalid:,} dead-lettered" + (f" ({reasons})" if reasons else "")
+        + f"; {result.invalid:,} dead-lettered" + _reasons(result.invalid_by_reason)
         + ("; stopped by signal" if result.interrupted else "")
     )
     print(format_report(result.report))
@@ -487,6 +410,7 @@ def build_parser(prog: str = "ecomlogs") -> argparse.ArgumentParser:
         description="ecomlogs: e-commerce event logs from Kafka through validation into PostgreSQL.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"ecomlogs {_core.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (helptext, configure, _run) in COMMANDS.items():
         configure(sub.add_parser(name, help=helptext))
@@ -497,7 +421,7 @@ def _execute(label: str, args: argparse.Namespace) -> int:
     """Runs a parsed command; errors become one readable line and an exit code, never a traceback."""
     try:
         _setup_logging(args)
-        _sigterm_as_interrupt()
+        _signals()
         return COMMANDS[args.command][2](args)
     except ConfigError as e:
         print(f"{label}: error: {e}", file=sys.stderr)

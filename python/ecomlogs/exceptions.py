@@ -22,8 +22,8 @@ class KafkaError(EcomlogsError):
     """The Kafka broker refused a request or could not be reached.
 
     Attributes:
-        code: librdkafka's error code name (for example ``"_TRANSPORT"`` or ``"TopicAlreadyExists"``),
-            or ``None`` when the error did not come with one.
+        code: librdkafka's name for the error code, as its documentation spells it (for example
+            ``"_TRANSPORT"`` or ``"TOPIC_ALREADY_EXISTS"``), or ``None`` when the error came without one.
     """
 
     code: Optional[str] = None
@@ -39,6 +39,10 @@ class DatabaseError(EcomlogsError):
     sqlstate: Optional[str] = None
 
 
+class ResourceError(EcomlogsError, OSError):
+    """The operating system refused something a stage needs (a thread, a file, a socket)."""
+
+
 class StalledError(EcomlogsError):
     """A running pipeline stopped making progress while records were waiting (``ecomlogs run``): the
     message names the stage and what it was waiting for (the consumer group, the database, ...)."""
@@ -52,4 +56,4 @@ class DevStackError(EcomlogsError):
     """The local dev stack (python -m ecomlogs.devstack) could not start, stop or inspect a service."""
 
 
-__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "StalledError", "InternalError", "DevStackError"]
+__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "ResourceError", "StalledError", "InternalError", "DevStackError"]

@@ -26,17 +26,17 @@ class _Stage:
     """One stage running in a thread; ``token`` tells it how to finish (stop, or drain: finish once every
     assigned partition has been read to its end); its progress callback publishes its counters."""
 
-    def __init__(self, name: str, target: Callable[[Callable[[dict[str, Any]], None], StopToken], Any]) -> None:
+    def __init__(self, name: str, target: Callable[[Callable[[Any], None], StopToken], Any]) -> None:
         self.name = name
         self.token = StopToken()
         self.draining = False
-        self.stats: dict[str, Any] = {}
+        self.stats: Any = None
         self.result: Any = None
         self.error: Optional[BaseException] = None
         self._target = target
         self.thread = threading.Thread(target=self._run, name=f"ecomlogs-{name}", daemon=True)
 
-    def _progress(self, stats: dict[str, Any]) -> None:
+    def _progress(self, stats: Any) -> None:
         self.stats = stats
 
     def _run(self) -> None:
@@ -92,10 +92,10 @@ class _ProgressWatch:
         seen = self.moved.get(name)
         return time.monotonic() - (seen[1] if seen else self.start)
 
-    def note(self, name: str, stats: dict[str, Any]) -> str:
+    def note(self, name: str, stats: Any) -> str:
         """A "STUCK" mark with what the stage waits for, once it has had work and no progress for a while."""
         if self.lag.get(name, 0) > 0 and self.idle_for(name) >= STUCK_AFTER_S:
-            return f"; STUCK {self.idle_for(name):.0f}s: {stats.get('activity', 'running')}"
+            return f"; STUCK {self.idle_for(name):.0f}s: {getattr(stats, 'activity', 'starting')}"
         return ""
 
     def stalled(self, timeout_s: float) -> Optional[tuple[str, int, float]]:
@@ -107,9 +107,9 @@ class _ProgressWatch:
         return waiting[0], self.lag[waiting[0]], self.idle_for(waiting[0])
 
 
-def _n(stats: dict[str, Any], key: str) -> int:
-    v = stats.get(key, 0)
-    return int(v) if isinstance(v, (int, float)) else 0
+def _n(stats: Any, key: str) -> int:
+    """A counter of a stage's latest stats (0 before its first report)."""
+    return int(getattr(stats, key, 0))
 
 
 def run_pipeline(
@@ -119,12 +119,13 @@ def run_pipeline(
     rate: Optional[float] = None,
     bootstrap_servers: Optional[str] = None,
     dsn: Optional[str] = None,
-    invalid_ratio: float = S.DEFAULT_INVALID_RATIO,
+    invalid_ratio: float = 0.25,
     seed: Optional[int] = None,
-    batch_size: int = 50_000,
-    flush_interval_ms: int = S.DEFAULT_FLUSH_INTERVAL_MS,
+    batch_size: int = int(S.DEFAULTS["batch_size"]),
+    flush_interval_ms: int = int(S.DEFAULTS["flush_interval_ms"]),
     exactly_once: bool = False,
-    processor_workers: int = S.DEFAULT_PARTITIONS,
+    partitions: int = int(S.DEFAULTS["partitions"]),
+    processor_workers: Optional[int] = None,
     loader_workers: int = 1,
     extra_config: Optional[dict[str, str]] = None,
     status: Optional[Callable[[str], None]] = None,
@@ -141,7 +142,8 @@ def run_pipeline(
     servers = S.bootstrap_servers(bootstrap_servers)
     database = S.dsn(dsn)
     extra = dict(extra_config or {})
-    api.ensure_topics([S.RAW_TOPIC, S.CLEAN_TOPIC, S.DLQ_TOPIC], bootstrap_servers=servers, extra_config=extra)
+    api.ensure_topics([S.RAW_TOPIC, S.CLEAN_TOPIC, S.DLQ_TOPIC], bootstrap_servers=servers, partitions=partitions,
+                      extra_config=extra)
     api.migrate(database)
     before = _row_count(database)
 
@@ -150,7 +152,7 @@ def run_pipeline(
         migrate=False, extra_config=extra, progress=p, workers=loader_workers, stop=t))
     processor = _Stage("processor", lambda p, t: api.process(
         bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p,
-        workers=processor_workers, stop=t))
+        workers=processor_workers or partitions, stop=t))
     producer = _Stage("producer", lambda p, t: api.produce(
         count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio, seed=seed,
         log_each=False, extra_config=extra, progress=p, stop=t))
@@ -190,7 +192,7 @@ def run_pipeline(
         c = counts()
         (produced, _), (consumed, plag), (written, llag) = c["producer"], c["processor"], c["loader"]
         ps, ld = processor.stats, loader.stats
-        reasons = ps.get("by_reason") or {}
+        reasons = getattr(ps, "by_reason", {})
         top = ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
         return (
             f"produce {produced:,} ({rate_of('p', produced)}) | "
@@ -218,7 +220,7 @@ def run_pipeline(
             stuck = watch.stalled(stall_timeout_s)
             if stuck is not None:
                 name, lag, for_s = stuck
-                activity = {"processor": processor, "loader": loader}[name].stats.get("activity", "running")
+                activity = getattr({"processor": processor, "loader": loader}[name].stats, "activity", "starting")
                 raise StalledError(f"the pipeline stopped draining: the {name} made no progress for {for_s:.0f} s "
                                    f"while records were waiting for it ({activity})")
 

@@ -41,13 +41,25 @@ pub fn ensure_topics(
         .request_timeout(Some(timeout));
     let results =
         futures_executor::block_on(admin.create_topics(new.iter(), &opts)).map_err(|e| {
-            Error::kafka(
-                format!(
-                    "creating topics {topics:?} on {} (is the broker running?)",
-                    settings.bootstrap_servers
+            // A request that timed out because the broker cannot be reached says so, with librdkafka's
+            // own code for it (a metadata request names it: `_TRANSPORT`, `_RESOLVE`, ...).
+            let reach = admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .err();
+            match reach {
+                Some(unreachable) => Error::kafka(
+                    format!("cannot reach the broker at {}", settings.bootstrap_servers),
+                    unreachable,
                 ),
-                e,
-            )
+                None => Error::kafka(
+                    format!(
+                        "creating topics {topics:?} on {}",
+                        settings.bootstrap_servers
+                    ),
+                    e,
+                ),
+            }
         })?;
     for r in results {
         match r {
@@ -116,5 +128,72 @@ pub fn send_blocking(
             }
             Err((e, _)) => return Err(e),
         }
+    }
+}
+
+/// librdkafka's name for an error code, as its documentation spells it (e.g. `_TRANSPORT`,
+/// `TOPIC_ALREADY_EXISTS`).
+pub fn code_name(code: RDKafkaErrorCode) -> String {
+    use rdkafka::types::RDKafkaRespErr;
+    match RDKafkaRespErr::try_from(code as i32) {
+        // SAFETY: rd_kafka_err2name returns a pointer to a static, NUL-terminated string for any code.
+        Ok(err) => unsafe { std::ffi::CStr::from_ptr(rdkafka::bindings::rd_kafka_err2name(err)) }
+            .to_string_lossy()
+            .into_owned(),
+        Err(_) => format!("{code:?}"),
+    }
+}
+
+/// Checks the user's librdkafka pairs (an unknown key or a bad value is the user's mistake, said once
+/// and at once rather than when the first client is made).
+pub fn check_extra(settings: &KafkaSettings) -> Result<()> {
+    for kind in [
+        ClientKind::Producer,
+        ClientKind::Consumer { group: "check" },
+    ] {
+        match settings.client(kind, &[]).create_native_config() {
+            Ok(_) => {}
+            Err(KafkaError::ClientConfig(_, desc, key, value)) => {
+                // A key of the other kind of client is fine (librdkafka only warns about those).
+                if !desc.contains("is a producer property")
+                    && !desc.contains("is a consumer property")
+                {
+                    return Err(Error::Config(format!("extra_config {key}={value}: {desc}")));
+                }
+            }
+            Err(e) => return Err(Error::Config(format!("extra_config: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_are_librdkafkas() {
+        assert_eq!(
+            code_name(RDKafkaErrorCode::BrokerTransportFailure),
+            "_TRANSPORT"
+        );
+        assert_eq!(
+            code_name(RDKafkaErrorCode::TopicAlreadyExists),
+            "TOPIC_ALREADY_EXISTS"
+        );
+    }
+
+    #[test]
+    fn unknown_extra_keys_are_config_errors() {
+        let mut s = KafkaSettings::new("localhost:1");
+        s.extra.insert("linger.ms".into(), "7".into());
+        s.extra.insert("fetch.wait.max.ms".into(), "50".into());
+        assert!(check_extra(&s).is_ok());
+        s.extra.insert("no.such.thing".into(), "1".into());
+        let e = check_extra(&s).unwrap_err().to_string();
+        assert!(e.contains("no.such.thing"), "{e}");
+        let mut s = KafkaSettings::new("localhost:1");
+        s.extra.insert("linger.ms".into(), "soon".into());
+        assert!(matches!(check_extra(&s), Err(Error::Config(_))));
     }
 }

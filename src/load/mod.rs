@@ -150,6 +150,12 @@ pub fn run_loader(
     token: &StopToken,
     tick: &mut dyn FnMut(&LoadStats) -> Result<()>,
 ) -> Result<LoadStats> {
+    if opts.topic == opts.dlq_topic {
+        return Err(Error::Config(format!(
+            "the dead-letter topic cannot be the input topic {}",
+            opts.topic
+        )));
+    }
     let pg_cfg = pg::parse_dsn(&opts.dsn)?;
     let mut client = pg::connect(&pg_cfg)?;
     if opts.migrate {

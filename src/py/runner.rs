@@ -1,13 +1,12 @@
 //! Runs a long Rust loop with the GIL released, while letting Python see Ctrl-C and progress.
 //! Every `TICK` the loop calls back: we re-attach briefly, run pending signal handlers (so Ctrl-C in a
 //! terminal or a notebook, and SIGTERM through the CLI's handler, stop the loop cleanly) and, at most
-//! once per `progress_every`, hand the progress dict to the user's callback.
+//! once per `progress_every`, hand the stats to the user's callback.
 
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use crate::error::{Error, Result};
 
@@ -17,7 +16,6 @@ pub struct Runner {
     last_progress: Option<Instant>,
     /// An exception raised by the callback (other than KeyboardInterrupt), re-raised after the loop.
     pub failure: Option<PyErr>,
-    pub interrupted: bool,
 }
 
 impl Runner {
@@ -27,12 +25,12 @@ impl Runner {
             progress_every,
             last_progress: None,
             failure: None,
-            interrupted: false,
         }
     }
 
     /// Called from inside `py.detach`: re-attaches, checks signals, maybe reports progress.
-    pub fn tick(&mut self, fill: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>) -> Result<()> {
+    /// `Error::Interrupted` stops the stage (after its batch in flight).
+    pub fn tick(&mut self, stats: impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>>) -> Result<()> {
         Python::attach(|py| {
             let mut outcome = py.check_signals();
             if outcome.is_ok() {
@@ -42,17 +40,14 @@ impl Runner {
                         .is_none_or(|t| t.elapsed() >= self.progress_every);
                     if due {
                         self.last_progress = Some(Instant::now());
-                        let d = PyDict::new(py);
-                        outcome = fill(&d).and_then(|_| cb.call1(py, (d,)).map(|_| ()));
+                        outcome = stats(py).and_then(|s| cb.call1(py, (s,)).map(|_| ()));
                     }
                 }
             }
             match outcome {
                 Ok(()) => Ok(()),
                 Err(e) => {
-                    if e.is_instance_of::<PyKeyboardInterrupt>(py) {
-                        self.interrupted = true;
-                    } else {
+                    if !e.is_instance_of::<PyKeyboardInterrupt>(py) {
                         self.failure = Some(e);
                     }
                     Err(Error::Interrupted)
@@ -61,17 +56,14 @@ impl Runner {
         })
     }
 
-    /// Final progress report, so callers see the end state even on short runs.
+    /// The final report, so callers see the end state even on short runs.
     pub fn finish(
         &mut self,
-        fill: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
+        stats: impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>>,
     ) -> PyResult<()> {
         Python::attach(|py| {
             if let Some(cb) = &self.progress {
-                let d = PyDict::new(py);
-                fill(&d)?;
-                d.set_item("final", true)?;
-                cb.call1(py, (d,))?;
+                cb.call1(py, (stats(py)?,))?;
             }
             Ok(())
         })

@@ -1,9 +1,9 @@
 """Benchmarks: ecomlogs against the baseline (the original design in pure Python, ``baseline/``).
 
-    python -m ecomlogs.bench                      # every section, full size (about 17 min on 2 cores)
-    python -m ecomlogs.bench --sections stage1 --repeat 5
-    python -m ecomlogs.bench --sections e2e --e2e-repeat 1
-    python -m ecomlogs.bench --small --out /tmp/b # tiny sizes, for the test suite (a couple of minutes)
+    python bench/bench.py                         # every section, full size (about 17 min on 2 cores)
+    python bench/bench.py --sections stage1 --repeat 5
+    python bench/bench.py --sections e2e --e2e-repeat 1
+    python bench/bench.py --small --out /tmp/b # tiny sizes, for the test suite (a couple of minutes)
 
 Each figure is the median of ``--repeat`` runs; a ratio is ecomlogs / baseline, computed within each run
 (both sides measured back to back, in alternating order) and then the median taken. The command prints
@@ -154,7 +154,7 @@ class BenchConfig:
     e2e_repeat: int = DEFAULT_REPEAT
     latency_repeat: int = DEFAULT_REPEAT
     until_idle_s: float = UNTIL_IDLE_S
-    processor_workers: int = S.DEFAULT_PARTITIONS
+    processor_workers: int = int(S.DEFAULTS['partitions'])
     """``--workers`` of the ecomlogs stream processor (consumer threads sharing the partitions); by default one
     per partition, as ``ecomlogs run`` does."""
     loader_workers: int = 1
@@ -227,9 +227,9 @@ class ChildRun:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def find_repo_root() -> Path:
-    """The checkout this package lives in (``python/ecomlogs/bench.py`` -> the root holding ``baseline/``)."""
+    """The checkout this script lives in (``bench/bench.py`` -> the root holding ``baseline/``)."""
     here = Path(__file__).resolve()
-    for candidate in [here.parents[2], Path.cwd(), *Path.cwd().parents]:
+    for candidate in [here.parents[1], Path.cwd(), *Path.cwd().parents]:
         if (candidate / "baseline" / "producer.py").is_file():
             return candidate
     raise BenchError(
@@ -617,7 +617,7 @@ def bench_validate(cfg: BenchConfig) -> SectionResult:
 
     def ours() -> Sample:
         verdicts, wall, cpu = timed(lambda: _core.validate_many(values))
-        valid_counts["ecomlogs"] = sum(1 for reason, _detail, _canonical in verdicts if reason is None)
+        valid_counts["ecomlogs"] = sum(1 for v in verdicts if v.valid)
         return Sample(len(verdicts), wall, cpu)
 
     def theirs() -> Sample:
@@ -669,7 +669,7 @@ def bench_produce(cfg: BenchConfig) -> SectionResult:
     def side(name: str, cmd: list[str], run: int) -> Callable[[], Sample]:
         def measure() -> Sample:
             topic = f"bench_raw_{tag}_{run}_{name}"
-            ecomlogs.ensure_topics([topic], bootstrap_servers=cfg.bootstrap_servers, partitions=S.DEFAULT_PARTITIONS)
+            ecomlogs.ensure_topics([topic], bootstrap_servers=cfg.bootstrap_servers, partitions=int(S.DEFAULTS['partitions']))
             created.append(topic)
             try:
                 child = run_child([*cmd, *common, "--topic", topic], cwd=cfg.repo_root)
@@ -705,7 +705,7 @@ def bench_produce(cfg: BenchConfig) -> SectionResult:
     return SectionResult(
         details={
             "events": n,
-            "partitions": S.DEFAULT_PARTITIONS,
+            "partitions": int(S.DEFAULTS['partitions']),
             "topics": created,
             "topics_kept": cfg.keep_topics,
             "commands": {"ecomlogs": ours_cmd, "baseline": theirs_cmd},
@@ -729,12 +729,15 @@ def run_stage1(cfg: BenchConfig, ws: Optional[Workspace] = None) -> SectionResul
 
 def rust_loops(cfg: BenchConfig) -> list[dict[str, Any]]:
     """The same generation and validation work as a loop inside Rust (reused buffers, no Python objects):
-    what the stages themselves pay per event. Median of ``--repeat`` runs."""
-    from ecomlogs import _core
-
-    n = cfg.events
-    values = [v for _k, v, _i in _core.generate_events(min(n, 1_000_000), 0.25, VALIDATION_SEED)]
-    runs = [_core.bench_core(n, values) for _ in range(cfg.repeat)]
+    what the stages themselves pay per event (``examples/bench_core.rs``). Median of ``--repeat`` runs."""
+    cmd = ["cargo", "run", "--quiet", "--release", "--no-default-features", "--example", "bench_core", "--",
+           str(cfg.events), "1"]
+    runs = []
+    for _ in range(cfg.repeat):
+        done = subprocess.run(cmd, cwd=cfg.repo_root, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise BenchError(f"bench_core failed: {done.stderr[-2000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     out: list[dict[str, Any]] = []
     for key, label in (("generate", "generation + serialisation"), ("validate", "validation of raw bytes")):
         rates = [r[key][0] / r[key][1] for r in runs if r[key][1] > 0]
@@ -788,7 +791,7 @@ class Workspace:
         import ecomlogs
 
         names = [self.name(k) for k in kinds]
-        ecomlogs.ensure_topics(names, bootstrap_servers=self.cfg.bootstrap_servers, partitions=S.DEFAULT_PARTITIONS)
+        ecomlogs.ensure_topics(names, bootstrap_servers=self.cfg.bootstrap_servers, partitions=int(S.DEFAULTS['partitions']))
         self.topics.extend(names)
         return names
 
@@ -997,7 +1000,7 @@ def loader_cmd(cfg: BenchConfig, side: str, clean: str, dlq: str, group: str, ds
               "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
         return [*_script(cfg, "psqlConsumer.py", "load"), *common, "--dlq-topic", dlq,
-                "--flush-interval-ms", str(S.DEFAULT_FLUSH_INTERVAL_MS), "--workers", str(cfg.loader_workers)]
+                "--flush-interval-ms", str(int(S.DEFAULTS['flush_interval_ms'])), "--workers", str(cfg.loader_workers)]
     return [sys.executable, str(cfg.repo_root / "baseline" / "psqlConsumer.py"), *common, "--create-table"]
 
 
@@ -1692,7 +1695,7 @@ def latency_once(cfg: BenchConfig, ws: Workspace, side: str, rate: int, seconds:
         "producer_elapsed_s": round(producer_s, 3),
         "achieved_rate": round(n / producer_s, 1) if producer_s else None,
         "loader_batch_size": batch,
-        "loader_flush_interval_ms": S.DEFAULT_FLUSH_INTERVAL_MS if side == "ecomlogs" else None,
+        "loader_flush_interval_ms": int(S.DEFAULTS['flush_interval_ms']) if side == "ecomlogs" else None,
         "cut_off_after_producer_s": round(cut_off - produced_at, 3),
         "rows_seen_at_cut_off": arrived_rows,
         "arrived": arrived,
@@ -2136,7 +2139,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m ecomlogs.bench",
+        prog="bench/bench.py",
         description="Benchmark ecomlogs against the baseline (the original design in pure Python, baseline/). "
         "Prints figures; never asserts timings.",
     )
@@ -2166,7 +2169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="results folder (default <repo>/bench/results)")
     p.add_argument("--small", action="store_true", help="tiny sizes and one run (for the test suite)")
     p.add_argument("--keep-topics", action="store_true", help="keep the per-run benchmark topics (default: delete)")
-    p.add_argument("--processor-workers", type=_positive_int, default=S.DEFAULT_PARTITIONS,
+    p.add_argument("--processor-workers", type=_positive_int, default=int(S.DEFAULTS['partitions']),
                    help="consumer threads of the ecomlogs stream processor (default %(default)s: one per "
                    "partition, as `ecomlogs run`; the baseline runs one process per stage, as the original)")
     p.add_argument("--loader-workers", type=_positive_int, default=1,
@@ -2223,10 +2226,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run(config_from_args(args, parser))
     except EcomlogsError as e:
-        print(f"ecomlogs.bench: error: {e}", file=sys.stderr)
+        print(f"bench: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("ecomlogs.bench: interrupted", file=sys.stderr)
+        print("bench: interrupted", file=sys.stderr)
         return 130
     return 0
 

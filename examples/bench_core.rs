@@ -1,17 +1,22 @@
-//! In-process micro-benchmarks of the hot paths, without Python objects in the loop (the benchmark
-//! command prints these next to the pure-Python equivalents).
+//! Micro-benchmarks of the hot loops inside Rust, without Python objects: generation + serialisation
+//! of N events into reused buffers, and validation of raw bytes. The benchmark (`bench/bench.py`) prints
+//! these beside the stages' figures. Not part of the extension module.
+//!
+//!     cargo run --release --no-default-features --example bench_core -- [EVENTS] [SEED]
+//!
+//! Prints one JSON object: {"generate": [events, wall_s, cpu_s], "validate": [...]}.
 
 use std::time::Instant;
 
-use crate::generate::{Generator, GeneratorConfig};
-use crate::validate::validate;
+use _core::generate::{Generator, GeneratorConfig};
+use _core::validate::validate;
 
 #[derive(Debug, Clone, Copy)]
-pub struct LoopTiming {
-    pub events: u64,
-    pub wall_s: f64,
+struct LoopTiming {
+    events: u64,
+    wall_s: f64,
     /// CPU time of the calling thread.
-    pub cpu_s: f64,
+    cpu_s: f64,
 }
 
 fn thread_cpu_s() -> f64 {
@@ -44,7 +49,7 @@ fn timed(events: u64, f: impl FnOnce()) -> LoopTiming {
 }
 
 /// Generates and serialises `n` events into reused buffers.
-pub fn generate_loop(n: u64, seed: u64) -> LoopTiming {
+fn generate_loop(n: u64, seed: u64) -> LoopTiming {
     let mut g = Generator::new(&GeneratorConfig {
         seed: Some(seed),
         ..Default::default()
@@ -62,7 +67,7 @@ pub fn generate_loop(n: u64, seed: u64) -> LoopTiming {
 }
 
 /// Validates `values` (raw bytes) once each.
-pub fn validate_loop(values: &[Vec<u8>]) -> LoopTiming {
+fn validate_loop(values: &[Vec<u8>]) -> LoopTiming {
     let mut valid = 0u64;
     let t = timed(values.len() as u64, || {
         for v in values {
@@ -75,14 +80,29 @@ pub fn validate_loop(values: &[Vec<u8>]) -> LoopTiming {
     t
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn loops_count_what_they_do() {
-        let t = super::generate_loop(1000, 1);
-        assert_eq!(t.events, 1000);
-        assert!(t.wall_s >= 0.0);
-        let v = vec![b"{}".to_vec(); 10];
-        assert_eq!(super::validate_loop(&v).events, 10);
-    }
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    // The values to validate: the same generator's output, ~25% invalid in every way it knows.
+    let mut g = Generator::new(&GeneratorConfig {
+        seed: Some(seed + 1),
+        ..Default::default()
+    });
+    let values: Vec<Vec<u8>> = (0..n.min(1_000_000))
+        .map(|_| {
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            g.next_into(&mut k, &mut v);
+            v
+        })
+        .collect();
+    let gen = generate_loop(n, seed);
+    let val = validate_loop(&values);
+    println!(
+        "{{\"generate\": [{}, {}, {}], \"validate\": [{}, {}, {}]}}",
+        gen.events, gen.wall_s, gen.cpu_s, val.events, val.wall_s, val.cpu_s
+    );
 }
