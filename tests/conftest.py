@@ -6,9 +6,10 @@ at the end only what this session started is stopped.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
@@ -30,12 +31,15 @@ def stack() -> Iterator[StackInfo]:
         # teardown at another folder.
         mp.setenv(devstack.ENV_STATE_DIR, str(devstack.state_dir()))
         info = devstack.up(timeout=STACK_UP_TIMEOUT)
+        # Under pytest-xdist, other workers may still be using what this one started: whoever started
+        # the run (./dev test) stops the stack at the end.
+        owner = "PYTEST_XDIST_WORKER" not in os.environ
         try:
             yield info
         finally:
-            if info.broker_started_now:
+            if owner and info.broker_started_now:
                 devstack.stop_broker(timeout=STACK_STOP_TIMEOUT)
-            if info.postgres_started_now:
+            if owner and info.postgres_started_now:
                 devstack.stop_postgres(timeout=STACK_STOP_TIMEOUT)
 
 
@@ -77,3 +81,39 @@ def db(dsn: str) -> Iterator[str]:
                 break
             except psycopg2.OperationalError:
                 time.sleep(2)
+
+
+@pytest.fixture()
+def memory_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of the test's own (memory storage, like the dev stack's), for tests that restart it."""
+    from private_services import MemoryBroker
+
+    broker = MemoryBroker(tmp_path_factory.mktemp("broker")).start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture()
+def durable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of the test's own that keeps its topics across restarts (Tansu on a local S3 server)."""
+    from private_services import DurableBroker
+
+    broker = DurableBroker(tmp_path_factory.mktemp("durable")).start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture()
+def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A PostgreSQL cluster of the test's own, for tests that stop it."""
+    from private_services import PrivatePostgres
+
+    pg = PrivatePostgres(tmp_path_factory.mktemp("pg")).start()
+    try:
+        yield pg
+    finally:
+        pg.close()

@@ -16,7 +16,7 @@ import psycopg2
 
 import ecomlogs
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,39 +51,70 @@ def read_all(
     topic: str,
     expected: Optional[int] = None,
     timeout_s: float = 60.0,
-    idle_s: float = 3.0,
     isolation: str = "read_uncommitted",
-    partitions: int = 3,
 ) -> list[Any]:
-    """Reads a topic from the start with manual assignment (no group join), until ``expected`` messages
-    arrived or nothing came for ``idle_s`` seconds; never longer than ``timeout_s``."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("reader"),
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
-    )
+    """Every record of ``topic`` from the start (manual assignment, no group join): reads until every
+    partition reported its end (and, with ``expected``, at least that many arrived); never longer than
+    ``timeout_s``. Records that come after the end are not waited for: write first, then read."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "enable.auto.commit": False,
+                  "isolation.level": isolation, "enable.partition.eof": True})
     try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        out: list[Any] = []
         deadline = time.monotonic() + timeout_s
-        last = time.monotonic()
+        meta = c.list_topics(topic, timeout=min(timeout_s, 15))
+        partitions = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+        if not partitions or meta.topics[topic].error is not None:
+            return []
+        c.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: list[Any] = []
+        ended: set[int] = set()
         while time.monotonic() < deadline:
-            if expected is not None and len(out) >= expected:
-                # Keep reading briefly so that extra (duplicate) messages would be seen too.
-                idle_s = min(idle_s, 1.0)
-            batch = c.consume(num_messages=10000, timeout=0.5)
-            good = [m for m in batch if m.error() is None]
-            out.extend(good)
-            if good:
-                last = time.monotonic()
-            elif time.monotonic() - last > idle_s and (expected is None or len(out) >= expected):
+            for m in c.consume(num_messages=10000, timeout=0.2):
+                if m.error() is None:
+                    out.append(m)
+                    ended.discard(m.partition())
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(m.partition())
+            if len(ended) == len(partitions) and (expected is None or len(out) >= expected):
                 break
         return out
     finally:
         c.close()
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 60.0, every_s: float = 0.05) -> Any:
+    """Polls ``check()`` until it returns something truthy (returned); fails naming ``what`` after
+    ``timeout_s``. For waiting on events instead of sleeping."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def wait_group_empty(bootstrap: str, group: str, timeout_s: float = 60.0) -> None:
+    """Waits until a consumer group has no members (a killed member leaves when its session times out,
+    6 s here), so that the next member gets every partition."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def empty() -> bool:
+        try:
+            d = admin.describe_consumer_groups([group], request_timeout=5)[group].result(10)
+        except Exception:  # noqa: BLE001 - an unknown group is an empty one; anything else: ask again
+            return False
+        return not d.members or d.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
+
+    wait_for(f"consumer group {group} to have no members", empty, timeout_s=timeout_s, every_s=0.25)
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """How many records ``topic`` holds now, by reading it (the dev broker's watermarks can be off)."""
+    return len(read_all(bootstrap, topic, timeout_s=30))
 
 
 _ABORT_FILTERING: dict[str, bool] = {}
@@ -108,8 +139,7 @@ def broker_hides_aborted_transactions(bootstrap: str) -> bool:
         p.begin_transaction()
         p.produce(topic, value=b"committed")
         p.commit_transaction(30)
-        seen = [m.value() for m in read_all(bootstrap, topic, expected=1, isolation="read_committed",
-                                            partitions=1, idle_s=2)]
+        seen = [m.value() for m in read_all(bootstrap, topic, expected=1, isolation="read_committed")]
         _ABORT_FILTERING[bootstrap] = seen == [b"committed"]
     return _ABORT_FILTERING[bootstrap]
 
@@ -135,7 +165,7 @@ def produce_clean(bootstrap: str, topic: str, n: int, seed: int) -> dict[str, di
     raw = unique("raw")
     ecomlogs.produce(n, bootstrap_servers=bootstrap, topic=raw, seed=seed)
     st = ecomlogs.process(bootstrap_servers=bootstrap, input_topic=raw, output_topic=topic,
-                          dlq_topic=unique("dlq"), group_id=unique("g"), until_idle_s=2)
+                          dlq_topic=unique("dlq"), group_id=unique("g"), until_caught_up=True)
     assert st.consumed == n
     msgs = read_all(bootstrap, topic, expected=st.valid, timeout_s=120)
     events = {json.loads(m.value())["event_id"]: json.loads(m.value()) for m in msgs}
@@ -149,8 +179,18 @@ def loader_cmd(bootstrap: str, topic: str, dsn: str, group: str, *extra: str) ->
 
 
 def run_until_idle(cmd: list[str], idle: float = 3.0, timeout: float = 300) -> str:
+    """Runs a stage until it had no input for ``idle`` seconds (for input that is still arriving, or a
+    group that a killed member still holds); asserts exit 0; returns its stderr."""
     p = subprocess.run([*cmd, "--until-idle", str(idle)], cwd=ROOT, capture_output=True, text=True,
                        timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stderr
+
+
+def run_until_caught_up(cmd: list[str], timeout: float = 300) -> str:
+    """Runs a stage until it has read every assigned partition to its end (for input written before
+    it starts); asserts exit 0; returns its stderr."""
+    p = subprocess.run([*cmd, "--until-caught-up"], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stderr
 

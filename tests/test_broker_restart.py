@@ -15,19 +15,15 @@ import psycopg2
 import pytest
 
 import ecomlogs
-from durable_broker import DurableBroker
+from private_services import DurableBroker
 from helpers import finish, read_all, start, unique
 
 pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture()
-def durable(tmp_path: Path) -> Iterator[DurableBroker]:
-    broker = DurableBroker(tmp_path).start()
-    try:
-        yield broker
-    finally:
-        broker.close()
+def durable(durable_broker: DurableBroker) -> DurableBroker:
+    return durable_broker
 
 
 def test_three_stages_ride_out_two_broker_restarts(durable: DurableBroker, db: str) -> None:
@@ -62,7 +58,7 @@ def test_three_stages_ride_out_two_broker_restarts(durable: DurableBroker, db: s
         # librdkafka's own line per failed attempt stays out of the log (at most named in our warning).
         assert "FAIL" not in logs[name] and logs[name].count("Connect to ipv4") <= lost
     # Compare with what the broker holds now.
-    held = read_all(bs, raw, timeout_s=120, idle_s=3)
+    held = read_all(bs, raw, timeout_s=120)
     assert len(held) >= 6_000
     verdicts = ecomlogs.validate_batch([m.value() for m in held])
     valid = {json.loads(m.value())["event_id"] for m, v in zip(held, verdicts) if v.valid}
@@ -71,7 +67,7 @@ def test_three_stages_ride_out_two_broker_restarts(durable: DurableBroker, db: s
         c.execute("SELECT event_id FROM kafka_events_silver")
         rows = [r[0] for r in c.fetchall()]
     assert len(rows) == len(set(rows)) and set(rows) == valid  # every valid record is one row
-    letters = read_all(bs, dlq, timeout_s=120, idle_s=3)
+    letters = read_all(bs, dlq, timeout_s=120)
     assert invalid <= {m.value() for m in letters}  # every invalid record is a dead letter
     assert {dict(m.headers())[k] for m in letters for k in ("stage",)} == {b"processor"}
 

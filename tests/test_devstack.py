@@ -27,7 +27,8 @@ from confluent_kafka.admin import AdminClient
 from ecomlogs import devstack
 from ecomlogs.exceptions import DevStackError, EcomlogsError
 
-pytestmark = pytest.mark.timeout(180)
+# The private stack is module-scoped: keep this module's tests on one worker, one after the other.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("devstack")]
 
 
 def _host_port(bootstrap: str) -> tuple[str, int]:

@@ -19,8 +19,8 @@ import psycopg2
 import pytest
 
 import ecomlogs
-from ecomlogs import devstack
-from helpers import assert_exact, finish, loader_cmd, produce_clean, read_all, row_count, rows, run_until_idle, start, unique
+from helpers import (assert_exact, finish, loader_cmd, produce_clean, read_all, row_count, rows, run_until_caught_up,
+                     start, unique, wait_for, wait_group_empty)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_pipeline_rows_equal_valid_events_exactly(kafka_bootstrap: str, db: str) -> None:
     clean = unique("clean")
     expected = produce_clean(kafka_bootstrap, clean, 20_000, seed=21)
-    out = run_until_idle(loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "500"))
+    out = run_until_caught_up(loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "500"))
     assert f"loaded {len(expected):,} rows" in out, out[-2000:]
     assert_exact(db, expected)
     # Analytics views answer from the same rows.
@@ -51,7 +51,7 @@ def test_redelivered_events_are_skipped_not_errors(kafka_bootstrap: str, db: str
     for e in list(expected.values())[:1500]:
         p.produce(clean, value=json.dumps(e).encode(), key=e["customer_id"].encode())
     assert p.flush(60) == 0
-    out = run_until_idle(loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "700"))
+    out = run_until_caught_up(loader_cmd(kafka_bootstrap, clean, db, unique("g"), "--batch-size", "700"))
     assert "1,500 duplicates skipped" in out, out[-2000:]
     assert_exact(db, expected)
 
@@ -67,29 +67,25 @@ def test_kill_9_five_times_still_exactly_once(kafka_bootstrap: str, db: str, wor
         proc = start(cmd, capture=False)
         time.sleep(rng.uniform(2.5, 6.0))  # the group join takes ~3 s: kills land before and during loading
         finish(proc, signal.SIGKILL, timeout=30)
-    # The killed member stays in the group until its session times out (6 s); until then the new one may
-    # own only some partitions, so "idle" must outlast that.
-    run_until_idle(cmd, idle=10)
+    # The killed member stays in the group until its session times out (6 s); until then a new one would
+    # own only some partitions.
+    wait_group_empty(kafka_bootstrap, group)
+    run_until_caught_up(cmd)
     assert_exact(db, expected)
 
 
-def test_postgres_down_for_10_seconds(kafka_bootstrap: str, db: str, stack: Any) -> None:
-    if not stack.postgres_started_by_us:
-        pytest.fail("this test stops PostgreSQL: run it against the dev stack's own PostgreSQL")
-    clean, group = unique("clean"), unique("g")
+def test_postgres_down_for_10_seconds(kafka_bootstrap: str, private_pg: Any) -> None:
+    clean, group, db = unique("clean"), unique("g"), private_pg.dsn
     expected = produce_clean(kafka_bootstrap, clean, 300_000, seed=24)
     ecomlogs.migrate(db)
     cmd = loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000")
-    proc = start([*cmd, "--until-idle", "5"])
+    proc = start([*cmd, "--until-caught-up"])
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(rows(db)) < 5000:
-            time.sleep(0.2)
-        assert len(rows(db)) >= 5000, "the loader did not start loading"
-        devstack.stop_postgres(timeout=30)
-        time.sleep(10)
+        wait_for("the loader to store 5,000 rows", lambda: row_count(db) >= 5000)
+        private_pg.stop(timeout=30)
+        time.sleep(10)  # the outage itself
     finally:
-        devstack.start_postgres(timeout=60)  # also when an assertion above failed
+        private_pg.start(timeout=60)  # also when an assertion above failed
     code, err = finish(proc)
     assert code == 0, err[-3000:]
     assert "PostgreSQL unavailable" in err and "retrying in" in err
@@ -105,9 +101,8 @@ def test_partial_batch_is_written_once_the_topic_goes_quiet(kafka_bootstrap: str
                        "--flush-interval-ms", "600000"), "--until-idle", "120"]
     proc = start(cmd)
     try:
-        deadline = time.monotonic() + 60  # a group join (~3 s) plus the 50 ms quiet gap, with room
-        while row_count(db) < len(expected) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+        # A group join (~3 s) plus the 50 ms quiet gap, with room.
+        wait_for("the trickle to reach the table", lambda: row_count(db) >= len(expected) or proc.poll() is not None)
         assert proc.poll() is None, "the loader exited instead of writing while running"
         assert_exact(db, expected)
     finally:
@@ -119,7 +114,7 @@ def test_loader_workers_share_partitions_exactly_once(kafka_bootstrap: str, db: 
     clean = unique("clean")
     expected = produce_clean(kafka_bootstrap, clean, 30_000, seed=29)
     stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, group_id=unique("g"), dsn=db,
-                          dlq_topic=unique("dlq"), batch_size=1000, until_idle_s=3, workers=3)
+                          dlq_topic=unique("dlq"), batch_size=1000, until_caught_up=True, workers=3)
     assert stats.rows_inserted == len(expected) and stats.consumed == len(expected)
     assert stats.duplicates_skipped == 0 and stats.dead_lettered == 0
     assert_exact(db, expected)
@@ -133,9 +128,10 @@ def test_loader_workers_share_partitions_exactly_once(kafka_bootstrap: str, db: 
 def test_two_loaders_in_one_group_exactly_once_across_rebalances(kafka_bootstrap: str, db: str) -> None:
     clean, group = unique("clean"), unique("g")
     expected = produce_clean(kafka_bootstrap, clean, 200_000, seed=25)
-    cmd = [*loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000"), "--until-idle", "6"]
+    cmd = [*loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000"), "--until-caught-up"]
     a = start(cmd)
-    time.sleep(5)
+    # The first one is loading when the second one arrives: a rebalance mid-load.
+    wait_for("the first loader to store rows", lambda: row_count(db) > 0)
     b = start(cmd)
     errs = []
     for p in (a, b):
@@ -154,7 +150,7 @@ def test_rejected_row_goes_to_dlq_with_sqlstate_and_the_rest_loads(kafka_bootstr
     with psycopg2.connect(db) as conn, conn.cursor() as c:
         c.execute("ALTER TABLE kafka_events_silver ADD CONSTRAINT amount_cap CHECK (amount < 1000)")
     stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, dsn=db, group_id=unique("g"),
-                          dlq_topic=dlq, batch_size=500, until_idle_s=3)
+                          dlq_topic=dlq, batch_size=500, until_caught_up=True)
     too_big = {k for k, e in expected.items() if Decimal(str(e["amount"])) >= 1000}
     assert too_big, "the seed should give some amounts over 1000"
     assert stats.dead_lettered == len(too_big) and stats.by_reason == {"database_rejected": len(too_big)}
@@ -176,7 +172,7 @@ def test_each_batch_is_stored_in_event_id_order(kafka_bootstrap: str, db: str) -
     clean = unique("clean")
     expected = produce_clean(kafka_bootstrap, clean, 8000, seed=27)
     stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, dsn=db, group_id=unique("g"),
-                          dlq_topic=unique("dlq"), batch_size=1000, until_idle_s=3)
+                          dlq_topic=unique("dlq"), batch_size=1000, until_caught_up=True)
     assert stats.rows_inserted == len(expected) and stats.batches >= len(expected) // 1000
     with psycopg2.connect(db) as conn, conn.cursor() as c:
         c.execute("SELECT event_id FROM kafka_events_silver ORDER BY id")

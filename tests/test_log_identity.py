@@ -16,8 +16,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 import ecomlogs
-from ecomlogs import devstack
-from helpers import ROOT, finish, read_all, start, unique
+from helpers import ROOT, finish, read_all, start, unique, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,7 +29,7 @@ def feed(bootstrap: str, topic: str, n: int, seed: int) -> None:
 
 def load(bootstrap: str, topic: str, group: str, dsn: str, **kw: Any) -> ecomlogs.LoadStats:
     return ecomlogs.load(bootstrap_servers=bootstrap, topic=topic, group_id=group, dsn=dsn,
-                         dlq_topic=unique("dlq"), until_idle_s=2, batch_size=5000, **kw)
+                         dlq_topic=unique("dlq"), until_caught_up=True, batch_size=5000, **kw)
 
 
 def count(dsn: str) -> tuple[int, int]:
@@ -158,7 +157,7 @@ def test_missing_schema_is_a_fault_not_an_outage(kafka_bootstrap: str, db: str) 
     clean, dlq = unique("clean"), unique("dlq")
     feed(kafka_bootstrap, clean, 100, seed=109)
     t0 = time.monotonic()
-    p = subprocess.run([*_loader(kafka_bootstrap, clean, db, dlq, "--no-migrate"), "--until-idle", "30"],
+    p = subprocess.run([*_loader(kafka_bootstrap, clean, db, dlq, "--no-migrate"), "--until-caught-up"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert time.monotonic() - t0 < 20
     _assert_fault(p.returncode, p.stderr, "42P01", "ecomlogs migrate")
@@ -177,7 +176,7 @@ def test_a_role_without_insert_is_a_fault_at_start_and_mid_run(kafka_bootstrap: 
     as_role = db.replace("postgres@", f"{role}@", 1)
     try:
         feed(kafka_bootstrap, clean, 2_000, seed=110)
-        p = subprocess.run([*_loader(kafka_bootstrap, clean, as_role, dlq), "--until-idle", "30"],
+        p = subprocess.run([*_loader(kafka_bootstrap, clean, as_role, dlq), "--until-caught-up"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         _assert_fault(p.returncode, p.stderr, "42501", "permission denied for table kafka_events_silver")
         # Granted at start, revoked while loading: the batch in flight fails for good, it is not an outage
@@ -186,9 +185,7 @@ def test_a_role_without_insert_is_a_fault_at_start_and_mid_run(kafka_bootstrap: 
             c.execute(f"GRANT INSERT ON kafka_events_silver TO {role}")
             c.execute(f"GRANT USAGE ON SEQUENCE kafka_events_silver_id_seq TO {role}")
         proc = start([*_loader(kafka_bootstrap, clean, as_role, dlq, "--batch-size", "500"), "--until-idle", "60"])
-        deadline = time.monotonic() + 60
-        while count(db)[0] < 2_000 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for("the first 2,000 rows", lambda: count(db)[0] >= 2_000)
         assert count(db)[0] == 2_000
         with psycopg2.connect(db) as conn, conn.cursor() as c:
             c.execute(f"REVOKE INSERT ON kafka_events_silver FROM {role}")
@@ -201,7 +198,7 @@ def test_a_role_without_insert_is_a_fault_at_start_and_mid_run(kafka_bootstrap: 
             c.execute("SELECT coalesce(sum(next_offset), 0) FROM ecomlogs_kafka_offsets")
             assert c.fetchone()[0] == stored_before == 2_000  # the failed batch stored no offsets
         assert count(db) == (2_000, 2_000)
-        assert read_all(kafka_bootstrap, dlq, timeout_s=10, idle_s=1) == []  # nothing dead-lettered
+        assert read_all(kafka_bootstrap, dlq, timeout_s=10) == []  # nothing dead-lettered
     finally:
         with psycopg2.connect(db) as conn, conn.cursor() as c:
             c.execute(f"DROP OWNED BY {role}")
@@ -226,7 +223,7 @@ def test_timestamps_outside_years_1_to_9999_are_dead_lettered_and_the_rest_reads
         p.produce(clean, key=b"CUST-1", value=json.dumps(dict(base, event_id=name, timestamp=ts)).encode())
     assert p.flush(30) == 0
     stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, group_id=unique("g"), dsn=db,
-                          dlq_topic=dlq, until_idle_s=2)
+                          dlq_topic=dlq, until_caught_up=True)
     assert stats.rows_inserted == 2 and stats.by_reason == {"bad_timestamp": 3}
     # Every stored row reads back through a standard client (psycopg2 fails on year-0 "BC" values).
     with psycopg2.connect(db) as conn, conn.cursor() as c:
@@ -239,45 +236,32 @@ def test_timestamps_outside_years_1_to_9999_are_dead_lettered_and_the_rest_reads
     assert all(dict(m.headers())["reason"] == b"bad_timestamp" for m in letters)
 
 
-@pytest.mark.restarts_broker
 def test_broker_restart_resets_the_log_and_nothing_is_skipped(
-        kafka_bootstrap: str, db: str, stack: Any, caplog: pytest.LogCaptureFixture) -> None:
+        memory_broker: Any, db: str, caplog: pytest.LogCaptureFixture) -> None:
     """The reproduction of the issue: the dev broker keeps topics in memory, so after a restart the
     offsets stored in PostgreSQL point into a log that no longer exists."""
-    if not stack.broker_started_by_us:
-        pytest.fail("this test restarts the broker: run it against the dev stack's own broker")
-    clean, group = unique("clean"), unique("g")
-    feed(kafka_bootstrap, clean, 30_000, seed=112)
-    assert load(kafka_bootstrap, clean, group, db).rows_inserted == 30_000
-    devstack.stop_broker(timeout=30)
-    devstack.up(timeout=60)
-    ecomlogs.ensure_topics([clean], bootstrap_servers=kafka_bootstrap)
-    feed(kafka_bootstrap, clean, 60_000, seed=113)
-    stats = load(kafka_bootstrap, clean, group, db)
+    bs, clean, group = memory_broker.bootstrap_servers, unique("clean"), unique("g")
+    feed(bs, clean, 30_000, seed=112)
+    assert load(bs, clean, group, db).rows_inserted == 30_000
+    memory_broker.restart()
+    feed(bs, clean, 60_000, seed=113)
+    stats = load(bs, clean, group, db)
     assert stats.rows_inserted == 60_000 and count(db) == (90_000, 90_000)
     assert len(warnings_of(caplog, "from the beginning")) == 3
 
 
-@pytest.mark.restarts_broker
-def test_ecomlogs_run_twice_around_a_broker_restart(kafka_bootstrap: str, db: str, stack: Any) -> None:
-    if not stack.broker_started_by_us:
-        pytest.fail("this test restarts the broker: run it against the dev stack's own broker")
+def test_ecomlogs_run_twice_around_a_broker_restart(memory_broker: Any, db: str) -> None:
+    bs = memory_broker.bootstrap_servers
 
     def run(seed: int) -> int:
         p = subprocess.run([sys.executable, "-m", "ecomlogs", "run", "--count", "20000", "--seed", str(seed),
-                            "--bootstrap-servers", kafka_bootstrap, "--dsn", db],
+                            "--bootstrap-servers", bs, "--dsn", db],
                            cwd=ROOT, capture_output=True, text=True, timeout=240)
         assert p.returncode == 0, p.stderr[-3000:]
         line = next(ln for ln in p.stdout.splitlines() if ln.startswith("pipeline:"))
-        valid = int(line.split("; ")[1].split()[0].replace(",", ""))
-        return valid
+        return int(line.split("; ")[1].split()[0].replace(",", ""))
 
-    def restart() -> None:
-        devstack.stop_broker(timeout=30)
-        devstack.up(timeout=60)
-
-    restart()  # a clean slate: the default topics hold nothing from other tests
     first = run(114)
-    restart()
+    memory_broker.restart()
     second = run(115)
     assert count(db) == (first + second, first + second)

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
 import ecomlogs
-from helpers import broker_hides_aborted_transactions, finish, read_all, start, unique
+from helpers import (broker_hides_aborted_transactions, finish, read_all, run_until_caught_up, start, topic_size,
+                     unique, wait_for, wait_group_empty)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,10 +59,6 @@ def processor(bootstrap: str, raw: str, clean: str, dlq: str, group: str, *extra
             "--output-topic", clean, "--dlq-topic", dlq, "--group-id", group, *extra]
 
 
-def run_until_idle(cmd: list[str], idle: float = 3.0, timeout: float = 240) -> str:
-    p = subprocess.run([*cmd, "--until-idle", str(idle)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr
-    return p.stderr
 
 
 def headers(m: Any) -> dict[str, str]:
@@ -104,7 +101,7 @@ def test_known_mixture_gives_exact_clean_and_dead_letter_sets(kafka_bootstrap: s
     cases = cases[::2] + cases[1::2]
     produce_raw(kafka_bootstrap, raw, [(k, v) for k, v, _ in cases])
 
-    out = run_until_idle(processor(kafka_bootstrap, raw, clean, dlq, unique("g")))
+    out = run_until_caught_up(processor(kafka_bootstrap, raw, clean, dlq, unique("g")))
     assert f"processed {len(cases):,} events" in out, out
 
     clean_msgs = read_all(kafka_bootstrap, clean, expected=len(valid))
@@ -142,27 +139,34 @@ def _expected(bootstrap: str, raw: str, n: int) -> tuple[set[str], int]:
     return valid_ids, sum(not v.valid for v in verdicts)
 
 
+def _wait_for_output(clean: str, bootstrap: str, at_least: int = 1000) -> None:
+    """Waits until the processor has written some output (its group joined, its batches committing),
+    counting records as they arrive (the dev broker's watermarks lag behind its records)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("w"), "isolation.level": "read_uncommitted"})
+    seen = 0
+
+    def written() -> bool:
+        nonlocal seen
+        if not c.assignment():
+            if clean not in c.list_topics(timeout=5).topics:
+                return False  # the processor has not created it yet
+            c.assign([TopicPartition(clean, p, 0) for p in range(3)])
+        seen += sum(1 for m in c.consume(num_messages=10000, timeout=0.2) if m.error() is None)
+        return seen > at_least
+
+    try:
+        wait_for(f"output in {clean}", written, timeout_s=60)
+    finally:
+        c.close()
+
+
 def _kill_mid_stream(cmd: list[str], clean: str, bootstrap: str) -> None:
     """Starts the processor, waits until some output exists, then SIGKILLs it."""
     proc = start(cmd, capture=False)
     try:
-        deadline = time.monotonic() + 60
-        from confluent_kafka import Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("w"), "isolation.level": "read_uncommitted"})
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    highs = [c.get_watermark_offsets(TopicPartition(clean, p), timeout=5)[1] for p in range(3)]
-                except KafkaException:  # the processor has not created the topic yet
-                    highs = [0]
-                if sum(highs) > 1000:
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the processor produced nothing within 60 s")
-        finally:
-            c.close()
+        _wait_for_output(clean, bootstrap)
     finally:
         finish(proc, signal.SIGKILL, timeout=30)
 
@@ -176,8 +180,9 @@ def test_kill_9_at_least_once_loses_nothing(kafka_bootstrap: str, workers: int) 
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000",
                     "--workers", str(workers))
     _kill_mid_stream(cmd, clean, kafka_bootstrap)
-    # The killed member holds its partitions until its session times out (6 s): idle must outlast that.
-    run_until_idle(cmd, idle=10)
+    # The killed member holds its partitions until its session times out (6 s).
+    wait_group_empty(kafka_bootstrap, group)
+    run_until_caught_up(cmd)
     clean_ids = [json.loads(m.value())["event_id"] for m in read_all(kafka_bootstrap, clean, timeout_s=180)]
     assert set(clean_ids) == valid_ids  # nothing missing (duplicates allowed at-least-once)
     dlq_sources = {(headers(m)["source.partition"], headers(m)["source.offset"])
@@ -193,8 +198,9 @@ def test_kill_9_exactly_once_neither_loses_nor_duplicates(kafka_bootstrap: str) 
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000",
                     "--exactly-once", "--transactional-id", f"{group}-0")
     _kill_mid_stream(cmd, clean, kafka_bootstrap)
-    # The killed member holds its partitions until its session times out (6 s): idle must outlast that.
-    run_until_idle(cmd, idle=10)
+    # The killed member holds its partitions until its session times out (6 s).
+    wait_group_empty(kafka_bootstrap, group)
+    run_until_caught_up(cmd)
     committed = read_all(kafka_bootstrap, clean, timeout_s=180, isolation="read_committed")
     clean_ids = [json.loads(m.value())["event_id"] for m in committed]
     dlq_msgs = read_all(kafka_bootstrap, dlq, timeout_s=180, isolation="read_committed")
@@ -214,10 +220,10 @@ def test_kill_9_exactly_once_neither_loses_nor_duplicates(kafka_bootstrap: str) 
         _produce_events(kafka_bootstrap, raw2, 30_000, seed=16)
         ids2, invalid2 = _expected(kafka_bootstrap, raw2, 30_000)
         eos = ["--quiet", "--batch-max", "5000", "--exactly-once", "--transactional-id", f"{group2}-0"]
-        run_until_idle(processor(kafka_bootstrap, raw2, clean2, dlq2, group2, *eos))
+        run_until_caught_up(processor(kafka_bootstrap, raw2, clean2, dlq2, group2, *eos))
         _produce_events(kafka_bootstrap, raw2, 30_000, seed=17)
         ids3, invalid3 = _expected(kafka_bootstrap, raw2, 60_000)
-        run_until_idle(processor(kafka_bootstrap, raw2, clean2, dlq2, group2, *eos))
+        run_until_caught_up(processor(kafka_bootstrap, raw2, clean2, dlq2, group2, *eos))
         got = [json.loads(m.value())["event_id"]
                for m in read_all(kafka_bootstrap, clean2, expected=len(ids3), isolation="read_committed")]
         assert len(got) == len(ids3) and set(got) == ids3
@@ -229,9 +235,10 @@ def test_two_instances_split_partitions_and_a_rebalance_loses_nothing(kafka_boot
     n = 200_000
     _produce_events(kafka_bootstrap, raw, n, seed=13)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
-    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--batch-max", "2000", "--until-idle", "6")
+    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--batch-max", "2000", "--until-caught-up")
     first = start(cmd)
-    time.sleep(4)  # the first one has joined and is working when the second one arrives: a rebalance
+    # The first one has joined and is working when the second one arrives: a rebalance.
+    _wait_for_output(clean, kafka_bootstrap)
     second = start(cmd)
     outs = []
     for p in (first, second):
@@ -251,7 +258,7 @@ def test_python_api_returns_counts(kafka_bootstrap: str) -> None:
     _produce_events(kafka_bootstrap, raw, 5000, seed=14)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, 5000)
     stats = ecomlogs.process(bootstrap_servers=kafka_bootstrap, input_topic=raw, output_topic=clean,
-                             dlq_topic=dlq, group_id=unique("g"), until_idle_s=3, workers=3)
+                             dlq_topic=dlq, group_id=unique("g"), until_caught_up=True, workers=3)
     assert stats.consumed == 5000 and stats.valid == len(valid_ids) and stats.invalid == invalid
     assert sum(stats.by_reason.values()) == invalid
     assert not stats.interrupted
@@ -262,10 +269,11 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap: str) ->
     _produce_events(kafka_bootstrap, raw, 20_000, seed=15)
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group)
     proc = start(cmd)
-    time.sleep(8)
+    wait_for("every event processed", lambda: topic_size(kafka_bootstrap, clean) + topic_size(kafka_bootstrap, dlq)
+             >= 20_000, every_s=0.5)
     code, err = finish(proc, signal.SIGTERM, timeout=60)
     assert code == 0, err
     assert "stopped by signal" in err and "processed 20,000 events" in err
     # Everything was committed: a second run of the same group finds nothing left to do.
-    again = run_until_idle(cmd, idle=2)
+    again = run_until_caught_up(cmd)
     assert "processed 0 events" in again, again

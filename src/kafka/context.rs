@@ -13,7 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
 
-use super::log_rebalance;
+use super::{log_rebalance, Assignment};
 
 /// Reports broker outages in a stage's log once: one warning when the connection is lost, one line when
 /// it is back, instead of librdkafka's line per failed attempt (which go to debug).
@@ -191,22 +191,16 @@ impl ProducerContext for DeliveryTracker {
 /// Logs rebalances (who got which partitions) under `ecomlogs.kafka` and counts them, so a stage can
 /// tell "no input yet because the group is still joining" from "no input".
 pub struct GroupContext {
-    pub rebalances: AtomicU64,
-    pub assigned_partitions: AtomicU64,
+    pub assignment: Assignment,
     pub watch: Arc<BrokerWatch>,
 }
 
 impl GroupContext {
     pub fn new(watch: Arc<BrokerWatch>) -> Self {
         GroupContext {
-            rebalances: AtomicU64::new(0),
-            assigned_partitions: AtomicU64::new(0),
+            assignment: Assignment::default(),
             watch,
         }
-    }
-
-    pub fn has_joined(&self) -> bool {
-        self.rebalances.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -222,13 +216,9 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         log_rebalance(rebalance);
-        self.rebalances.fetch_add(1, Ordering::Relaxed);
         match rebalance {
-            Rebalance::Assign(tpl) => self
-                .assigned_partitions
-                .store(tpl.count() as u64, Ordering::Relaxed),
-            Rebalance::Revoke(_) => self.assigned_partitions.store(0, Ordering::Relaxed),
-            Rebalance::Error(_) => {}
+            Rebalance::Assign(_) => self.assignment.assigned(),
+            Rebalance::Revoke(_) | Rebalance::Error(_) => self.assignment.revoked(),
         }
     }
 }

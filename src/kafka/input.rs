@@ -1,5 +1,6 @@
 //! What a consuming worker knows of its input.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -8,15 +9,44 @@ use rdkafka::error::KafkaError;
 use super::{is_connection_error, is_fatal};
 use crate::error::{Error, Result};
 
+/// This member's standing in its consumer group, kept by its context's rebalance callback: how many
+/// rebalances so far, and whether an assignment is in force (from an ASSIGN to the next REVOKE; during
+/// a rebalance none is, even an empty one).
+#[derive(Debug, Default)]
+pub struct Assignment {
+    generation: AtomicU64,
+    in_force: AtomicBool,
+}
+
+impl Assignment {
+    pub fn assigned(&self) {
+        self.in_force.store(true, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revoked(&self) {
+        self.in_force.store(false, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub fn in_force(&self) -> bool {
+        self.in_force.load(Ordering::Relaxed)
+    }
+}
+
 /// What a consuming worker knows of its input: which assigned partitions it has read to their end
 /// (librdkafka's end-of-partition events, `enable.partition.eof`) and when input last came. Serves
 /// `until_caught_up` (every assigned partition read to its end) and `until_idle`.
 #[derive(Debug)]
 pub struct InputState {
     generation: u64,
+    in_force: bool,
     ends: Vec<(i32, bool)>,
     ended: usize,
-    assigned_once: bool,
     pub last_input: Instant,
 }
 
@@ -24,38 +54,43 @@ impl Default for InputState {
     fn default() -> Self {
         InputState {
             generation: 0,
+            in_force: false,
             ends: Vec::new(),
             ended: 0,
-            assigned_once: false,
             last_input: Instant::now(),
         }
     }
 }
 
 impl InputState {
-    /// Follows the assignment: a new one (the context's rebalance count moved) starts every partition
-    /// unread, and restarts the idle clock.
-    pub fn sync<C: ConsumerContext>(&mut self, generation: u64, consumer: &BaseConsumer<C>) {
+    /// Follows the assignment: a new one (the group's generation moved) starts every partition unread,
+    /// and restarts the idle clock.
+    pub fn sync<C: ConsumerContext>(&mut self, group: &Assignment, consumer: &BaseConsumer<C>) {
+        let generation = group.generation();
         if generation == self.generation {
             return;
         }
         self.generation = generation;
-        self.ends = consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.partition(), false))
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.in_force = group.in_force();
+        self.ends = match self.in_force {
+            true => consumer
+                .assignment()
+                .map(|tpl| {
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.partition(), false))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
         self.ended = 0;
-        self.assigned_once |= !self.ends.is_empty();
         self.last_input = Instant::now();
     }
 
+    /// Partitions are assigned to this worker now.
     pub fn assigned(&self) -> bool {
-        !self.ends.is_empty()
+        self.in_force && !self.ends.is_empty()
     }
 
     /// A record of `partition` came: it is not at its end (any more).
@@ -75,10 +110,10 @@ impl InputState {
         }
     }
 
-    /// Every assigned partition read to its end; a worker the group gave no partition counts too,
-    /// once the group has answered.
+    /// An assignment is in force and every partition of it has been read to its end (a worker the
+    /// group gave no partition counts too, but never one in the middle of a rebalance).
     pub fn caught_up(&self) -> bool {
-        self.ended == self.ends.len() && (self.assigned() || self.generation > 0)
+        self.in_force && self.ended == self.ends.len()
     }
 
     /// No input for `idle` while assigned (an unassigned worker is joining, not idle: it gets a

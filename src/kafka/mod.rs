@@ -7,7 +7,7 @@ mod input;
 mod topic_id;
 
 pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext};
-pub use input::{poll_error, InputState};
+pub use input::{poll_error, Assignment, InputState};
 pub use topic_id::topic_id;
 
 use std::time::Duration;

@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
-use crate::kafka::{log_rebalance, BrokerWatch};
+use crate::kafka::{log_rebalance, Assignment, BrokerWatch};
 use crate::resume::{LogCheck, Start, StoredPosition};
 use crate::sink::PgSink;
 use crate::stage::locked;
@@ -25,9 +25,7 @@ pub(super) struct LoaderContext {
     pub(super) topic_id: Mutex<Option<String>>,
     /// Next offset per partition; records below it are already stored and skipped.
     pub(super) stored: Mutex<HashMap<i32, i64>>,
-    pub(super) rebalances: AtomicU64,
-    /// Partitions assigned now (0 while joining or re-joining the group).
-    pub(super) assigned: AtomicU64,
+    pub(super) assignment: Assignment,
     pub(super) log_resets: AtomicU64,
     pub(super) offsets_lost: AtomicU64,
     /// A fault met in the rebalance callback, which cannot return it: the loop stops with it.
@@ -71,21 +69,21 @@ impl ConsumerContext for LoaderContext {
                 if let Err(e) = consumer.assign(tpl) {
                     log::error!(target: "ecomlogs.loader", "assigning partitions failed: {e}");
                 }
-                self.assigned.store(tpl.count() as u64, Ordering::Relaxed);
+                self.assignment.assigned();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 log_rebalance(&Rebalance::Revoke(tpl));
                 if let Err(e) = consumer.unassign() {
                     log::error!(target: "ecomlogs.loader", "unassigning partitions failed: {e}");
                 }
-                self.assigned.store(0, Ordering::Relaxed);
+                self.assignment.revoked();
             }
             other => {
                 log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
                 let _ = consumer.unassign();
+                self.assignment.revoked();
             }
         }
-        self.rebalances.fetch_add(1, Ordering::Relaxed);
     }
 }
 

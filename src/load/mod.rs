@@ -22,7 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
-use crate::kafka::{ensure_topics, poll_error, BrokerWatch, DeliveryTracker, InputState};
+use crate::kafka::{
+    ensure_topics, poll_error, Assignment, BrokerWatch, DeliveryTracker, InputState,
+};
 use crate::pg::{self};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
@@ -243,8 +245,7 @@ impl<'a> Worker<'a> {
             ),
             topic_id: Mutex::new(None),
             stored: Mutex::new(HashMap::new()),
-            rebalances: AtomicU64::new(0),
-            assigned: AtomicU64::new(0),
+            assignment: Assignment::default(),
             log_resets: AtomicU64::new(0),
             offsets_lost: AtomicU64::new(0),
             fault: Mutex::new(None),
@@ -331,8 +332,7 @@ impl<'a> Worker<'a> {
     fn fill(&mut self, wait: Duration) -> Result<bool> {
         let mut next = self.consumer.poll(wait);
         let ctx = self.consumer.context();
-        self.input
-            .sync(ctx.rebalances.load(Ordering::Relaxed), &self.consumer);
+        self.input.sync(&ctx.assignment, &self.consumer);
         let mut taken = 0u64;
         loop {
             match next {

@@ -1,6 +1,5 @@
 //! The processor's consumer context: on assignment, checks each committed offset against the log.
 
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -46,23 +45,21 @@ impl ConsumerContext for ProcessorContext {
                 if let Err(e) = consumer.assign(tpl) {
                     log::error!(target: "ecomlogs.processor", "assigning partitions failed: {e}");
                 }
-                self.group
-                    .assigned_partitions
-                    .store(tpl.count() as u64, Ordering::Relaxed);
+                self.group.assignment.assigned();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 log_rebalance(&Rebalance::Revoke(tpl));
                 if let Err(e) = consumer.unassign() {
                     log::error!(target: "ecomlogs.processor", "unassigning partitions failed: {e}");
                 }
-                self.group.assigned_partitions.store(0, Ordering::Relaxed);
+                self.group.assignment.revoked();
             }
             other => {
                 log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
                 let _ = consumer.unassign();
+                self.group.assignment.revoked();
             }
         }
-        self.group.rebalances.fetch_add(1, Ordering::Relaxed);
     }
 }
 

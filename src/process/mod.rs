@@ -6,7 +6,6 @@
 //! with the outputs (read_committed consumers downstream then see each record once, whatever crashes).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -300,8 +299,7 @@ impl Outputs<'_> {
             };
             let polled = consumer.poll(wait);
             let ctx = consumer.context();
-            self.input
-                .sync(ctx.group.rebalances.load(Ordering::Relaxed), consumer);
+            self.input.sync(&ctx.group.assignment, consumer);
             match polled {
                 Some(Ok(m)) => {
                     self.input.record(m.partition());

@@ -32,7 +32,12 @@ impl Runner {
     /// `Error::Interrupted` stops the stage (after its batch in flight).
     pub fn tick(&mut self, stats: impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>>) -> Result<()> {
         Python::attach(|py| {
-            let mut outcome = py.check_signals();
+            // A log line from the loop goes through Python's logging; a Ctrl-C that landed in it is left
+            // pending there (pyo3-log cannot return it): take it now, like one from check_signals.
+            let mut outcome = match PyErr::take(py) {
+                Some(e) => Err(e),
+                None => py.check_signals(),
+            };
             if outcome.is_ok() {
                 if let Some(cb) = &self.progress {
                     let due = self
@@ -56,13 +61,19 @@ impl Runner {
         })
     }
 
-    /// The final report, so callers see the end state even on short runs.
+    /// The final report (when the stage succeeded), so callers see the end state even on short runs.
     pub fn finish(
         &mut self,
-        stats: impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>>,
+        stats: Option<impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>>>,
     ) -> PyResult<()> {
         Python::attach(|py| {
-            if let Some(cb) = &self.progress {
+            // A Ctrl-C left pending by a last log line: the stage has finished anyway.
+            if let Some(e) = PyErr::take(py) {
+                if !e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    return Err(e);
+                }
+            }
+            if let (Some(cb), Some(stats)) = (&self.progress, stats) {
                 cb.call1(py, (stats(py)?,))?;
             }
             Ok(())

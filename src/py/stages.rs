@@ -282,9 +282,11 @@ where
     if let Some(e) = runner.failure.take() {
         return Err(e);
     }
-    let stats = P::from(&result.map_err(to_pyerr)?);
-    runner.finish(|py| Py::new(py, stats.clone()).map(Py::into_any))?;
-    Ok(stats)
+    // Also after a failure: a log line's pending exception must not outlive the call.
+    let stats = result.map(|s| P::from(&s));
+    let last = stats.as_ref().ok().cloned();
+    runner.finish(last.map(|p| move |py: Python<'_>| Py::new(py, p).map(Py::into_any)))?;
+    stats.map_err(to_pyerr)
 }
 
 /// Generates events and produces them to `topic`, keyed by customer id: `count` of them (None: until
