@@ -111,8 +111,8 @@ const PRODUCER: &[(&str, &str)] = &[
     ("delivery.report.only.error", "true"),
     ("acks", "all"),
     ("linger.ms", "5"),
-    // LZ4 costs the client ~0.2 us per event and halves the broker's CPU (fewer bytes to store and
-    // serve); every Kafka broker since 0.10 handles it.
+    // LZ4: a little client CPU for much less broker CPU (fewer bytes to store and serve; figures in
+    // bench/PROFILE.md); every Kafka broker since 0.10 handles it.
     ("compression.type", "lz4"),
     ("batch.size", "1000000"),
     ("batch.num.messages", "100000"),

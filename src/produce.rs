@@ -55,6 +55,9 @@ pub struct ProduceStats {
     pub interrupted: bool,
 }
 
+/// Generates and produces `opts.count` events (None: until stopped), reporting through `tick` every
+/// `TICK`; `token` (or `tick` returning `Error::Interrupted`) stops it after a flush. Succeeds only if
+/// every event produced was acknowledged.
 pub fn run_producer(
     settings: &KafkaSettings,
     opts: &ProduceOptions,
@@ -67,132 +70,184 @@ pub fn run_producer(
         opts.partitions,
         Duration::from_secs(15),
     )?;
-    // Only failures get a delivery report (see `config`): what is acknowledged is what was produced,
-    // minus what is still in flight, minus failures.
-    let producer: BaseProducer<DeliveryTracker> = settings
-        .client(ClientKind::Producer, &[])
-        .create_with_context(DeliveryTracker::new(BrokerWatch::new("ecomlogs.producer")))
-        .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
-    let mut gen = Generator::new(&opts.generator);
-    let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
-    let mut stats = ProduceStats::default();
-    let start = Instant::now();
-    let mut last_tick = start;
-    let mut next_due = start;
-    let paced = !opts.interval.is_zero();
-
-    let refresh = |stats: &mut ProduceStats, p: &BaseProducer<DeliveryTracker>| {
-        stats.failed = p.context().failed();
-        let in_flight = p.in_flight_count().max(0) as u64;
-        let acknowledged = stats.produced.saturating_sub(in_flight + stats.failed);
-        if acknowledged > stats.delivered {
-            p.context().watch.alive(); // the broker acknowledged something since the last look
-        }
-        stats.delivered = if p.context().delivered() > 0 {
-            // Someone turned per-event reports back on through extra_config: count them.
-            p.context().delivered()
-        } else {
-            stats.produced.saturating_sub(in_flight + stats.failed)
-        };
-        stats.elapsed = start.elapsed();
-    };
-
-    let mut tick = |stats: &ProduceStats| {
-        if token.is_stopped() {
-            return Err(Error::Interrupted);
-        }
-        tick(stats)
-    };
-    let outcome: Result<()> = 'run: loop {
-        if opts.count.is_some_and(|n| stats.produced >= n) {
-            break Ok(());
-        }
-        if paced {
-            // Sleep in short slices so that Ctrl-C is seen promptly.
-            loop {
-                let now = Instant::now();
-                if now >= next_due {
-                    break;
-                }
-                producer.poll((next_due - now).min(TICK));
-                if last_tick.elapsed() >= TICK {
-                    last_tick = Instant::now();
-                    refresh(&mut stats, &producer);
-                    if let Err(e) = tick(&stats) {
-                        break 'run Err(e);
-                    }
-                }
-            }
-            // Keep the schedule (a late event is followed by quicker ones) unless we fell a second behind.
-            next_due += opts.interval;
-            let now = Instant::now();
-            if next_due + Duration::from_secs(1) < now {
-                next_due = now;
-            }
-        }
-        let intended = gen.next_into(&mut key, &mut value);
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&opts.topic).payload(value.as_slice());
-        if !key.is_empty() {
-            record = record.key(key.as_slice());
-        }
-        if let Err(e) = send_blocking(&producer, record) {
-            break 'run Err(Error::kafka(format!("producing to {}", opts.topic), e));
-        }
-        stats.produced += 1;
-        match intended {
-            Intended::Valid => stats.valid += 1,
-            Intended::Invalid(_) => stats.invalid += 1,
-        }
-        if opts.log_each {
-            log::info!(target: "ecomlogs.producer", "produced {}", String::from_utf8_lossy(&value));
-        }
-        if stats.produced % 1024 == 0 || paced {
-            producer.poll(Duration::ZERO);
-            if let Some(e) = producer.context().take_error() {
-                break Err(Error::kafka(format!("delivering to {}", opts.topic), e));
-            }
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
-                refresh(&mut stats, &producer);
-                if let Err(e) = tick(&stats) {
-                    break Err(e);
-                }
-            }
-        }
-    };
-    match outcome {
+    let mut stage = Stage::new(settings, opts, token, tick)?;
+    match stage.produce() {
         Ok(()) => {}
-        Err(Error::Interrupted) => stats.interrupted = true,
+        Err(Error::Interrupted) => stage.stats.interrupted = true,
         Err(e) => {
             // Deliver what is already queued before reporting the error; nothing else to do with it.
-            let _ = producer.flush(Duration::from_secs(5));
+            let _ = stage.producer.flush(Duration::from_secs(5));
             return Err(e);
         }
     }
-    let deadline = Instant::now() + opts.flush_timeout;
-    while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        producer.poll(TICK);
-        refresh(&mut stats, &producer);
-        // A second Ctrl-C during the flush is ignored: the flush is bounded by flush_timeout.
-        let _ = tick(&stats);
+    stage.flush()?;
+    Ok(stage.stats)
+}
+
+struct Stage<'a> {
+    opts: &'a ProduceOptions,
+    bootstrap_servers: &'a str,
+    producer: BaseProducer<DeliveryTracker>,
+    token: &'a StopToken,
+    tick: &'a mut dyn FnMut(&ProduceStats) -> Result<()>,
+    stats: ProduceStats,
+    start: Instant,
+    last_tick: Instant,
+}
+
+impl<'a> Stage<'a> {
+    fn new(
+        settings: &'a KafkaSettings,
+        opts: &'a ProduceOptions,
+        token: &'a StopToken,
+        tick: &'a mut dyn FnMut(&ProduceStats) -> Result<()>,
+    ) -> Result<Self> {
+        // Only failures get a delivery report (see `config`): what is acknowledged is what was
+        // produced, minus what is still in flight, minus failures.
+        let producer: BaseProducer<DeliveryTracker> = settings
+            .client(ClientKind::Producer, &[])
+            .create_with_context(DeliveryTracker::new(BrokerWatch::new("ecomlogs.producer")))
+            .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
+        let now = Instant::now();
+        Ok(Stage {
+            opts,
+            bootstrap_servers: &settings.bootstrap_servers,
+            producer,
+            token,
+            tick,
+            stats: ProduceStats::default(),
+            start: now,
+            last_tick: now,
+        })
     }
-    let _ = producer.flush(Duration::from_secs(1));
-    refresh(&mut stats, &producer);
-    if let Some(e) = producer.context().take_error() {
-        return Err(Error::kafka(format!("delivering to {}", opts.topic), e));
+
+    /// The loop: one event per turn, at its time when paced.
+    fn produce(&mut self) -> Result<()> {
+        let mut gen = Generator::new(&self.opts.generator);
+        let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
+        let paced = !self.opts.interval.is_zero();
+        let mut next_due = Instant::now();
+        while !self.opts.count.is_some_and(|n| self.stats.produced >= n) {
+            if paced {
+                self.wait_until(next_due)?;
+                // Keep the schedule (a late event is followed by quicker ones) unless a second behind.
+                next_due += self.opts.interval;
+                if let Some(floor) = Instant::now().checked_sub(Duration::from_secs(1)) {
+                    next_due = next_due.max(floor);
+                }
+            }
+            let intended = gen.next_into(&mut key, &mut value);
+            self.send(&key, &value)?;
+            match intended {
+                Intended::Valid => self.stats.valid += 1,
+                Intended::Invalid(_) => self.stats.invalid += 1,
+            }
+            if self.opts.log_each {
+                log::info!(target: "ecomlogs.producer", "produced {}", String::from_utf8_lossy(&value));
+            }
+            if paced || self.stats.produced % 1024 == 0 {
+                self.serve()?;
+            }
+        }
+        Ok(())
     }
-    if stats.delivered < stats.produced {
-        return Err(Error::kafka(
-            format!(
-                "{} of {} events were not acknowledged by {} within {:?}",
-                stats.produced - stats.delivered,
-                stats.produced,
-                settings.bootstrap_servers,
-                opts.flush_timeout
-            ),
-            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
-        ));
+
+    fn send(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.opts.topic).payload(value);
+        if !key.is_empty() {
+            record = record.key(key);
+        }
+        send_blocking(&self.producer, record)
+            .map_err(|e| Error::kafka(format!("producing to {}", self.opts.topic), e))?;
+        self.stats.produced += 1;
+        Ok(())
     }
-    Ok(stats)
+
+    /// Sleeps until `due` in short slices, serving the client and reporting meanwhile.
+    fn wait_until(&mut self, due: Instant) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                return Ok(());
+            }
+            self.producer.poll((due - now).min(TICK));
+            self.report()?;
+        }
+    }
+
+    /// Serves delivery reports (a failure ends the stage) and reports if a tick has passed.
+    fn serve(&mut self) -> Result<()> {
+        self.producer.poll(Duration::ZERO);
+        if let Some(e) = self.producer.context().take_error() {
+            return Err(Error::kafka(
+                format!("delivering to {}", self.opts.topic),
+                e,
+            ));
+        }
+        self.report()
+    }
+
+    fn report(&mut self) -> Result<()> {
+        if self.last_tick.elapsed() < TICK {
+            return Ok(());
+        }
+        self.last_tick = Instant::now();
+        self.refresh();
+        if self.token.is_stopped() {
+            return Err(Error::Interrupted);
+        }
+        (self.tick)(&self.stats)
+    }
+
+    fn refresh(&mut self) {
+        let ctx = self.producer.context();
+        self.stats.failed = ctx.failed();
+        let in_flight = self.producer.in_flight_count().max(0) as u64;
+        let acknowledged = self
+            .stats
+            .produced
+            .saturating_sub(in_flight + self.stats.failed);
+        if acknowledged > self.stats.delivered {
+            ctx.watch.alive(); // the broker acknowledged something since the last look
+        }
+        // Someone may have turned per-event reports back on through extra_config: count them then.
+        self.stats.delivered = match ctx.delivered() {
+            0 => acknowledged,
+            reported => reported,
+        };
+        self.stats.elapsed = self.start.elapsed();
+    }
+
+    /// Waits (up to `flush_timeout`) until everything produced is acknowledged.
+    fn flush(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.opts.flush_timeout;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(TICK);
+            self.refresh();
+            // A second Ctrl-C during the flush is ignored: the flush is bounded by flush_timeout.
+            let _ = (self.tick)(&self.stats);
+        }
+        let _ = self.producer.flush(Duration::from_secs(1));
+        self.refresh();
+        if let Some(e) = self.producer.context().take_error() {
+            return Err(Error::kafka(
+                format!("delivering to {}", self.opts.topic),
+                e,
+            ));
+        }
+        if self.stats.delivered < self.stats.produced {
+            return Err(Error::kafka(
+                format!(
+                    "{} of {} events were not acknowledged by {} within {:?}",
+                    self.stats.produced - self.stats.delivered,
+                    self.stats.produced,
+                    self.bootstrap_servers,
+                    self.opts.flush_timeout
+                ),
+                KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+            ));
+        }
+        Ok(())
+    }
 }

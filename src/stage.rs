@@ -115,8 +115,9 @@ pub fn run_workers<S: Stats>(
     tick: &mut dyn FnMut(&S) -> Result<()>,
     work: &(dyn Fn(usize, &Mutex<S>) -> Result<()> + Sync),
 ) -> Result<S> {
-    let workers = workers.max(1);
-    let shared: Vec<Mutex<S>> = (0..workers).map(|_| Mutex::new(S::default())).collect();
+    let shared: Vec<Mutex<S>> = (0..workers.max(1))
+        .map(|_| Mutex::new(S::default()))
+        .collect();
     let start = Instant::now();
     let total = |interrupted: bool| {
         let mut t = S::default();
@@ -126,9 +127,7 @@ pub fn run_workers<S: Stats>(
         t.finish(start.elapsed(), interrupted);
         t
     };
-    let mut interrupted = false;
-    let mut tick_error: Option<Error> = None;
-    let mut caught_up_since: Option<Instant> = None;
+    let mut watch = Supervisor::new(name, token);
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = shared
             .iter()
@@ -136,16 +135,7 @@ pub fn run_workers<S: Stats>(
             .map(|(i, cell)| {
                 std::thread::Builder::new()
                     .name(format!("ecomlogs-{name}-{i}"))
-                    .spawn_scoped(scope, move || {
-                        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(i, cell)))
-                            .unwrap_or_else(|panic| {
-                                Err(Error::Internal(panic_message(name, &*panic)))
-                            });
-                        if r.is_err() {
-                            token.stop(); // one failure stops the others
-                        }
-                        r
-                    })
+                    .spawn_scoped(scope, move || guarded(name, token, || work(i, cell)))
                     .map_err(Error::Io)
             })
             .collect();
@@ -157,48 +147,87 @@ pub fn run_workers<S: Stats>(
             .any(|h| h.as_ref().is_ok_and(|h| !h.is_finished()))
         {
             std::thread::sleep(TICK);
-            // A drain is decided for the stage as a whole: workers that caught up one by one and left
-            // the group would hand their partitions to the others (a rebalance each). An end-of-partition
-            // seen just before the last records were written is stale: the state must hold for a while
-            // (longer than a fetch waits at the end) before it counts.
-            if token.is_draining() && shared.iter().all(|s| locked(s).caught_up()) {
-                let since = *caught_up_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= CAUGHT_UP_FOR {
-                    log::info!(target: "ecomlogs.stage", "{name}: caught up with every assigned partition: finishing");
-                    token.done();
-                }
-            } else {
-                caught_up_since = None;
-            }
-            if tick_error.is_none() && !interrupted {
-                match tick(&total(false)) {
-                    Ok(()) => {}
-                    Err(Error::Interrupted) => interrupted = true,
-                    Err(e) => tick_error = Some(e),
-                }
-                if interrupted || tick_error.is_some() {
-                    token.stop();
-                }
-            }
+            watch.drain(&shared);
+            watch.tick(tick, &total(false));
         }
         handles
             .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|panic| Err(Error::Internal(panic_message(name, &*panic)))),
-                Err(e) => Err(e),
+            .map(|h| {
+                h.and_then(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| Err(Error::Internal(panic_message(name, &*panic))))
+                })
             })
             .collect()
     });
-    if let Some(e) = tick_error {
+    if let Some(e) = watch.tick_error {
         return Err(e);
     }
     // The first real failure wins over the stops it caused.
     if let Some(e) = results.into_iter().find_map(|r| r.err()) {
         return Err(e);
     }
-    Ok(total(interrupted))
+    Ok(total(watch.interrupted))
+}
+
+/// Runs one worker: a failure or a panic (reported as the bug it is) stops the others too.
+fn guarded(name: &str, token: &StopToken, work: impl FnOnce() -> Result<()>) -> Result<()> {
+    let r = std::panic::catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|panic| Err(Error::Internal(panic_message(name, &*panic))));
+    if r.is_err() {
+        token.stop();
+    }
+    r
+}
+
+/// The stage's side of its workers: reports each tick, and decides when a drain is complete.
+struct Supervisor<'a> {
+    name: &'a str,
+    token: &'a StopToken,
+    caught_up_since: Option<Instant>,
+    interrupted: bool,
+    tick_error: Option<Error>,
+}
+
+impl<'a> Supervisor<'a> {
+    fn new(name: &'a str, token: &'a StopToken) -> Self {
+        Supervisor {
+            name,
+            token,
+            caught_up_since: None,
+            interrupted: false,
+            tick_error: None,
+        }
+    }
+
+    /// A drain is decided for the stage as a whole: workers that caught up one by one and left the
+    /// group would hand their partitions to the others (a rebalance each). An end-of-partition seen just
+    /// before the last records were written is stale: the state must hold for a while (longer than a
+    /// fetch waits at the end) before it counts.
+    fn drain<S: Stats>(&mut self, shared: &[Mutex<S>]) {
+        if !(self.token.is_draining() && shared.iter().all(|s| locked(s).caught_up())) {
+            self.caught_up_since = None;
+            return;
+        }
+        let since = *self.caught_up_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= CAUGHT_UP_FOR {
+            log::info!(target: "ecomlogs.stage", "{}: caught up with every assigned partition: finishing", self.name);
+            self.token.done();
+        }
+    }
+
+    /// Reports; `Error::Interrupted` (or any error) from the caller stops every worker.
+    fn tick<S>(&mut self, tick: &mut dyn FnMut(&S) -> Result<()>, stats: &S) {
+        if self.tick_error.is_some() || self.interrupted {
+            return;
+        }
+        match tick(stats) {
+            Ok(()) => return,
+            Err(Error::Interrupted) => self.interrupted = true,
+            Err(e) => self.tick_error = Some(e),
+        }
+        self.token.stop();
+    }
 }
 
 fn panic_message(name: &str, panic: &(dyn Any + Send)) -> String {

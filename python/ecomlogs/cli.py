@@ -122,15 +122,36 @@ def _setup_logging(args: argparse.Namespace) -> None:
     _core.reset_log_cache()
 
 
-def _signals() -> None:
-    """Ctrl-C and SIGTERM stop a stage cleanly: finish the batch in flight, commit, exit 0. SIGINT gets
-    its default handler back (a stage started in the background by a shell inherits it ignored)."""
+class _Stopper:
+    """Ctrl-C and SIGTERM stop a stage cleanly: the first asks it (through its StopToken) to finish the
+    batch in flight, commit and exit 0, without an exception landing in the middle of whatever Python
+    code runs at that moment (a log line, say); a second one interrupts at once."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def __init__(self) -> None:
+        self.token = _core.StopToken()
+        self.signals = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signals += 1
+        if self.signals > 1 or self.token.stopped:
+            raise KeyboardInterrupt
+        self.token.stop()
+
+
+STOP = _Stopper()
+
+
+def _signals(command: str) -> None:
+    """Installs the handlers for SIGINT and SIGTERM (SIGINT too, explicitly: a stage started in the
+    background by a shell inherits it ignored). ``run`` drives its stages from the main thread, where a
+    KeyboardInterrupt is what it expects."""
+
+    def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    handler = interrupt if command == "run" else STOP
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (embedded use): leave the signals alone
         pass
@@ -223,6 +244,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             args.count, bootstrap_servers=servers, topic=args.topic, interval_ms=args.interval_ms, rate=args.rate,
             invalid_ratio=_invalid_ratio(args.invalid_ratio), seed=args.seed, log_each=log_each,
             partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config), progress=progress,
+            stop=STOP.token,
         )
     finally:
         progress.close()
@@ -266,6 +288,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         until_caught_up=args.until_caught_up, exactly_once=args.exactly_once,
         transactional_id=args.transactional_id, batch_max=args.batch_max, workers=args.workers,
         log_each=args.verbose, partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config),
+        stop=STOP.token,
     )
     print(
         f"processed {stats.consumed:,} events in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s): "
@@ -306,7 +329,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic, batch_size=args.batch_size, flush_interval_ms=args.flush_interval_ms,
         until_idle_s=args.until_idle, until_caught_up=args.until_caught_up, partitions=args.partitions,
         migrate=not args.no_migrate, log_each=args.verbose, workers=args.workers,
-        extra_config=S.parse_extra_config(args.extra_config),
+        extra_config=S.parse_extra_config(args.extra_config), stop=STOP.token,
     )
     print(
         f"loaded {stats.rows_inserted:,} rows in {stats.elapsed_s:.2f}s ({stats.rows_per_s:,.0f}/s) from "
@@ -421,7 +444,7 @@ def _execute(label: str, args: argparse.Namespace) -> int:
     """Runs a parsed command; errors become one readable line and an exit code, never a traceback."""
     try:
         _setup_logging(args)
-        _signals()
+        _signals(args.command)
         return COMMANDS[args.command][2](args)
     except ConfigError as e:
         print(f"{label}: error: {e}", file=sys.stderr)

@@ -38,6 +38,13 @@ impl Assignment {
     }
 }
 
+/// An assigned partition, and whether it has been read to its end (since its last record).
+#[derive(Debug)]
+struct PartitionEnd {
+    partition: i32,
+    at_end: bool,
+}
+
 /// What a consuming worker knows of its input: which assigned partitions it has read to their end
 /// (librdkafka's end-of-partition events, `enable.partition.eof`) and when input last came. Serves
 /// `until_caught_up` (every assigned partition read to its end) and `until_idle`.
@@ -45,7 +52,7 @@ impl Assignment {
 pub struct InputState {
     generation: u64,
     in_force: bool,
-    ends: Vec<(i32, bool)>,
+    ends: Vec<PartitionEnd>,
     ended: usize,
     pub last_input: Instant,
 }
@@ -78,7 +85,10 @@ impl InputState {
                 .map(|tpl| {
                     tpl.elements()
                         .iter()
-                        .map(|e| (e.partition(), false))
+                        .map(|e| PartitionEnd {
+                            partition: e.partition(),
+                            at_end: false,
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -96,16 +106,24 @@ impl InputState {
     /// A record of `partition` came: it is not at its end (any more).
     pub fn record(&mut self, partition: i32) {
         if self.ended > 0 {
-            if let Some(e) = self.ends.iter_mut().find(|e| e.0 == partition && e.1) {
-                e.1 = false;
+            if let Some(e) = self
+                .ends
+                .iter_mut()
+                .find(|e| e.partition == partition && e.at_end)
+            {
+                e.at_end = false;
                 self.ended -= 1;
             }
         }
     }
 
     pub fn end(&mut self, partition: i32) {
-        if let Some(e) = self.ends.iter_mut().find(|e| e.0 == partition && !e.1) {
-            e.1 = true;
+        if let Some(e) = self
+            .ends
+            .iter_mut()
+            .find(|e| e.partition == partition && !e.at_end)
+        {
+            e.at_end = true;
             self.ended += 1;
         }
     }

@@ -13,10 +13,17 @@ use crate::validate::{validate, Reason};
 
 /// The records on their way to the table in one transaction: rows as COPY tuples, dead letters, and
 /// per partition the offset to store with them.
+/// Where a row came from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Source {
+    partition: i32,
+    offset: i64,
+}
+
 pub(super) struct Batch {
     pub(super) rows: pg::CopyRows,
     /// (partition, offset) of each row, for dead-lettering a row the database rejects.
-    pub(super) origin: Vec<(i32, i64)>,
+    pub(super) origin: Vec<Source>,
     pub(super) dead: Vec<DeadLetter>,
     pub(super) progress: Vec<PartitionProgress>,
     pub(super) started: Option<Instant>,
@@ -62,7 +69,7 @@ impl Batch {
                     log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
                 }
                 self.rows.push(&e);
-                self.origin.push((partition, offset));
+                self.origin.push(Source { partition, offset });
             }
             Err(rej) => self.dead.push(DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),
@@ -108,7 +115,7 @@ impl Batch {
             .iter()
             .map(|r| {
                 let e = self.rows.event(r.index);
-                let (partition, offset) = self.origin[r.index];
+                let Source { partition, offset } = self.origin[r.index];
                 let mut value = Vec::new();
                 e.write_canonical_json(&mut value);
                 DeadLetter {

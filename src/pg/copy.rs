@@ -15,8 +15,8 @@ use crate::event::{CleanEvent, EventType};
 const COLUMNS: &str = "event_id, customer_id, event_type, amount, currency, event_timestamp";
 
 /// Bytes handed to the connection at a time. `postgres::binary_copy::BinaryCopyInWriter` enters the
-/// client's async runtime once per row, which cost the loader about a tenth of its CPU; encoding rows
-/// into a buffer and sending it in large chunks enters it once per chunk.
+/// client's async runtime once per row, a visible share of the loader's CPU (bench/PROFILE.md);
+/// encoding rows into a buffer and sending it in large chunks enters it once per chunk.
 const COPY_CHUNK: usize = 1 << 20;
 
 /// The binary COPY signature, flags and header-extension length ("Binary Format" in the COPY docs).
@@ -120,9 +120,9 @@ impl CopyRows {
 
     /// The order in which to COPY the rows: ascending by the first 16 bytes of the event id (byte order,
     /// as PostgreSQL's C collation and UUID text in any collation compare). Inserting a batch in the
-    /// unique index's order turns its random leaf-page visits into one sweep: PostgreSQL spends about a
-    /// quarter less CPU on a 50k-row batch (see `bench/PROFILE.md`). Only the cost depends on it, never
-    /// the result: any order stores the same rows.
+    /// unique index's order turns its random leaf-page visits into one sweep, which costs PostgreSQL
+    /// less CPU (figures in `bench/PROFILE.md`). Only the cost depends on it, never the result: any order
+    /// stores the same rows.
     pub fn key_order(&self) -> Vec<u32> {
         let mut keyed: Vec<(u128, u32)> = self
             .rows

@@ -6,33 +6,41 @@ use postgres::Client;
 use super::{OFFSETS_TABLE, TABLE};
 use crate::error::{Error, Result};
 
-/// (version, name, sql), in order. Embedded so an installed package needs no source tree.
-pub const MIGRATIONS: &[(&str, &str, &str)] = &[
-    (
-        "0001",
-        "kafka_events_silver",
-        include_str!("../../migrations/0001_kafka_events_silver.sql"),
-    ),
-    (
-        "0002",
-        "unique_event_id",
-        include_str!("../../migrations/0002_unique_event_id.sql"),
-    ),
-    (
-        "0003",
-        "kafka_offsets",
-        include_str!("../../migrations/0003_kafka_offsets.sql"),
-    ),
-    (
-        "0004",
-        "analytics_views",
-        include_str!("../../migrations/0004_analytics_views.sql"),
-    ),
-    (
-        "0005",
-        "log_identity",
-        include_str!("../../migrations/0005_log_identity.sql"),
-    ),
+/// One schema change.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: &'static str,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// In order. Embedded so an installed package needs no source tree.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: "0001",
+        name: "kafka_events_silver",
+        sql: include_str!("../../migrations/0001_kafka_events_silver.sql"),
+    },
+    Migration {
+        version: "0002",
+        name: "unique_event_id",
+        sql: include_str!("../../migrations/0002_unique_event_id.sql"),
+    },
+    Migration {
+        version: "0003",
+        name: "kafka_offsets",
+        sql: include_str!("../../migrations/0003_kafka_offsets.sql"),
+    },
+    Migration {
+        version: "0004",
+        name: "analytics_views",
+        sql: include_str!("../../migrations/0004_analytics_views.sql"),
+    },
+    Migration {
+        version: "0005",
+        name: "log_identity",
+        sql: include_str!("../../migrations/0005_log_identity.sql"),
+    },
 ];
 
 /// Serialises migration runs of concurrent loaders (an arbitrary, fixed advisory-lock key).
@@ -52,7 +60,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<String>> {
         let done = applied_migrations(client)?;
         if MIGRATIONS
             .iter()
-            .all(|(v, _, _)| done.iter().any(|d| d == v))
+            .all(|m| done.iter().any(|d| d == m.version))
         {
             return Ok(Vec::new()); // up to date: a role that may not create tables still gets here
         }
@@ -65,7 +73,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<String>> {
             )
             .map_err(db("creating schema_migrations"))?;
         let mut applied = Vec::new();
-        for (version, name, sql) in MIGRATIONS {
+        for &Migration { version, name, sql } in MIGRATIONS {
             if done.iter().any(|d| d == version) {
                 continue;
             }
@@ -74,7 +82,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<String>> {
                 .map_err(|e| Error::database(format!("applying migration {version}_{name}"), &e))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[version, name],
+                &[&version, &name],
             )
             .map_err(db("recording a migration"))?;
             tx.commit().map_err(db("committing a migration"))?;
@@ -117,8 +125,8 @@ pub fn check_schema(client: &mut Client) -> Result<()> {
     let applied = applied_migrations(client)?;
     let pending: Vec<String> = MIGRATIONS
         .iter()
-        .filter(|(v, _, _)| !applied.iter().any(|a| a == v))
-        .map(|(v, n, _)| format!("{v}_{n}"))
+        .filter(|m| !applied.iter().any(|a| a == m.version))
+        .map(|m| format!("{}_{}", m.version, m.name))
         .collect();
     if !pending.is_empty() {
         return Err(fault(

@@ -169,13 +169,20 @@ impl Tally {
     }
 }
 
-/// What one batch did, per partition: the first offset (to rewind to) and its last record (to commit
-/// after).
+/// One partition's part of a batch: its first offset (to rewind to) and the index of its last record
+/// (to commit after).
+struct Span {
+    partition: i32,
+    first_offset: i64,
+    last: usize,
+}
+
+/// What one batch did.
 struct BatchOutcome {
     valid: u64,
     invalid: u64,
     by_reason: BTreeMap<Reason, u64>,
-    partitions: Vec<(i32, i64, usize)>,
+    partitions: Vec<Span>,
 }
 
 /// One consumer and its producer: batches of records, each record to exactly one output, the input
@@ -339,9 +346,17 @@ impl Outputs<'_> {
             partitions: Vec::new(),
         };
         for (i, m) in batch.iter().enumerate() {
-            match outcome.partitions.iter_mut().find(|p| p.0 == m.partition()) {
-                Some(p) => p.2 = i,
-                None => outcome.partitions.push((m.partition(), m.offset(), i)),
+            match outcome
+                .partitions
+                .iter_mut()
+                .find(|p| p.partition == m.partition())
+            {
+                Some(p) => p.last = i,
+                None => outcome.partitions.push(Span {
+                    partition: m.partition(),
+                    first_offset: m.offset(),
+                    last: i,
+                }),
             }
             if let Err(e) = self.route(m, &mut outcome) {
                 if self.opts.exactly_once {
@@ -418,7 +433,10 @@ impl Outputs<'_> {
     ) -> Result<TopicPartitionList> {
         let topic_id = locked(&consumer.context().topic_id).clone();
         let mut tpl = TopicPartitionList::new();
-        for &(partition, _, last) in &outcome.partitions {
+        for &Span {
+            partition, last, ..
+        } in &outcome.partitions
+        {
             let m = &batch[last];
             let mut e = tpl.add_partition(&self.opts.input_topic, partition);
             e.set_offset(Offset::Offset(m.offset() + 1))
@@ -434,7 +452,12 @@ impl Outputs<'_> {
     /// Rewinds the partitions still owned to the start of the batch, to go again.
     fn rewind(&self, consumer: &InputConsumer, outcome: &BatchOutcome) {
         let owned = consumer.assignment().unwrap_or_default();
-        for &(partition, first, _) in &outcome.partitions {
+        for &Span {
+            partition,
+            first_offset: first,
+            ..
+        } in &outcome.partitions
+        {
             if owned
                 .find_partition(&self.opts.input_topic, partition)
                 .is_some()

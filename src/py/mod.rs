@@ -173,7 +173,10 @@ fn migrate(py: Python<'_>, dsn: Option<&str>) -> PyResult<Vec<String>> {
 /// The embedded migrations: (version, name, sql).
 #[pyfunction]
 fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
-    pg::MIGRATIONS.to_vec()
+    pg::MIGRATIONS
+        .iter()
+        .map(|m| (m.version, m.name, m.sql))
+        .collect()
 }
 
 /// Runs one SQL statement; returns (column names, rows as text).

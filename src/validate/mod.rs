@@ -344,70 +344,15 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Validates one Kafka record value. `None` is a null value (a tombstone).
 pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
-    let bytes = match value {
-        None => {
-            return Err(Rejection::new(
-                Reason::EmptyValue,
-                "the record has a null value",
-            ))
-        }
-        Some([]) => {
-            return Err(Rejection::new(
-                Reason::EmptyValue,
-                "the record value is empty",
-            ))
-        }
-        Some(b) => b,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(
-            Reason::NotUtf8,
-            format!(
-                "the value is not UTF-8 (invalid byte at {})",
-                e.valid_up_to()
-            ),
-        )
-    })?;
-    let trimmed = text.trim_start();
-    if !trimmed.starts_with('{') {
-        // Tell "valid JSON but not an object" from "not JSON at all".
-        return Err(match serde_json::from_str::<IgnoredAny>(text) {
-            Ok(_) => Rejection::new(Reason::NotAnObject, "the value is JSON but not an object"),
-            Err(e) => Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")),
-        });
-    }
-    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            Rejection::new(Reason::WrongType, e.to_string())
-        } else {
-            Rejection::new(Reason::MalformedJson, format!("not JSON: {e}"))
-        }
-    })?;
-
+    let raw = parse(value)?;
     // The original's five rules, in its order.
-    let customer_id = match string_field("customer_id", raw.customer_id)? {
-        Some(c) if !c.trim().is_empty() => c,
-        Some(_) => {
-            return Err(Rejection::new(
-                Reason::MissingCustomerId,
-                "customer_id is empty",
-            ))
-        }
-        None => {
-            return Err(Rejection::new(
-                Reason::MissingCustomerId,
-                "customer_id is missing",
-            ))
-        }
-    };
+    let customer_id = required("customer_id", raw.customer_id, Reason::MissingCustomerId)?;
     let event_type = match string_field("event_type", raw.event_type)? {
         Some(t) => EventType::parse(&t).ok_or_else(|| {
+            let shown = truncate(&t, 64);
             Rejection::new(
                 Reason::InvalidEventType,
-                format!(
-                    "event_type {:?} is not one of PAGE_VIEW, ADD_TO_CART, PURCHASE",
-                    truncate(&t, 64)
-                ),
+                format!("event_type {shown:?} is not one of PAGE_VIEW, ADD_TO_CART, PURCHASE"),
             )
         })?,
         None => {
@@ -421,15 +366,7 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
         Some(a) => parse_amount(a)?,
         None => return Err(Rejection::new(Reason::MissingAmount, "amount is missing")),
     };
-    let currency = match string_field("currency", raw.currency)? {
-        Some(c) if !c.trim().is_empty() => c,
-        _ => {
-            return Err(Rejection::new(
-                Reason::MissingCurrency,
-                "currency is missing",
-            ))
-        }
-    };
+    let currency = required("currency", raw.currency, Reason::MissingCurrency)?;
     match raw.is_valid {
         Some(Field::Bool(true)) => {}
         Some(Field::Bool(false)) => {
@@ -443,7 +380,6 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
         }
         Some(other) => return Err(wrong_type("is_valid", &other, "a boolean")),
     }
-
     // Fit for the table.
     let event_id = match string_field("event_id", raw.event_id)? {
         Some(id) if !id.is_empty() => id,
@@ -461,7 +397,6 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
     check_fits("event_id", &event_id, limits::EVENT_ID_CHARS)?;
     check_fits("customer_id", &customer_id, limits::CUSTOMER_ID_CHARS)?;
     check_fits("currency", &currency, limits::CURRENCY_CHARS)?;
-
     Ok(CleanEvent {
         event_id,
         customer_id,
@@ -470,6 +405,59 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
         currency,
         timestamp,
     })
+}
+
+/// The structure: a value, UTF-8, a JSON object with fields of the right JSON types.
+fn parse(value: Option<&[u8]>) -> Result<RawEvent<'_>, Rejection> {
+    let bytes = match value {
+        None => {
+            return Err(Rejection::new(
+                Reason::EmptyValue,
+                "the record has a null value",
+            ))
+        }
+        Some([]) => {
+            return Err(Rejection::new(
+                Reason::EmptyValue,
+                "the record value is empty",
+            ))
+        }
+        Some(b) => b,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        Rejection::new(
+            Reason::NotUtf8,
+            format!("the value is not UTF-8 (invalid byte at {at})"),
+        )
+    })?;
+    if !text.trim_start().starts_with('{') {
+        // Tell "valid JSON but not an object" from "not JSON at all".
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Rejection::new(Reason::NotAnObject, "the value is JSON but not an object"),
+            Err(e) => Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            Rejection::new(Reason::WrongType, e.to_string())
+        } else {
+            Rejection::new(Reason::MalformedJson, format!("not JSON: {e}"))
+        }
+    })
+}
+
+/// A string field that must be present and not blank (`reason` otherwise).
+fn required<'a>(
+    name: &str,
+    field: Option<Field<'a>>,
+    reason: Reason,
+) -> Result<Cow<'a, str>, Rejection> {
+    match string_field(name, field)? {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(_) => Err(Rejection::new(reason, format!("{name} is empty"))),
+        None => Err(Rejection::new(reason, format!("{name} is missing"))),
+    }
 }
 
 #[cfg(test)]
