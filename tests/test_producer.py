@@ -63,7 +63,7 @@ def test_paced_mode_logs_each_event_and_ctrl_c_exits_0(kafka_bootstrap: str) -> 
 
 def test_sigterm_also_flushes_and_exits_0(kafka_bootstrap: str) -> None:
     topic = unique("raw_term")
-    proc = start([sys.executable, "producer.py", "--interval-ms", "0", "--topic", topic, "--quiet",
+    proc = start([sys.executable, "producer.py", "--rate", "20000", "--topic", topic, "--quiet",
                   "--bootstrap-servers", kafka_bootstrap])
     time.sleep(3)
     code, err = finish(proc, signal.SIGTERM, timeout=60)

@@ -32,6 +32,17 @@ pub fn ensure_topics(
         .client(ClientKind::Admin, &[])
         .create()
         .map_err(|e| Error::kafka("creating the Kafka admin client", e))?;
+    // An unreachable broker says so at once, with librdkafka's code (`_TRANSPORT`, `_RESOLVE`, ...),
+    // rather than after the create request's whole timeout.
+    admin
+        .inner()
+        .fetch_metadata(None, timeout.min(Duration::from_secs(5)))
+        .map_err(|e| {
+            Error::kafka(
+                format!("cannot reach the broker at {}", settings.bootstrap_servers),
+                e,
+            )
+        })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
