@@ -127,7 +127,7 @@ impl<'a> Stage<'a> {
         let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
         let paced = !self.opts.interval.is_zero();
         let mut next_due = Instant::now();
-        while !self.opts.count.is_some_and(|n| self.stats.produced >= n) {
+        while self.opts.count.is_none_or(|n| self.stats.produced < n) {
             if paced {
                 self.wait_until(next_due)?;
                 // Keep the schedule (a late event is followed by quicker ones) unless a second behind.
