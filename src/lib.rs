@@ -4,11 +4,13 @@
 
 pub mod config;
 pub mod dead_letter;
+pub mod dlq;
 pub mod error;
 pub mod event;
 pub mod generate;
 pub mod kafka;
 pub mod load;
+pub mod metrics;
 pub mod pg;
 pub mod process;
 pub mod produce;

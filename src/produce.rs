@@ -10,6 +10,7 @@ use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
 use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka::{ensure_topics, send_blocking, BrokerWatch, DeliveryTracker};
+use crate::metrics::{self, Export, Exporter};
 use crate::stage::{StopToken, TICK};
 
 #[derive(Debug, Clone)]
@@ -70,18 +71,27 @@ pub fn run_producer(
         opts.partitions,
         Duration::from_secs(15),
     )?;
-    let mut stage = Stage::new(settings, opts, token, tick)?;
-    match stage.produce() {
-        Ok(()) => {}
-        Err(Error::Interrupted) => stage.stats.interrupted = true,
-        Err(e) => {
-            // Deliver what is already queued before reporting the error; nothing else to do with it.
-            let _ = stage.producer.flush(Duration::from_secs(5));
-            return Err(e);
+    let topics = [("output", opts.topic.as_str())];
+    metrics::observed("producer", &topics, tick, |tick| {
+        let mut stage = Stage::new(settings, opts, token, tick)?;
+        match stage.produce() {
+            Ok(()) => {}
+            Err(Error::Interrupted) => stage.stats.interrupted = true,
+            Err(e) => {
+                // Deliver what is already queued before reporting the error; nothing else to do.
+                let _ = stage.producer.flush(Duration::from_secs(5));
+                return Err(e);
+            }
         }
+        stage.flush()?;
+        Ok(stage.stats)
+    })
+}
+
+impl Export for ProduceStats {
+    fn export(&self, _stage: &'static str, out: &mut Exporter) {
+        out.produced("output", self.delivered);
     }
-    stage.flush()?;
-    Ok(stage.stats)
 }
 
 struct Stage<'a> {

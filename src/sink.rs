@@ -139,6 +139,30 @@ impl PgSink {
         }
     }
 
+    /// Checks the connection between batches (for health checks and the status line): an outage seen
+    /// here counts as one until a check or a write succeeds again.
+    pub fn probe(&mut self) {
+        let ok = match self.client.as_mut() {
+            Some(c) => c.is_valid(Duration::from_secs(2)).is_ok(),
+            None => match pg::open(&self.cfg) {
+                Ok(c) => {
+                    self.client = Some(c);
+                    true
+                }
+                Err(_) => false,
+            },
+        };
+        if ok && self.waiting {
+            log::info!(target: "ecomlogs.loader", "PostgreSQL is reachable again");
+        } else if !ok && !self.waiting {
+            log::warn!(target: "ecomlogs.loader", "PostgreSQL unavailable (the idle connection check failed); the next batch waits for it");
+        }
+        if !ok {
+            self.client = None;
+        }
+        self.waiting = !ok;
+    }
+
     /// Sleeps before the next attempt (exponential, with jitter); false when the stage is stopping.
     fn backoff(&mut self, attempt: &mut u32, why: &str) -> bool {
         if self.stopping() {

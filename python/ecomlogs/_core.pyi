@@ -5,6 +5,15 @@ from typing import Callable, Mapping, Optional, Union, final
 
 __all__ = [
     "DEFAULTS",
+    "DeadLetter",
+    "DeadLetterReport",
+    "MetricsServer",
+    "ReplayStats",
+    "dlq_inspect",
+    "dlq_read",
+    "dlq_replay",
+    "metrics_text",
+    "serve_metrics",
     "LoadStats",
     "ProcessStats",
     "ProduceStats",
@@ -280,3 +289,139 @@ def resolve_bootstrap_servers(value: Optional[str] = None) -> str: ...
 def resolve_dsn(value: Optional[str] = None) -> str: ...
 def reset_log_cache() -> None:
     """Re-reads Python's logging configuration (the Rust side caches logger levels)."""
+
+# ----------------------------------------------------------------------------------------- operating
+@final
+class MetricsServer:
+    """A running ``/metrics`` + ``/healthz`` endpoint; ``close()`` or leaving its ``with`` block stops it."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str:
+        """``http://host:port``"""
+    def close(self) -> None: ...
+    def __enter__(self) -> MetricsServer: ...
+    def __exit__(self, *_exc: object) -> bool: ...
+
+def serve_metrics(port: int = 0, host: str = "127.0.0.1") -> MetricsServer:
+    """Serves ``/metrics`` (Prometheus text format: every stage running in this process, and the
+    process's CPU and memory) and ``/healthz`` (200 while every running stage reaches its broker and
+    database, else 503 with the reason) on ``host:port`` (0: a free port, see ``.port``)."""
+
+def metrics_text() -> str:
+    """The metrics as ``/metrics`` would serve them now."""
+
+@final
+class DeadLetter:
+    """One record of the dead-letter topic."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> Optional[int]:
+        """When it was dead-lettered (Kafka timestamp, ms since the epoch)."""
+    @property
+    def key(self) -> Optional[bytes]: ...
+    @property
+    def value(self) -> Optional[bytes]:
+        """The original value, untouched (the processor's) or the canonical JSON (the loader's)."""
+    @property
+    def headers(self) -> dict[str, Optional[str]]: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def detail(self) -> Optional[str]: ...
+    @property
+    def source_topic(self) -> Optional[str]: ...
+    @property
+    def source_partition(self) -> Optional[int]: ...
+    @property
+    def source_offset(self) -> Optional[int]: ...
+
+@final
+class DeadLetterReport:
+    """What :func:`dlq_inspect` found."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def scanned(self) -> int:
+        """Dead letters read (before the filters)."""
+    @property
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Matching dead letters by (stage, reason)."""
+    @property
+    def samples(self) -> list[DeadLetter]:
+        """The first few of each (stage, reason)."""
+    @property
+    def total(self) -> int:
+        """Dead letters that matched the filters."""
+
+@final
+class ReplayStats:
+    """What :func:`dlq_replay` did (or would do, with ``dry_run``)."""
+
+    @property
+    def scanned(self) -> int: ...
+    @property
+    def matched(self) -> int: ...
+    @property
+    def replayed(self) -> int:
+        """Sent back and acknowledged (with ``dry_run``: that would be)."""
+    @property
+    def no_source(self) -> int:
+        """Matched but without a ``source.topic`` header: left where they are."""
+    @property
+    def by_topic(self) -> dict[str, int]: ...
+    @property
+    def dry_run(self) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+
+def dlq_inspect(
+    *,
+    bootstrap_servers: Optional[str] = None,
+    topic: str = "dead_letter_events",
+    reason: Optional[list[str]] = None,
+    stage: Optional[list[str]] = None,
+    since_ms: Optional[int] = None,
+    samples: int = 3,
+    timeout_s: float = 30.0,
+    extra_config: _ExtraConfig = None,
+) -> DeadLetterReport:
+    """Counts the dead letters that match the filters by (stage, reason), with the first ``samples``."""
+
+def dlq_read(
+    *,
+    bootstrap_servers: Optional[str] = None,
+    topic: str = "dead_letter_events",
+    reason: Optional[list[str]] = None,
+    stage: Optional[list[str]] = None,
+    since_ms: Optional[int] = None,
+    limit: Optional[int] = None,
+    timeout_s: float = 30.0,
+    extra_config: _ExtraConfig = None,
+) -> list[DeadLetter]:
+    """Every dead letter that matches the filters (at most ``limit``)."""
+
+def dlq_replay(
+    *,
+    bootstrap_servers: Optional[str] = None,
+    topic: str = "dead_letter_events",
+    reason: Optional[list[str]] = None,
+    stage: Optional[list[str]] = None,
+    since_ms: Optional[int] = None,
+    dry_run: bool = False,
+    until_idle_s: Optional[float] = None,
+    timeout_s: float = 30.0,
+    extra_config: _ExtraConfig = None,
+) -> ReplayStats:
+    """Sends the matching dead letters back to their ``source.topic`` with an
+    ``ecomlogs.replayed_from`` header; returns once all are acknowledged."""

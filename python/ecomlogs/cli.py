@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
-from ecomlogs import _core
+from ecomlogs import _core, logs
 from ecomlogs import settings as S
 from ecomlogs.exceptions import ConfigError, EcomlogsError
 
@@ -73,6 +73,16 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors (env ECOMLOGS_LOG=warning)")
     g.add_argument("--verbose", "-v", action="store_true", help="debug output (env ECOMLOGS_LOG=debug)")
+    p.add_argument("--log-format", choices=logs.FORMATS, default=None,
+                   help="text for people, json for log pipelines: one object per line " + _env_help("ECOMLOGS_LOG_FORMAT", "text"))
+
+
+def _add_metrics(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=_int, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics and /healthz on this port; 0 = a free one, logged "
+                   "(env ECOMLOGS_METRICS_PORT; default: off)")
+    p.add_argument("--metrics-host", default=None, metavar="HOST",
+                   help="address to serve metrics on " + _env_help("ECOMLOGS_METRICS_HOST", "127.0.0.1"))
 
 
 def _add_dsn(p: argparse.ArgumentParser) -> None:
@@ -117,9 +127,26 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level = levels[env]
     else:
         level = logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    fmt = args.log_format or os.environ.get("ECOMLOGS_LOG_FORMAT", "").strip().lower() or "text"
+    if fmt not in logs.FORMATS:
+        raise ConfigError(f"ECOMLOGS_LOG_FORMAT must be text or json, got {fmt!r}")
+    logs.configure(level, fmt)
     _core.reset_log_cache()
+
+
+def _metrics_server(args: argparse.Namespace) -> Optional[_core.MetricsServer]:
+    """Starts the metrics endpoint when asked for (flag, else ECOMLOGS_METRICS_PORT)."""
+    port: Optional[int] = getattr(args, "metrics_port", None)
+    env = os.environ.get("ECOMLOGS_METRICS_PORT", "").strip()
+    if port is None and env and hasattr(args, "metrics_port"):
+        try:
+            port = int(env)
+        except ValueError:
+            raise ConfigError(f"ECOMLOGS_METRICS_PORT must be a port number, got {env!r}") from None
+    if port is None:
+        return None
+    host = args.metrics_host or os.environ.get("ECOMLOGS_METRICS_HOST", "").strip() or "127.0.0.1"
+    return _core.serve_metrics(port, host)
 
 
 class _Stopper:
@@ -149,7 +176,7 @@ def _signals(command: str) -> None:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    handler = interrupt if command == "run" else STOP
+    handler = interrupt if command in ("run", "dlq") else STOP
     try:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -187,6 +214,16 @@ class Progress:
             self.dirty = False
 
 
+def _report(text: str, level: int = logging.INFO) -> None:
+    """A command's closing summary (or error): a plain line on stderr, or a log record with --log-format
+    json (so that every line a log pipeline reads is JSON)."""
+    root = logging.getLogger()
+    if root.handlers and isinstance(root.handlers[0].formatter, logs.JsonFormatter):
+        log.log(level, text)
+    else:
+        print(text, file=sys.stderr)
+
+
 def _rate(n: float, secs: float) -> str:
     return f"{n / secs:,.0f}/s" if secs > 0 else "-"
 
@@ -203,6 +240,7 @@ def _produce_parser(p: argparse.ArgumentParser) -> None:
         "keyed by customer_id. Like the original: one event every 500 ms to raw_events, a line per event."
     )
     _add_common(p)
+    _add_metrics(p)
     p.add_argument("--topic", default=S.RAW_TOPIC, help="topic to produce to (default %(default)s)")
     p.add_argument("--interval-ms", type=_float, default=D["interval_ms"],
                    help="pause between events; 0 = as fast as possible, with a progress line (default %(default)s)")
@@ -248,11 +286,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    print(
+    _report(
         f"produced {stats.produced:,} events to {args.topic} ({stats.valid:,} valid, {stats.invalid:,} invalid) "
         f"in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s); all acknowledged"
-        + ("; stopped by signal" if stats.interrupted else ""),
-        file=sys.stderr,
+        + ("; stopped by signal" if stats.interrupted else "")
     )
     return 0
 
@@ -265,6 +302,7 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
         "after the outputs are acknowledged (or in one transaction with --exactly-once)."
     )
     _add_common(p)
+    _add_metrics(p)
     p.add_argument("--input-topic", default=S.RAW_TOPIC, help="default %(default)s")
     p.add_argument("--output-topic", default=S.CLEAN_TOPIC, help="default %(default)s")
     p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
@@ -290,11 +328,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         log_each=args.verbose, partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config),
         stop=STOP.token,
     )
-    print(
+    _report(
         f"processed {stats.consumed:,} events in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s): "
         f"{stats.valid:,} to {args.output_topic}, {stats.invalid:,} to {args.dlq_topic}"
-        + _reasons(stats.by_reason) + ("; stopped by signal" if stats.interrupted else ""),
-        file=sys.stderr,
+        + _reasons(stats.by_reason) + ("; stopped by signal" if stats.interrupted else "")
     )
     return 0
 
@@ -308,6 +345,7 @@ def _load_parser(p: argparse.ArgumentParser) -> None:
         "dead-lettered; a fault (missing table, no permission) is one line and exit 1."
     )
     _add_common(p)
+    _add_metrics(p)
     p.add_argument("--topic", default=S.CLEAN_TOPIC, help="topic to load (default %(default)s)")
     p.add_argument("--group-id", default=S.LOADER_GROUP, help="consumer group (default %(default)s)")
     _add_dsn(p)
@@ -331,7 +369,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         migrate=not args.no_migrate, log_each=args.verbose, workers=args.workers,
         extra_config=S.parse_extra_config(args.extra_config), stop=STOP.token,
     )
-    print(
+    _report(
         f"loaded {stats.rows_inserted:,} rows in {stats.elapsed_s:.2f}s ({stats.rows_per_s:,.0f}/s) from "
         f"{stats.consumed:,} records: {stats.duplicates_skipped:,} duplicates skipped, "
         f"{stats.dead_lettered:,} dead-lettered"
@@ -339,8 +377,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         + (f", {stats.log_resets} partitions on a new log read again" if stats.log_resets else "")
         + (f", {stats.offsets_lost:,} offsets lost to retention" if stats.offsets_lost else "")
         + ("; stopped by signal" if stats.interrupted else "")
-        + (f"; {stats.unwritten:,} records left for the next start" if stats.unwritten else ""),
-        file=sys.stderr,
+        + (f"; {stats.unwritten:,} records left for the next start" if stats.unwritten else "")
     )
     return 0
 
@@ -353,7 +390,7 @@ def _migrate_parser(p: argparse.ArgumentParser) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     applied = _core.migrate(args.dsn)
-    print(f"applied {', '.join(applied)}" if applied else "the schema is up to date", file=sys.stderr)
+    _report(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
     return 0
 
 
@@ -366,6 +403,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
         "(python -m ecomlogs.devstack up) or point at your own Kafka and PostgreSQL."
     )
     _add_common(p)
+    _add_metrics(p)
     _add_dsn(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--count", type=_int, default=200_000,
@@ -416,6 +454,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- dlq
+def _dlq_parser(p: argparse.ArgumentParser) -> None:
+    from ecomlogs.dlq_cli import configure
+
+    configure(p, _add_verbosity, _env_help)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from ecomlogs.dlq_cli import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "produce": ("generate events into raw_events (producer.py)", _produce_parser, cmd_produce),
@@ -424,6 +475,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "load": ("load clean_events into PostgreSQL, exactly once (psqlConsumer.py)", _load_parser, cmd_load),
     "migrate": ("apply the database migrations", _migrate_parser, cmd_migrate),
     "run": ("the whole pipeline in one process, with live status and a report", _run_parser, cmd_run),
+    "dlq": ("inspect dead letters, or replay them to the topic they came from", _dlq_parser, cmd_dlq),
 }
 
 
@@ -445,12 +497,17 @@ def _execute(label: str, args: argparse.Namespace) -> int:
     try:
         _setup_logging(args)
         _signals(args.command)
-        return COMMANDS[args.command][2](args)
+        server = _metrics_server(args)
+        try:
+            return COMMANDS[args.command][2](args)
+        finally:
+            if server is not None:
+                server.close()
     except ConfigError as e:
-        print(f"{label}: error: {e}", file=sys.stderr)
+        _report(f"{label}: error: {e}", logging.ERROR)
         return 2
     except EcomlogsError as e:
-        print(f"{label}: error: {e}", file=sys.stderr)
+        _report(f"{label}: error: {e}", logging.ERROR)
         return 1
     except KeyboardInterrupt:
         print(f"{label}: stopped", file=sys.stderr)

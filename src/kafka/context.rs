@@ -55,6 +55,7 @@ impl BrokerWatch {
             None => {
                 *g = Some((now, now));
                 self.outages.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::broker_down(crate::metrics::stage_of(self.target), true);
                 log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
             }
             Some((_, last)) => {
@@ -70,6 +71,7 @@ impl BrokerWatch {
         if let Some((since, last)) = *g {
             if last.elapsed() >= QUIET_BEFORE_BACK {
                 *g = None;
+                crate::metrics::broker_down(crate::metrics::stage_of(self.target), false);
                 log::info!(target: self.target, "the broker is reachable again (after {:.1}s)", since.elapsed().as_secs_f64());
             }
         }

@@ -8,7 +8,7 @@ mod topic_id;
 
 pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext};
 pub use input::{poll_error, Assignment, InputState};
-pub use topic_id::topic_id;
+pub use topic_id::{cached_watermarks, topic_id};
 
 use std::time::Duration;
 

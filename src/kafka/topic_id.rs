@@ -7,7 +7,7 @@ use rdkafka::client::ClientContext;
 /// The topic's ID (KIP-516, base64 as Kafka tools print it), or None when the broker reports none.
 ///
 /// rust-rdkafka does not wrap librdkafka's DescribeTopics admin call, so this is the one place that
-/// calls librdkafka directly; every pointer is created and destroyed here.
+/// calls librdkafka directly (with `cached_watermarks` below); every pointer is created and destroyed here.
 pub fn topic_id<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     topic: &str,
@@ -77,4 +77,28 @@ pub fn topic_id<C: ClientContext>(
         rd::rd_kafka_TopicCollection_destroy(collection);
         id
     }
+}
+
+/// The low and high watermarks librdkafka last saw for a partition (from fetch responses: no request
+/// to the broker), or None if it has seen none yet. rust-rdkafka wraps only the querying variant.
+pub fn cached_watermarks<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let name = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: `client.native_ptr()` is a live handle while `client` is borrowed; `name` outlives the
+    // call, and librdkafka only writes the two integers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            name.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
 }

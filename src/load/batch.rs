@@ -18,6 +18,8 @@ use crate::validate::{validate, Reason};
 pub(super) struct Source {
     partition: i32,
     offset: i64,
+    /// The record's timestamp (ms since the epoch; negative if it has none).
+    pub(super) timestamp_ms: i64,
 }
 
 pub(super) struct Batch {
@@ -52,6 +54,7 @@ impl Batch {
     pub(super) fn take(&mut self, m: &BorrowedMessage<'_>, log_each: bool) {
         let (partition, offset) = (m.partition(), m.offset());
         let last = Fingerprint::of_message(m);
+        let timestamp_ms = last.timestamp_ms;
         match self.progress.iter_mut().find(|p| p.partition == partition) {
             Some(p) => {
                 p.next_offset = offset + 1;
@@ -69,7 +72,11 @@ impl Batch {
                     log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
                 }
                 self.rows.push(&e);
-                self.origin.push(Source { partition, offset });
+                self.origin.push(Source {
+                    partition,
+                    offset,
+                    timestamp_ms,
+                });
             }
             Err(rej) => self.dead.push(DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),
@@ -115,7 +122,9 @@ impl Batch {
             .iter()
             .map(|r| {
                 let e = self.rows.event(r.index);
-                let Source { partition, offset } = self.origin[r.index];
+                let Source {
+                    partition, offset, ..
+                } = self.origin[r.index];
                 let mut value = Vec::new();
                 e.write_canonical_json(&mut value);
                 DeadLetter {

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::kafka::{
     ensure_topics, poll_error, Assignment, BrokerWatch, DeliveryTracker, InputState,
 };
+use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::pg::{self};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
@@ -181,11 +182,40 @@ pub fn run_loader(
         token.drain();
     }
     let first = Mutex::new(Some(client));
-    run_workers("loader", opts.workers, token, tick, &|_, shared| {
-        let client = locked(&first).take();
-        Worker::new(settings, opts, &pg_cfg, client, token)?.run(shared)
+    let topics = [("dead_letters", opts.dlq_topic.as_str())];
+    metrics::observed("loader", &topics, tick, |tick| {
+        run_workers("loader", opts.workers, token, tick, &|_, shared| {
+            let client = locked(&first).take();
+            Worker::new(settings, opts, &pg_cfg, client, token)?.run(shared)
+        })
     })
 }
+
+impl Export for LoadStats {
+    fn export(&self, stage: &'static str, out: &mut Exporter) {
+        let m = &*METRICS;
+        out.advance(
+            "consumed",
+            &m.consumed.with_label_values(&[stage]),
+            self.consumed,
+        );
+        out.advance("rows", &m.rows_inserted, self.rows_inserted);
+        out.advance("duplicates", &m.duplicates, self.duplicates_skipped);
+        out.advance("db_retries", &m.db_retries, self.db_retries);
+        out.produced("dead_letters", self.dead_lettered);
+        for (reason, n) in &self.by_reason {
+            let c = m.dead_letters.with_label_values(&[stage, reason.code()]);
+            out.advance(reason.code(), &c, *n);
+        }
+    }
+
+    fn activity(&self) -> Activity {
+        self.activity
+    }
+}
+
+/// How often an idle loader checks its database connection (health, status line).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Counts since the last progress log line.
 #[derive(Default)]
@@ -206,6 +236,10 @@ struct Worker<'a> {
     input: InputState,
     tally: Tally,
     last_log: Instant,
+    lag: metrics::Lag,
+    /// Last lag update and idle connection check.
+    last_lag: Instant,
+    last_probe: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -274,6 +308,9 @@ impl<'a> Worker<'a> {
             input: InputState::default(),
             tally: Tally::default(),
             last_log: Instant::now(),
+            lag: metrics::Lag::new("loader", &opts.topic),
+            last_lag: Instant::now(),
+            last_probe: Instant::now(),
         })
     }
 
@@ -430,12 +467,27 @@ impl<'a> Worker<'a> {
         self.tally.rows += written.inserted;
         self.tally.duplicates += written.duplicates;
         self.tally.dead += dead;
+        self.observe_batch();
         self.commit_advisory();
         self.batch.clear();
-        if self.last_log.elapsed() >= Duration::from_secs(1) {
-            self.log_progress();
-        }
+        self.log_progress();
         Ok(true)
+    }
+
+    /// A committed batch, as metrics: its size and duration, each row's age at commit, the partitions'
+    /// last processed timestamps (for the lag's age).
+    fn observe_batch(&mut self) {
+        let took = self.batch.started.map(|t| t.elapsed()).unwrap_or_default();
+        metrics::batch("loader", self.batch.len(), took);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let ages = metrics::METRICS.event_to_row.local();
+        for s in self.batch.origin.iter().filter(|s| s.timestamp_ms >= 0) {
+            ages.observe((now_ms - s.timestamp_ms).max(0) as f64 / 1000.0);
+        }
+        ages.flush();
+        for p in &self.batch.progress {
+            self.lag.processed(p.partition, Some(p.last.timestamp_ms));
+        }
     }
 
     /// Remembers the stored offsets and tells Kafka too (advisory: for lag in Kafka tools; the offsets
@@ -470,7 +522,15 @@ impl<'a> Worker<'a> {
     }
 
     fn publish(&mut self, shared: &Mutex<LoadStats>) {
+        if self.last_lag.elapsed() >= Duration::from_secs(1) {
+            self.last_lag = Instant::now();
+            self.lag.update(&self.consumer);
+        }
         let ctx = self.consumer.context();
+        if self.batch.is_empty() && self.last_probe.elapsed() >= PROBE_EVERY {
+            self.last_probe = Instant::now();
+            locked(&ctx.sink).probe();
+        }
         {
             let sink = locked(&ctx.sink);
             self.stats.db_retries = sink.retries;

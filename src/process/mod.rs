@@ -21,6 +21,7 @@ use crate::kafka::{
     ensure_topics, poll_error, send_blocking, BrokerWatch, DeliveryTracker, GroupContext,
     InputState,
 };
+use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
 use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
 use crate::validate::{validate, Reason};
@@ -137,9 +138,36 @@ pub fn run_processor(
     if opts.until_caught_up {
         token.drain();
     }
-    run_workers("processor", opts.workers, token, tick, &|i, shared| {
-        Worker::new(settings, opts, i)?.run(token, shared)
+    let topics = [
+        ("output", opts.output_topic.as_str()),
+        ("dead_letters", opts.dlq_topic.as_str()),
+    ];
+    metrics::observed("processor", &topics, tick, |tick| {
+        run_workers("processor", opts.workers, token, tick, &|i, shared| {
+            Worker::new(settings, opts, i)?.run(token, shared)
+        })
     })
+}
+
+impl Export for ProcessStats {
+    fn export(&self, stage: &'static str, out: &mut Exporter) {
+        let m = &*METRICS;
+        out.advance(
+            "consumed",
+            &m.consumed.with_label_values(&[stage]),
+            self.consumed,
+        );
+        out.produced("output", self.valid);
+        out.produced("dead_letters", self.invalid);
+        for (reason, n) in &self.by_reason {
+            let c = m.dead_letters.with_label_values(&[stage, reason.code()]);
+            out.advance(reason.code(), &c, *n);
+        }
+    }
+
+    fn activity(&self) -> Activity {
+        self.activity
+    }
 }
 
 /// Counts since the last progress log line.
@@ -200,6 +228,10 @@ struct Outputs<'a> {
     input: InputState,
     tally: Tally,
     canonical: Vec<u8>,
+    lag: metrics::Lag,
+    last_lag: Instant,
+    /// When the batch being collected got its first record.
+    batch_started: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -247,6 +279,9 @@ impl<'a> Worker<'a> {
                 input: InputState::default(),
                 tally: Tally::default(),
                 canonical: Vec::with_capacity(512),
+                lag: metrics::Lag::new("processor", &opts.input_topic),
+                last_lag: Instant::now(),
+                batch_started: Instant::now(),
             },
         })
     }
@@ -260,6 +295,10 @@ impl<'a> Worker<'a> {
                 break;
             }
             let batch = out.collect(consumer)?;
+            if out.last_lag.elapsed() >= Duration::from_secs(1) {
+                out.last_lag = Instant::now();
+                out.lag.update(consumer);
+            }
             out.stats.caught_up = out.input.caught_up();
             if out.input.assigned() {
                 out.stats.activity = Activity::Running;
@@ -310,6 +349,9 @@ impl Outputs<'_> {
             match polled {
                 Some(Ok(m)) => {
                     self.input.record(m.partition());
+                    if batch.is_empty() {
+                        self.batch_started = Instant::now();
+                    }
                     batch.push(m);
                 }
                 Some(Err(e)) => {
@@ -473,6 +515,11 @@ impl Outputs<'_> {
     }
 
     fn count(&mut self, batch: &[BorrowedMessage<'_>], outcome: BatchOutcome) {
+        metrics::batch("processor", batch.len(), self.batch_started.elapsed());
+        for span in &outcome.partitions {
+            let ts = batch[span.last].timestamp().to_millis();
+            self.lag.processed(span.partition, ts);
+        }
         self.stats.consumed += batch.len() as u64;
         self.stats.valid += outcome.valid;
         self.stats.invalid += outcome.invalid;

@@ -3,6 +3,7 @@
 
 mod args;
 mod errors;
+mod ops;
 mod runner;
 mod stages;
 
@@ -259,6 +260,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stages::ProcessStats>()?;
     m.add_class::<stages::LoadStats>()?;
     m.add_class::<Validation>()?;
+    m.add_class::<ops::MetricsServer>()?;
+    m.add_class::<ops::DeadLetter>()?;
+    m.add_class::<ops::DeadLetterReport>()?;
+    m.add_class::<ops::ReplayStats>()?;
+    m.add_function(wrap_pyfunction!(ops::serve_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::metrics_text, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::dlq_inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::dlq_read, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::dlq_replay, m)?)?;
     m.add_function(wrap_pyfunction!(stages::produce, m)?)?;
     m.add_function(wrap_pyfunction!(stages::process, m)?)?;
     m.add_function(wrap_pyfunction!(stages::load, m)?)?;

@@ -1,0 +1,120 @@
+"""``ecomlogs dlq inspect`` and ``ecomlogs dlq replay``: dead letters by stage and reason, and back to the
+topic they came from once the cause is fixed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any, Callable
+
+from ecomlogs import ops
+from ecomlogs import settings as S
+from ecomlogs._core import DeadLetter, DeadLetterReport
+
+
+def configure(
+    p: argparse.ArgumentParser,
+    add_verbosity: Callable[[argparse.ArgumentParser], None],
+    env_help: Callable[[str, object], str],
+) -> None:
+    p.description = (
+        "Dead letters you can act on. inspect: counts by stage and reason with a few samples (--json for "
+        "scripts). replay: send the chosen dead letters back to the topic each came from (its source.topic "
+        "header) with their original key and value and an ecomlogs.replayed_from header; safe to repeat, the "
+        "loader stores each event_id once."
+    )
+    sub = p.add_subparsers(dest="dlq_command", required=True, metavar="inspect|replay")
+    for name, helptext in (("inspect", "counts by stage and reason, with samples"),
+                           ("replay", "send dead letters back to their source topic")):
+        q = sub.add_parser(name, help=helptext, description=helptext)
+        q.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", default=None,
+                       help="Kafka bootstrap servers " + env_help("KAFKA_BOOTSTRAP_SERVERS", S.DEFAULT_BOOTSTRAP_SERVERS))
+        q.add_argument("--extra-config", metavar="KEY=VALUE", action="append", default=[],
+                       help="a librdkafka setting passed as is (repeatable)")
+        q.add_argument("--topic", default=S.DLQ_TOPIC, help="the dead-letter topic (default %(default)s)")
+        q.add_argument("--reason", action="append", default=[],
+                       help="only this reason code, e.g. database_rejected (repeatable)")
+        q.add_argument("--stage", action="append", default=[], choices=["processor", "loader"],
+                       help="only dead letters of this stage (repeatable)")
+        q.add_argument("--since", default=None, metavar="TIME",
+                       help="only dead letters written since: ISO 8601 (2026-11-27T08:00Z) or a duration back "
+                       "from now (90s, 15m, 2h, 1d)")
+        add_verbosity(q)
+        if name == "inspect":
+            q.add_argument("--samples", type=int, default=3, help="samples per stage and reason (default %(default)s)")
+            q.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
+        else:
+            q.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+            q.add_argument("--until-idle", metavar="SECONDS", type=float, default=None,
+                           help="keep following the topic for new dead letters until none came for this long "
+                           "(default: stop at its end)")
+
+
+def _text(b: Any, limit: int = 160) -> str:
+    if b is None:
+        return "null"
+    s = bytes(b).decode("utf-8", "replace")
+    return s if len(s) <= limit else s[:limit] + "…"
+
+
+def _when(ms: Any) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _letter_json(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "partition": d.partition, "offset": d.offset, "timestamp": _when(d.timestamp_ms),
+        "stage": d.stage, "reason": d.reason, "detail": d.detail, "source_topic": d.source_topic,
+        "source_partition": d.source_partition, "source_offset": d.source_offset,
+        "key": None if d.key is None else _text(d.key, 10_000),
+        "value": None if d.value is None else _text(d.value, 100_000), "headers": d.headers,
+    }
+
+
+def _print_report(r: DeadLetterReport) -> None:
+    print(f"{r.topic}: {r.scanned:,} dead letters read, {r.total:,} match")
+    if not r.counts:
+        return
+    rows = [(stage, reason, f"{n:,}") for (stage, reason), n in sorted(r.counts.items())]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(("stage", "reason", "count"))]
+    print(f"\n{'stage':<{widths[0]}}  {'reason':<{widths[1]}}  {'count':>{widths[2]}}")
+    for stage, reason, n in rows:
+        print(f"{stage:<{widths[0]}}  {reason:<{widths[1]}}  {n:>{widths[2]}}")
+    if r.samples:
+        print("\nsamples:")
+    for d in r.samples:
+        print(f"  {d.stage}/{d.reason}  {r.topic}[{d.partition}]@{d.offset}  {_when(d.timestamp_ms)}  "
+              f"from {d.source_topic}[{d.source_partition}]@{d.source_offset}")
+        if d.detail:
+            print(f"      detail: {d.detail}")
+        print(f"      key: {_text(d.key)}  value: {_text(d.value)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    common: dict[str, Any] = dict(
+        reason=args.reason or None, stage=args.stage or None, since=args.since, topic=args.topic,
+        bootstrap_servers=args.bootstrap_servers, extra_config=S.parse_extra_config(args.extra_config),
+    )
+    if args.dlq_command == "inspect":
+        report = ops.dlq_inspect(samples=args.samples, **common)
+        if args.json:
+            json.dump({
+                "topic": report.topic, "scanned": report.scanned, "total": report.total,
+                "counts": [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(report.counts.items())],
+                "samples": [_letter_json(d) for d in report.samples],
+            }, sys.stdout, indent=2)
+            print()
+        else:
+            _print_report(report)
+        return 0
+    stats = ops.dlq_replay(dry_run=args.dry_run, until_idle_s=args.until_idle, **common)
+    where = ", ".join(f"{n:,} to {t}" for t, n in sorted(stats.by_topic.items())) or "nothing"
+    verb = "would replay" if stats.dry_run else "replayed"
+    print(f"{verb} {stats.replayed:,} of {stats.matched:,} matching dead letters ({stats.scanned:,} read): {where}"
+          + (f"; {stats.no_source:,} without a source topic left in place" if stats.no_source else ""),
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,335 @@
+//! Operating a pipeline from Python: the metrics endpoint and the dead-letter commands.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::args;
+use super::errors::to_pyerr;
+use super::runner::Runner;
+use crate::config;
+use crate::dlq;
+use crate::metrics::server;
+use crate::stage;
+
+/// A running `/metrics` + `/healthz` endpoint (see `serve_metrics`). Closing it (or leaving its `with`
+/// block) stops it.
+#[pyclass(module = "ecomlogs._core")]
+pub struct MetricsServer {
+    inner: Option<server::MetricsServer>,
+    #[pyo3(get)]
+    host: String,
+    #[pyo3(get)]
+    port: u16,
+}
+
+#[pymethods]
+impl MetricsServer {
+    /// `http://host:port`
+    #[getter]
+    fn url(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(mut s) = self.inner.take() {
+            py.detach(|| s.close());
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MetricsServer({})", self.url())
+    }
+}
+
+/// Serves `/metrics` (Prometheus text format: every stage running in this process, and the process's
+/// CPU and memory) and `/healthz` on `host:port` (port 0: a free one, see `.port`).
+#[pyfunction]
+#[pyo3(signature = (port=0, host="127.0.0.1"))]
+pub fn serve_metrics(py: Python<'_>, port: i128, host: &str) -> PyResult<MetricsServer> {
+    let port: u16 = args::int("metrics_port", port, 0..=65535)?;
+    let s = py
+        .detach(|| server::MetricsServer::start(host, port))
+        .map_err(to_pyerr)?;
+    let addr = s.addr();
+    Ok(MetricsServer {
+        inner: Some(s),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    })
+}
+
+/// The metrics as `/metrics` would serve them now.
+#[pyfunction]
+pub fn metrics_text() -> String {
+    crate::metrics::render()
+}
+
+/// One record of the dead-letter topic, with its headers.
+#[pyclass(frozen, get_all, module = "ecomlogs._core")]
+pub struct DeadLetter {
+    partition: i32,
+    offset: i64,
+    /// Kafka timestamp, ms since the epoch.
+    timestamp_ms: Option<i64>,
+    key: Option<Py<PyBytes>>,
+    value: Option<Py<PyBytes>>,
+    headers: BTreeMap<String, Option<String>>,
+    reason: String,
+    stage: String,
+    detail: Option<String>,
+    source_topic: Option<String>,
+    source_partition: Option<i32>,
+    source_offset: Option<i64>,
+}
+
+#[pymethods]
+impl DeadLetter {
+    fn __repr__(&self) -> String {
+        format!(
+            "DeadLetter(partition={}, offset={}, stage={:?}, reason={:?}, source={}[{}]@{})",
+            self.partition,
+            self.offset,
+            self.stage,
+            self.reason,
+            self.source_topic.as_deref().unwrap_or("?"),
+            self.source_partition
+                .map(|p| p.to_string())
+                .unwrap_or("?".into()),
+            self.source_offset
+                .map(|o| o.to_string())
+                .unwrap_or("?".into()),
+        )
+    }
+}
+
+impl DeadLetter {
+    fn new(py: Python<'_>, d: &dlq::DeadLetter) -> Self {
+        use crate::dead_letter::headers as h;
+        DeadLetter {
+            partition: d.partition,
+            offset: d.offset,
+            timestamp_ms: d.timestamp_ms,
+            key: d.key.as_deref().map(|k| PyBytes::new(py, k).unbind()),
+            value: d.value.as_deref().map(|v| PyBytes::new(py, v).unbind()),
+            headers: d.headers.iter().cloned().collect(),
+            reason: d.reason().to_string(),
+            stage: d.stage().to_string(),
+            detail: d.header(h::DETAIL).map(str::to_string),
+            source_topic: d.header(h::SOURCE_TOPIC).map(str::to_string),
+            source_partition: d.header(h::SOURCE_PARTITION).and_then(|v| v.parse().ok()),
+            source_offset: d.header(h::SOURCE_OFFSET).and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// `dlq_inspect`'s answer: dead letters read, counts by (stage, reason), the first samples of each.
+#[pyclass(frozen, get_all, module = "ecomlogs._core")]
+pub struct DeadLetterReport {
+    topic: String,
+    scanned: u64,
+    counts: BTreeMap<(String, String), u64>,
+    samples: Vec<Py<DeadLetter>>,
+}
+
+#[pymethods]
+impl DeadLetterReport {
+    /// Dead letters that matched the filters.
+    #[getter]
+    fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DeadLetterReport(topic={:?}, scanned={}, total={}, counts={:?})",
+            self.topic,
+            self.scanned,
+            self.total(),
+            self.counts
+        )
+    }
+}
+
+/// What `dlq_replay` did (or, with `dry_run`, would do).
+#[pyclass(frozen, eq, get_all, module = "ecomlogs._core")]
+#[derive(Clone, PartialEq)]
+pub struct ReplayStats {
+    scanned: u64,
+    matched: u64,
+    replayed: u64,
+    no_source: u64,
+    by_topic: BTreeMap<String, u64>,
+    dry_run: bool,
+}
+
+#[pymethods]
+impl ReplayStats {
+    fn __repr__(&self) -> String {
+        format!(
+            "ReplayStats(scanned={}, matched={}, replayed={}, no_source={}, by_topic={:?}, dry_run={})",
+            self.scanned,
+            self.matched,
+            self.replayed,
+            self.no_source,
+            self.by_topic,
+            if self.dry_run { "True" } else { "False" }
+        )
+    }
+}
+
+fn filter(
+    reason: Option<Vec<String>>,
+    stage: Option<Vec<String>>,
+    since_ms: Option<i64>,
+) -> dlq::Filter {
+    dlq::Filter {
+        reasons: reason.unwrap_or_default(),
+        stages: stage.unwrap_or_default(),
+        since_ms,
+    }
+}
+
+fn scan_of(topic: &str, until_idle_s: Option<f64>, timeout_s: f64) -> PyResult<dlq::Scan> {
+    Ok(dlq::Scan {
+        topic: args::topic("topic", topic)?,
+        until_idle: args::opt_seconds("until_idle_s", until_idle_s, 0.0..=config::MAX_SECONDS)?,
+        timeout: args::seconds("timeout_s", timeout_s, 0.1..=3600.0)?,
+    })
+}
+
+/// Runs a dead-letter scan with the GIL released, Ctrl-C stopping it.
+fn scanning<T: Send>(
+    py: Python<'_>,
+    body: impl FnOnce(&stage::StopToken, dlq::Tick<'_>) -> crate::error::Result<T> + Send,
+) -> PyResult<T> {
+    let mut runner = Runner::new(None, Duration::from_secs(1));
+    let token = stage::StopToken::new();
+    let result = py.detach(|| body(&token, &mut |_| runner.tick(|py| Ok(py.None()))));
+    if let Some(e) = runner.failure.take() {
+        return Err(e);
+    }
+    result.map_err(to_pyerr)
+}
+
+/// Reads the dead-letter topic to its end: counts by (stage, reason) of those that match the filters
+/// (`reason`, `stage`: lists of accepted values; `since_ms`: written at or after), with the first
+/// `samples` of each.
+#[pyfunction]
+#[pyo3(signature = (*, bootstrap_servers=None, topic="dead_letter_events", reason=None,
+                    stage=None, since_ms=None, samples=3, timeout_s=30.0, extra_config=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn dlq_inspect(
+    py: Python<'_>,
+    bootstrap_servers: Option<&str>,
+    topic: &str,
+    reason: Option<Vec<String>>,
+    stage: Option<Vec<String>>,
+    since_ms: Option<i64>,
+    samples: i128,
+    timeout_s: f64,
+    extra_config: Option<&Bound<'_, PyDict>>,
+) -> PyResult<DeadLetterReport> {
+    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let samples: usize = args::int("samples", samples, 0..=100_000)?;
+    let scan = scan_of(topic, None, timeout_s)?;
+    let f = filter(reason, stage, since_ms);
+    let r = scanning(py, |token, tick| {
+        dlq::inspect(&settings, &scan, &f, samples, token, tick)
+    })?;
+    Ok(DeadLetterReport {
+        topic: scan.topic,
+        scanned: r.scanned,
+        counts: r.counts,
+        samples: r
+            .samples
+            .iter()
+            .map(|d| Py::new(py, DeadLetter::new(py, d)))
+            .collect::<PyResult<_>>()?,
+    })
+}
+
+/// Every dead letter that matches the filters (at most `limit`), in partition and offset order.
+#[pyfunction]
+#[pyo3(signature = (*, bootstrap_servers=None, topic="dead_letter_events", reason=None,
+                    stage=None, since_ms=None, limit=None, timeout_s=30.0, extra_config=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn dlq_read(
+    py: Python<'_>,
+    bootstrap_servers: Option<&str>,
+    topic: &str,
+    reason: Option<Vec<String>>,
+    stage: Option<Vec<String>>,
+    since_ms: Option<i64>,
+    limit: Option<i128>,
+    timeout_s: f64,
+    extra_config: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<DeadLetter>> {
+    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let limit: usize = match limit {
+        Some(l) => args::int("limit", l, 0..=100_000_000)?,
+        None => usize::MAX,
+    };
+    let scan = scan_of(topic, None, timeout_s)?;
+    let f = filter(reason, stage, since_ms);
+    let found = scanning(py, |token, tick| {
+        let mut out = Vec::new();
+        dlq::scan(&settings, &scan, token, tick, &mut |d| {
+            if out.len() < limit && f.matches(&d) {
+                out.push(d);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    })?;
+    Ok(found.iter().map(|d| DeadLetter::new(py, d)).collect())
+}
+
+/// Sends the dead letters that match the filters back to the topic each came from (its
+/// `source.topic` header) with the original key and value and an `ecomlogs.replayed_from` header;
+/// returns once every one is acknowledged. `dry_run`: count only. `until_idle_s`: keep following the
+/// topic for new dead letters until none came for that long.
+#[pyfunction]
+#[pyo3(signature = (*, bootstrap_servers=None, topic="dead_letter_events", reason=None,
+                    stage=None, since_ms=None, dry_run=false, until_idle_s=None,
+                    timeout_s=30.0, extra_config=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn dlq_replay(
+    py: Python<'_>,
+    bootstrap_servers: Option<&str>,
+    topic: &str,
+    reason: Option<Vec<String>>,
+    stage: Option<Vec<String>>,
+    since_ms: Option<i64>,
+    dry_run: bool,
+    until_idle_s: Option<f64>,
+    timeout_s: f64,
+    extra_config: Option<&Bound<'_, PyDict>>,
+) -> PyResult<ReplayStats> {
+    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let scan = scan_of(topic, until_idle_s, timeout_s)?;
+    let f = filter(reason, stage, since_ms);
+    let s = scanning(py, |token, tick| {
+        dlq::replay(&settings, &scan, &f, dry_run, token, tick)
+    })?;
+    Ok(ReplayStats {
+        scanned: s.scanned,
+        matched: s.matched,
+        replayed: s.replayed,
+        no_source: s.no_source,
+        by_topic: s.by_topic,
+        dry_run: s.dry_run,
+    })
+}

@@ -1,0 +1,82 @@
+"""Reading the stages' Prometheus endpoint in tests: the text format parsed into {(name, labels): value}."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Optional
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        labels = frozenset(_LABEL.findall(m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample with exactly these labels (0 when absent: a counter not yet incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum over every sample of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def scrape(base: str) -> Samples:
+    status, text = get(base + "/metrics")
+    assert status == 200, text
+    return parse(text)
+
+
+def endpoint_from_log(proc: subprocess.Popen, lines: list[str], timeout_s: float = 60.0) -> str:
+    """Reads the stage's stderr until it logs where its metrics are served; returns ``http://host:port``."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"metrics on (http://[^/\s]+)/metrics", line)
+        if m:
+            return m.group(1)
+    raise AssertionError("the stage never said where its metrics are:\n" + "".join(lines[-30:]))
+
+
+def drain_stderr(proc: subprocess.Popen, lines: list[str]) -> None:
+    """Keeps reading the stage's stderr (in a thread) so that it never blocks on a full pipe."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+
+
+def find(lines: list[str], pattern: str) -> Optional[re.Match[str]]:
+    for line in lines:
+        m = re.search(pattern, line)
+        if m:
+            return m
+    return None
