@@ -40,9 +40,11 @@ import re
 import shutil
 import signal
 import statistics
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -159,6 +161,8 @@ class BenchConfig:
     per partition, as ``ecomlogs run`` does."""
     loader_workers: int = 1
     """``--workers`` of the ecomlogs loader (consumer threads, each with its own PostgreSQL connection)."""
+    metrics: bool = False
+    """Every ecomlogs stage serves ``/metrics``, scraped once a second (as Prometheus would) during the run."""
 
     @property
     def latency_rates(self) -> tuple[tuple[int, float], ...]:
@@ -966,10 +970,35 @@ def last_json_line(stdout: str) -> dict[str, Any]:
     return parsed
 
 
+SCRAPED_PORTS: set[int] = set()
+
+
+def _scraper() -> None:
+    """With ``--metrics``: fetches every stage's /metrics once a second, like a Prometheus server would."""
+    import urllib.request
+
+    while True:
+        time.sleep(1.0)
+        for port in list(SCRAPED_PORTS):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                    r.read()
+            except OSError:
+                pass  # the stage has not started yet, or has finished
+
+
 def _script(cfg: BenchConfig, root_script: str, command: str) -> list[str]:
-    """An ecomlogs entry point: the root script (the user's), or the same command through the CLI."""
+    """An ecomlogs entry point: the root script (the user's), or the same command through the CLI; with
+    ``--metrics`` serving /metrics on a free port that the scraper fetches."""
     path = cfg.repo_root / root_script
-    return [sys.executable, str(path)] if path.is_file() else [sys.executable, "-m", "ecomlogs", command]
+    cmd = [sys.executable, str(path)] if path.is_file() else [sys.executable, "-m", "ecomlogs", command]
+    if cfg.metrics:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        SCRAPED_PORTS.add(port)
+        cmd += ["--metrics-port", str(port)]
+    return cmd
 
 
 def producer_cmd(cfg: BenchConfig, side: str, topic: str, count: int, rate: Optional[int] = None) -> list[str]:
@@ -1865,7 +1894,8 @@ def markdown_report(report: dict[str, Any], rows: Sequence[Row], sections: Optio
         "ratios.",
         "",
         f"ecomlogs stream processor: {config.get('processor_workers', 1)} worker(s); loader: "
-        f"{config.get('loader_workers', 1)} worker(s). The baseline runs one process per stage, as the original.",
+        f"{config.get('loader_workers', 1)} worker(s). The baseline runs one process per stage, as the original."
+        + (" Metrics endpoints on, each scraped once a second." if config.get("metrics") else ""),
         "",
         markdown_table(rows),
         "",
@@ -2076,6 +2106,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
             "latency_rates": [{"rate": r, "seconds": s} for r, s in cfg.latency_rates],
             "until_idle_s": cfg.until_idle_s,
             "processor_workers": cfg.processor_workers,
+            "metrics": cfg.metrics,
             "loader_workers": cfg.loader_workers,
             "sections": list(cfg.sections),
             "small": cfg.small,
@@ -2172,6 +2203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processor-workers", type=_positive_int, default=int(S.DEFAULTS['partitions']),
                    help="consumer threads of the ecomlogs stream processor (default %(default)s: one per "
                    "partition, as `ecomlogs run`; the baseline runs one process per stage, as the original)")
+    p.add_argument("--metrics", action="store_true",
+                   help="every ecomlogs stage serves /metrics, scraped once a second during the runs (to show "
+                   "what metrics cost)")
     p.add_argument("--loader-workers", type=_positive_int, default=1,
                    help="consumer threads of the ecomlogs loader, each with its own PostgreSQL connection "
                    "(default %(default)s)")
@@ -2207,6 +2241,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         latency_repeat=args.latency_repeat or repeat,
         processor_workers=args.processor_workers,
         loader_workers=args.loader_workers,
+        metrics=args.metrics,
     )
 
 
@@ -2223,6 +2258,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
                         stream=sys.stderr)
     restore_sigint()
+    if args.metrics:
+        threading.Thread(target=_scraper, name="bench-scraper", daemon=True).start()
     try:
         run(config_from_args(args, parser))
     except EcomlogsError as e:
