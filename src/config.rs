@@ -116,8 +116,9 @@ const PRODUCER: &[(&str, &str)] = &[
     ("compression.type", "lz4"),
     ("batch.size", "1000000"),
     ("batch.num.messages", "100000"),
-    ("queue.buffering.max.messages", "1000000"),
-    ("queue.buffering.max.kbytes", "1048576"),
+    // Bounded buffering: a producer that outruns the broker waits (memory does not grow with --count).
+    ("queue.buffering.max.messages", "100000"),
+    ("queue.buffering.max.kbytes", "32768"),
     ("message.timeout.ms", "60000"),
 ];
 
@@ -132,8 +133,11 @@ const CONSUMER: &[(&str, &str)] = &[
     // End-of-partition events tell a stage when it has caught up (`until_caught_up`).
     ("enable.partition.eof", "true"),
     ("fetch.wait.max.ms", "100"),
-    ("queued.min.messages", "200000"),
-    ("fetch.message.max.bytes", "4194304"),
+    // Bounded prefetch (per consumer, whatever the backlog): enough to keep a stage busy between fetches.
+    ("queued.min.messages", "20000"),
+    ("queued.max.messages.kbytes", "8192"),
+    ("fetch.max.bytes", "8388608"),
+    ("fetch.message.max.bytes", "2097152"),
 ];
 
 fn env(name: &str) -> Option<String> {

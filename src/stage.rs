@@ -51,6 +51,15 @@ impl StopToken {
             .compare_exchange(DRAIN, DONE, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// Finish now (the stage went idle): not an interruption; a stop stays a stop.
+    fn finish(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s < DONE).then_some(DONE)
+            });
+    }
+
     /// Time to finish (stopped, or drained).
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed) >= DONE
@@ -90,6 +99,17 @@ impl Activity {
     }
 }
 
+/// How long a worker has had no input, for the stage's idle exit (decided for all workers at once).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet {
+    /// The worker has partitions (one without is joining or has none to get).
+    pub assigned: bool,
+    /// The last input (or the worker's start); None: not tracked yet.
+    pub since: Option<Instant>,
+    /// The broker is unreachable: records may be waiting, so this is not idleness.
+    pub broker_down: bool,
+}
+
 /// A stage's counters: workers' copies add up to the stage's.
 pub trait Stats: Default + Clone + Send {
     fn merge(&mut self, other: &Self);
@@ -97,6 +117,30 @@ pub trait Stats: Default + Clone + Send {
     /// This worker has read every assigned partition to its end (a drain completes when all have).
     fn caught_up(&self) -> bool {
         false
+    }
+    /// This worker's input activity, for `until_idle`.
+    fn quiet(&self) -> Quiet {
+        Quiet::default()
+    }
+}
+
+/// Whether a stage whose workers report `quiet` has been idle for `idle`: every worker with partitions
+/// had no input for that long (workers without any do not hold the stage up, unless none has any: then
+/// a generous bound, as a group join can take that long), and the broker is reachable.
+pub fn all_idle(quiet: &[Quiet], idle: Duration) -> bool {
+    let waited = |q: &Quiet| q.since.map(|t| t.elapsed());
+    if quiet.is_empty() || quiet.iter().any(|q| q.broker_down || q.since.is_none()) {
+        return false;
+    }
+    if quiet.iter().any(|q| q.assigned) {
+        quiet
+            .iter()
+            .filter(|q| q.assigned)
+            .all(|q| waited(q).is_some_and(|w| w >= idle))
+    } else {
+        quiet
+            .iter()
+            .all(|q| waited(q).is_some_and(|w| w >= idle + Duration::from_secs(60)))
     }
 }
 
@@ -111,6 +155,7 @@ pub fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn run_workers<S: Stats>(
     name: &str,
     workers: usize,
+    until_idle: Option<Duration>,
     token: &StopToken,
     tick: &mut dyn FnMut(&S) -> Result<()>,
     work: &(dyn Fn(usize, &Mutex<S>) -> Result<()> + Sync),
@@ -127,7 +172,7 @@ pub fn run_workers<S: Stats>(
         t.finish(start.elapsed(), interrupted);
         t
     };
-    let mut watch = Supervisor::new(name, token);
+    let mut watch = Supervisor::new(name, token, until_idle);
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = shared
             .iter()
@@ -184,16 +229,18 @@ fn guarded(name: &str, token: &StopToken, work: impl FnOnce() -> Result<()>) -> 
 struct Supervisor<'a> {
     name: &'a str,
     token: &'a StopToken,
+    until_idle: Option<Duration>,
     caught_up_since: Option<Instant>,
     interrupted: bool,
     tick_error: Option<Error>,
 }
 
 impl<'a> Supervisor<'a> {
-    fn new(name: &'a str, token: &'a StopToken) -> Self {
+    fn new(name: &'a str, token: &'a StopToken, until_idle: Option<Duration>) -> Self {
         Supervisor {
             name,
             token,
+            until_idle,
             caught_up_since: None,
             interrupted: false,
             tick_error: None,
@@ -205,6 +252,14 @@ impl<'a> Supervisor<'a> {
     /// before the last records were written is stale: the state must hold for a while (longer than a
     /// fetch waits at the end) before it counts.
     fn drain<S: Stats>(&mut self, shared: &[Mutex<S>]) {
+        if let Some(idle) = self.until_idle {
+            let quiet: Vec<Quiet> = shared.iter().map(|s| locked(s).quiet()).collect();
+            if !self.token.is_stopped() && all_idle(&quiet, idle) {
+                log::info!(target: "ecomlogs.stage", "{}: no input for {:.1}s: finishing", self.name, idle.as_secs_f64());
+                self.token.finish();
+                return;
+            }
+        }
         if !(self.token.is_draining() && shared.iter().all(|s| locked(s).caught_up())) {
             self.caught_up_since = None;
             return;
@@ -277,7 +332,7 @@ mod tests {
             }
             Ok(())
         };
-        let out = run_workers("test", 3, &token, &mut tick, &work).unwrap();
+        let out = run_workers("test", 3, None, &token, &mut tick, &work).unwrap();
         assert_eq!(out.n, 3);
         assert!(out.interrupted && ticks >= 1);
     }
@@ -294,11 +349,51 @@ mod tests {
             }
             Ok(())
         };
-        let err = run_workers("test", 2, &token, &mut |_: &Count| Ok(()), &work).unwrap_err();
+        let err = run_workers("test", 2, None, &token, &mut |_: &Count| Ok(()), &work).unwrap_err();
         assert!(
             matches!(&err, Error::Internal(m) if m.contains("boom")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn idle_is_decided_for_all_workers_with_partitions() {
+        let ago = |s: u64| Some(Instant::now() - Duration::from_secs(s));
+        let q = |assigned, since, broker_down| Quiet {
+            assigned,
+            since,
+            broker_down,
+        };
+        let idle = Duration::from_secs(3);
+        assert!(all_idle(
+            &[q(true, ago(5), false), q(true, ago(4), false)],
+            idle
+        ));
+        assert!(!all_idle(
+            &[q(true, ago(5), false), q(true, ago(1), false)],
+            idle
+        ));
+        // A worker without partitions does not hold the others up ...
+        assert!(all_idle(
+            &[q(true, ago(5), false), q(false, ago(1), false)],
+            idle
+        ));
+        // ... but with none assigned anywhere the stage is still joining.
+        assert!(!all_idle(&[q(false, ago(5), false)], idle));
+        assert!(all_idle(&[q(false, ago(64), false)], idle));
+        assert!(!all_idle(&[q(true, ago(5), true)], idle));
+        assert!(!all_idle(&[q(true, None, false)], idle));
+    }
+
+    #[test]
+    fn an_idle_finish_is_no_interruption_and_does_not_undo_a_stop() {
+        let t = StopToken::new();
+        t.finish();
+        assert!(t.is_stopped() && !t.is_interrupted());
+        let t = StopToken::new();
+        t.stop();
+        t.finish();
+        assert!(t.is_interrupted());
     }
 
     #[test]
@@ -340,7 +435,7 @@ mod tests {
             locked(cell).interrupted = token.is_interrupted();
             Ok(())
         };
-        let out = run_workers("test", 3, &token, &mut |_: &Reader| Ok(()), &work).unwrap();
+        let out = run_workers("test", 3, None, &token, &mut |_: &Reader| Ok(()), &work).unwrap();
         assert!(!out.interrupted && token.is_stopped());
     }
 }

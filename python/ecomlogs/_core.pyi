@@ -208,7 +208,7 @@ def process(
     exactly_once: bool = False,
     transactional_id: Optional[str] = None,
     batch_max: int = 50000,
-    workers: int = 1,
+    workers: Optional[int] = None,
     log_each: bool = False,
     partitions: int = 3,
     extra_config: _ExtraConfig = None,
@@ -220,7 +220,8 @@ def process(
     ``output_topic`` (canonical JSON, same key), invalid ones to ``dlq_topic`` untouched, with headers
     ``reason``, ``detail``, ``source.topic``, ``source.partition``, ``source.offset``, ``stage``. Offsets
     are committed only after the outputs are acknowledged (with ``exactly_once``: together with them, in
-    one Kafka transaction). ``workers`` consumers (threads) share the group's partitions. Runs until
+    one Kafka transaction). ``workers`` consumers (threads) share the group's partitions (None: one per
+    partition of the input topic, up to 16). Runs until
     every assigned partition has been read to its end (``until_caught_up``), ``until_idle_s`` without
     input, Ctrl-C, or ``stop.stop()`` / ``stop.drain()`` from another thread (the batch in flight is
     finished and committed first)."""

@@ -109,9 +109,11 @@ def _add_finish(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_workers(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--workers", type=_int, default=D["workers"],
-                   help=f"consumer threads in this process, sharing the partitions, {what} (default %(default)s)")
+def _add_workers(p: argparse.ArgumentParser, what: str, default: Any = D["workers"],
+                 shown: Optional[str] = None) -> None:
+    p.add_argument("--workers", type=_int, default=default,
+                   help=f"consumer threads in this process, sharing the partitions, {what} (default "
+                   f"{shown or '%(default)s'})")
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -315,7 +317,7 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
                    help="with --exactly-once: a stable id per instance, so a restart fences a crashed predecessor "
                    "at once (default: group-host-pid)")
     p.add_argument("--batch-max", type=_int, default=D["batch_max"], help="records per batch at most (default %(default)s)")
-    _add_workers(p, "up to the partition count")
+    _add_workers(p, "up to the partition count", None, "one per partition of the input topic")
 
 
 def cmd_process(args: argparse.Namespace) -> int:

@@ -152,7 +152,7 @@ def run_pipeline(
         migrate=False, extra_config=extra, progress=p, workers=loader_workers, stop=t))
     processor = _Stage("processor", lambda p, t: api.process(
         bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p,
-        workers=processor_workers or partitions, stop=t))
+        workers=processor_workers, stop=t))
     producer = _Stage("producer", lambda p, t: api.produce(
         count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio, seed=seed,
         log_each=False, extra_config=extra, progress=p, stop=t))

@@ -133,15 +133,6 @@ impl InputState {
     pub fn caught_up(&self) -> bool {
         self.in_force && self.ended == self.ends.len()
     }
-
-    /// No input for `idle` while assigned (an unassigned worker is joining, not idle: it gets a
-    /// generous bound instead; an unreachable broker is never idle: records may be waiting).
-    pub fn idle(&self, idle: Option<Duration>, broker_down: bool) -> bool {
-        let Some(idle) = idle else { return false };
-        let waited = self.last_input.elapsed();
-        !broker_down
-            && ((self.assigned() && waited >= idle) || waited >= idle + Duration::from_secs(60))
-    }
 }
 
 /// Handles an error from `poll`: an end of partition is returned, connection trouble is left to the

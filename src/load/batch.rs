@@ -90,12 +90,14 @@ impl Batch {
         }
     }
 
-    /// Due for writing: full, or old enough, or its input has gone quiet.
-    pub(super) fn is_due(&self, opts: &LoadOptions, last_input: Instant) -> bool {
+    /// Due for writing: full, or old enough, or its input has gone quiet at the end of every assigned
+    /// partition (`caught_up`: a gap between fetches of a backlog is no reason for a small transaction).
+    pub(super) fn is_due(&self, opts: &LoadOptions, last_input: Instant, caught_up: bool) -> bool {
         self.len() >= opts.batch_size
             || self.started.is_some_and(|t| {
                 t.elapsed() >= opts.flush_interval
-                    || last_input.elapsed() >= opts.quiet_flush.min(opts.flush_interval)
+                    || (caught_up
+                        && last_input.elapsed() >= opts.quiet_flush.min(opts.flush_interval))
             })
     }
 

@@ -29,7 +29,7 @@ use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::pg::{self};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
-use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
+use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
 mod batch;
@@ -110,6 +110,7 @@ pub struct LoadStats {
     pub activity: Activity,
     /// This worker has stored everything up to the end of every assigned partition (for the drain).
     caught_up: bool,
+    quiet: Quiet,
 }
 
 impl Stats for LoadStats {
@@ -137,6 +138,10 @@ impl Stats for LoadStats {
 
     fn caught_up(&self) -> bool {
         self.caught_up
+    }
+
+    fn quiet(&self) -> Quiet {
+        self.quiet
     }
 }
 
@@ -184,10 +189,17 @@ pub fn run_loader(
     let first = Mutex::new(Some(client));
     let topics = [("dead_letters", opts.dlq_topic.as_str())];
     metrics::observed("loader", &topics, tick, |tick| {
-        run_workers("loader", opts.workers, token, tick, &|_, shared| {
-            let client = locked(&first).take();
-            Worker::new(settings, opts, &pg_cfg, client, token)?.run(shared)
-        })
+        run_workers(
+            "loader",
+            opts.workers,
+            opts.until_idle,
+            token,
+            tick,
+            &|_, shared| {
+                let client = locked(&first).take();
+                Worker::new(settings, opts, &pg_cfg, client, token)?.run(shared)
+            },
+        )
     })
 }
 
@@ -333,30 +345,27 @@ impl<'a> Worker<'a> {
                 self.stats.elapsed = start.elapsed();
                 self.publish(shared);
             }
-            let mut idle_exit = false;
-            if !stopping && !self.batch.is_due(self.opts, self.input.last_input) {
+            if !stopping
+                && !self
+                    .batch
+                    .is_due(self.opts, self.input.last_input, self.input.caught_up())
+            {
                 let got = self.fill(self.batch.wait(self.opts, self.input.last_input))?;
                 if let Some(e) = locked(&self.consumer.context().fault).take() {
                     return Err(e);
                 }
-                if got {
-                    continue;
-                }
-                if self.batch.is_empty() {
-                    let down = self.consumer.context().watch.is_down();
-                    idle_exit = self.input.idle(self.opts.until_idle, down);
-                    if idle_exit {
-                        log::info!(target: "ecomlogs.loader", "no input for {:.1}s: finishing", self.input.last_input.elapsed().as_secs_f64());
-                    }
-                }
-                if !idle_exit && !self.batch.is_due(self.opts, self.input.last_input) {
+                if got
+                    || !self
+                        .batch
+                        .is_due(self.opts, self.input.last_input, self.input.caught_up())
+                {
                     continue;
                 }
             }
             if !self.batch.is_empty() && !self.flush(shared)? {
                 break; // stopped during an outage
             }
-            if stopping || idle_exit {
+            if stopping {
                 self.stats.interrupted |= stopping && self.token.is_interrupted();
                 break;
             }
@@ -544,6 +553,12 @@ impl<'a> Worker<'a> {
             self.stats.activity = Activity::Running;
         }
         self.stats.caught_up = self.input.caught_up() && self.batch.is_empty();
+        // Idle only with nothing left to write.
+        self.stats.quiet = Quiet {
+            assigned: self.input.assigned(),
+            since: Some(self.input.last_input).filter(|_| self.batch.is_empty()),
+            broker_down: ctx.watch.is_down(),
+        };
         self.stats.log_resets = ctx.log_resets.load(Ordering::Relaxed);
         self.stats.offsets_lost = ctx.offsets_lost.load(Ordering::Relaxed);
         *locked(shared) = self.stats.clone();

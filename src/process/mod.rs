@@ -18,12 +18,12 @@ use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    ensure_topics, poll_error, send_blocking, BrokerWatch, DeliveryTracker, GroupContext,
-    InputState,
+    ensure_topics, partition_count, poll_error, send_blocking, BrokerWatch, DeliveryTracker,
+    GroupContext, InputState,
 };
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
-use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
+use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
 use crate::validate::{validate, Reason};
 
 mod commit;
@@ -31,6 +31,9 @@ mod context;
 
 use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
 use context::ProcessorContext;
+
+/// The most consumers `workers: 0` starts (one per partition).
+pub const MAX_AUTO_WORKERS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct ProcessOptions {
@@ -50,7 +53,8 @@ pub struct ProcessOptions {
     /// A log line per event (`--verbose`).
     pub log_each: bool,
     pub partitions: i32,
-    /// Consumers (threads) in this process, each with its own producer; they share the group's partitions.
+    /// Consumers (threads) in this process, each with its own producer; they share the group's
+    /// partitions. 0: one per partition of the input topic (at most `MAX_AUTO_WORKERS`).
     pub workers: usize,
 }
 
@@ -69,7 +73,7 @@ impl Default for ProcessOptions {
             batch_wait: Duration::from_millis(100),
             log_each: false,
             partitions: defaults::PARTITIONS,
-            workers: 1,
+            workers: 0,
         }
     }
 }
@@ -88,6 +92,7 @@ pub struct ProcessStats {
     pub activity: Activity,
     /// This worker has read every assigned partition to its end (for the drain).
     caught_up: bool,
+    quiet: Quiet,
 }
 
 impl Stats for ProcessStats {
@@ -111,6 +116,10 @@ impl Stats for ProcessStats {
 
     fn caught_up(&self) -> bool {
         self.caught_up
+    }
+
+    fn quiet(&self) -> Quiet {
+        self.quiet
     }
 }
 
@@ -138,14 +147,29 @@ pub fn run_processor(
     if opts.until_caught_up {
         token.drain();
     }
+    let workers = match opts.workers {
+        0 => partition_count(settings, &opts.input_topic, Duration::from_secs(15))?
+            .clamp(1, MAX_AUTO_WORKERS),
+        n => n,
+    };
+    // Resolved once: the workers' transactional ids depend on how many there are.
+    let opts = &ProcessOptions {
+        workers,
+        ..opts.clone()
+    };
     let topics = [
         ("output", opts.output_topic.as_str()),
         ("dead_letters", opts.dlq_topic.as_str()),
     ];
     metrics::observed("processor", &topics, tick, |tick| {
-        run_workers("processor", opts.workers, token, tick, &|i, shared| {
-            Worker::new(settings, opts, i)?.run(token, shared)
-        })
+        run_workers(
+            "processor",
+            workers,
+            opts.until_idle,
+            token,
+            tick,
+            &|i, shared| Worker::new(settings, opts, i)?.run(token, shared),
+        )
     })
 }
 
@@ -303,13 +327,13 @@ impl<'a> Worker<'a> {
             if out.input.assigned() {
                 out.stats.activity = Activity::Running;
             }
+            out.stats.quiet = Quiet {
+                assigned: out.input.assigned(),
+                since: Some(out.input.last_input),
+                broker_down: consumer.context().group.watch.is_down(),
+            };
             if batch.is_empty() {
                 *locked(shared) = out.stats.clone();
-                let down = consumer.context().group.watch.is_down();
-                if out.input.idle(out.opts.until_idle, down) {
-                    log::info!(target: "ecomlogs.processor", "no input for {:.1}s: finishing", out.input.last_input.elapsed().as_secs_f64());
-                    break;
-                }
                 continue;
             }
             consumer.context().group.watch.alive();

@@ -347,7 +347,8 @@ pub fn produce(
 /// The stream processor: validates every record of `input_topic`; valid ones go to `output_topic`
 /// (canonical JSON, same key), invalid ones to `dlq_topic` untouched with headers saying why. Offsets
 /// are committed only after the outputs are acknowledged (or with them in one Kafka transaction with
-/// `exactly_once`). `workers` consumers (threads) share the group's partitions. Runs until every
+/// `exactly_once`). `workers` consumers (threads) share the group's partitions (None: one per
+/// partition of the input topic). Runs until every
 /// assigned partition has been read to its end (`until_caught_up`), `until_idle_s` without input,
 /// Ctrl-C, or `stop.stop()` / `stop.drain()` from another thread (the batch in flight is finished and
 /// committed first).
@@ -356,7 +357,7 @@ pub fn produce(
                     output_topic="clean_events", dlq_topic="dead_letter_events",
                     group_id="silver-stream-processor", until_idle_s=None, until_caught_up=false,
                     exactly_once=false, transactional_id=None, batch_max=50000,
-                    workers=1, log_each=false, partitions=3,
+                    workers=None, log_each=false, partitions=3,
                     extra_config=None, progress=None, progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn process(
@@ -371,7 +372,7 @@ pub fn process(
     exactly_once: bool,
     transactional_id: Option<String>,
     batch_max: i128,
-    workers: i128,
+    workers: Option<i128>,
     log_each: bool,
     partitions: i128,
     extra_config: Option<&Bound<'_, PyDict>>,
@@ -392,7 +393,10 @@ pub fn process(
         batch_max: args::int("batch_max", batch_max, BATCH)?,
         log_each,
         partitions: args::int("partitions", partitions, PARTITIONS)?,
-        workers: args::int("workers", workers, WORKERS)?,
+        workers: workers
+            .map(|w| args::int("workers", w, WORKERS))
+            .transpose()?
+            .unwrap_or(0),
         ..ProcessOptions::default()
     };
     let stop = token(stop);
