@@ -257,7 +257,7 @@ def plot_funnel(*, days: int = 14, dsn: Optional[str] = None) -> Figure:
     ax.set_xticks(x, [d.strftime("%Y-%m-%d") for d in df["day"]], rotation=30 if len(df) > 4 else 0)
     ax.set_ylabel("events")
     ax.legend()
-    ax.set_title(f"Funnel by day (UTC): {views:,} views -> {carts:,} carts ({_rate(carts, views)}) -> "
+    ax.set_title(f"Funnel by day (UTC)\n{views:,} views \u2192 {carts:,} carts ({_rate(carts, views)}) \u2192 "
                  f"{buys:,} purchases ({_rate(buys, carts)})", fontsize=10)
     return fig
 

@@ -149,7 +149,7 @@ def _signals(command: str) -> None:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    handler = interrupt if command == "run" else STOP
+    handler = interrupt if command in ("run", "dashboard") else STOP
     try:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -424,7 +424,15 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "load": ("load clean_events into PostgreSQL, exactly once (psqlConsumer.py)", _load_parser, cmd_load),
     "migrate": ("apply the database migrations", _migrate_parser, cmd_migrate),
     "run": ("the whole pipeline in one process, with live status and a report", _run_parser, cmd_run),
+    "dashboard": ("a live web page of the pipeline and its numbers (local, read-only)",
+                  lambda p: _dashboard().configure_parser(p), lambda a: _dashboard().command(a)),
 }
+
+
+def _dashboard() -> Any:
+    import ecomlogs.dashboard
+
+    return ecomlogs.dashboard
 
 
 def build_parser(prog: str = "ecomlogs") -> argparse.ArgumentParser:

@@ -178,6 +178,11 @@ pub fn read_to_end(settings: &KafkaSettings, topic: &str, req: &ReadRequest) -> 
     Ok(out)
 }
 
+/// A partition that reported its end before reaching the offset its watermark promised is done once it
+/// has stayed quiet this long: the dev broker's fetch responses can announce the end early, and a log
+/// whose last offset is a transaction marker never delivers a record there.
+const QUIET_AFTER_END: Duration = Duration::from_millis(1000);
+
 /// Polls until every partition in `ends` has been read to its end (or the time is up).
 fn collect(
     consumer: &BaseConsumer<GroupContext>,
@@ -187,25 +192,34 @@ fn collect(
     out: &mut TopicRead,
 ) {
     let deadline = Instant::now() + req.timeout;
+    let mut ended_early: BTreeMap<i32, Instant> = BTreeMap::new();
     while !ends.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             log::warn!(target: "ecomlogs.kafka", "reading {topic}: gave up after {:?} with {} partition(s) not read to the end; returning what was read", req.timeout, ends.len());
             return;
         }
-        match consumer.poll(left.min(Duration::from_millis(200))) {
+        ended_early.retain(|p, at| {
+            let quiet = at.elapsed() >= QUIET_AFTER_END;
+            if quiet {
+                ends.remove(p);
+            }
+            !quiet
+        });
+        match consumer.poll(left.min(Duration::from_millis(100))) {
             Some(Ok(m)) => {
                 let Some(&end) = ends.get(&m.partition()) else {
                     continue;
                 };
+                ended_early.remove(&m.partition());
                 out.records.push(owned(&m, req.values));
                 out.next.insert(m.partition(), m.offset() + 1);
                 if m.offset() + 1 >= end {
                     ends.remove(&m.partition());
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ends.remove(&p);
+            Some(Err(KafkaError::PartitionEOF(p))) if ends.contains_key(&p) => {
+                ended_early.insert(p, Instant::now());
             }
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) => {
                 log::warn!(target: "ecomlogs.kafka", "reading {topic}: {e}");
