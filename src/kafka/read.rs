@@ -3,11 +3,11 @@
 //! with their headers. The client is assigned, never subscribed: it joins no group and commits nothing,
 //! so the stages never notice it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -145,90 +145,105 @@ pub fn topic_offsets(
 
 /// Reads `topic` up to the end of every partition (as it was when the read began). A read that runs out
 /// of time returns what it has, with `next` where it stopped, and says so in the log.
+///
+/// The end of a partition is librdkafka's end-of-partition event, not the watermark: the dev broker
+/// reports as high watermark the base offset of the last batch plus one, short of the last record. A
+/// partition asked for an offset past the end of its log (a reset broker, a re-created topic) is read
+/// again from its beginning: Apache Kafka says so (the first record comes before the asked offset, after
+/// librdkafka's reset), the dev broker stays silent.
 pub fn read_to_end(settings: &KafkaSettings, topic: &str, req: &ReadRequest) -> Result<TopicRead> {
     let reader = Reader::new(settings, None)?;
     let mut out = TopicRead::default();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
+    let mut starts = BTreeMap::new();
     for partition in reader.partitions(topic, req.timeout)? {
         let (low, high) = reader.watermarks(topic, partition, req.timeout)?;
-        let mut start = req.start.get(&partition).copied().unwrap_or(low);
-        if start > high {
-            out.restarted.push(partition);
-            start = low;
+        let mut start = req.start.get(&partition).copied().unwrap_or(low).max(low);
+        if let Some(n) = req.last {
+            start = start.max(high.saturating_sub(n));
         }
-        start = start
-            .max(low)
-            .max(req.last.map_or(low, |n| high - n.max(0)));
-        out.next.insert(partition, start.max(low));
-        if start < high {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(start))
-                .map_err(|e| Error::kafka("assigning a partition", e))?;
-            ends.insert(partition, high);
+        out.next.insert(partition, start);
+        starts.insert(partition, Offset::Offset(start));
+    }
+    let deadline = Instant::now() + req.timeout;
+    let restarted = collect(&reader.consumer, topic, req, &starts, deadline, &mut out)?;
+    if !restarted.is_empty() {
+        out.records.retain(|r| !restarted.contains(&r.partition));
+        let mut again = BTreeMap::new();
+        for &p in &restarted {
+            let (low, _high) = reader.watermarks(topic, p, req.timeout)?;
+            out.next.insert(p, low);
+            again.insert(p, Offset::Beginning);
         }
+        collect(&reader.consumer, topic, req, &again, deadline, &mut out)?;
+        out.restarted = restarted;
     }
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    reader
-        .consumer
-        .assign(&tpl)
-        .map_err(|e| Error::kafka(format!("reading {topic}"), e))?;
-    collect(&reader.consumer, topic, req, ends, &mut out);
     Ok(out)
 }
 
-/// A partition that reported its end before reaching the offset its watermark promised is done once it
-/// has stayed quiet this long: the dev broker's fetch responses can announce the end early, and a log
-/// whose last offset is a transaction marker never delivers a record there.
-const QUIET_AFTER_END: Duration = Duration::from_millis(1000);
+/// How long a partition may stay silent after its assignment (no record, no end-of-partition event)
+/// before its start counts as past the end of the log.
+const SILENCE: Duration = Duration::from_secs(2);
 
-/// Polls until every partition in `ends` has been read to its end (or the time is up).
+/// Reads the partitions in `starts` to their end; returns those whose start is past the end of the log.
 fn collect(
     consumer: &BaseConsumer<GroupContext>,
     topic: &str,
     req: &ReadRequest,
-    mut ends: BTreeMap<i32, i64>,
+    starts: &BTreeMap<i32, Offset>,
+    deadline: Instant,
     out: &mut TopicRead,
-) {
-    let deadline = Instant::now() + req.timeout;
-    let mut ended_early: BTreeMap<i32, Instant> = BTreeMap::new();
-    while !ends.is_empty() {
+) -> Result<Vec<i32>> {
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &offset) in starts {
+        tpl.add_partition_offset(topic, p, offset)
+            .map_err(|e| Error::kafka("assigning a partition", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::kafka(format!("reading {topic}"), e))?;
+    let assigned = Instant::now();
+    let mut pending: BTreeSet<i32> = starts.keys().copied().collect();
+    let mut heard = BTreeSet::new();
+    let mut restarted = Vec::new();
+    while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            log::warn!(target: "ecomlogs.kafka", "reading {topic}: gave up after {:?} with {} partition(s) not read to the end; returning what was read", req.timeout, ends.len());
-            return;
+            log::warn!(target: "ecomlogs.kafka", "reading {topic}: gave up after {:?} with {} partition(s) not read to the end; returning what was read", req.timeout, pending.len());
+            break;
         }
-        ended_early.retain(|p, at| {
-            let quiet = at.elapsed() >= QUIET_AFTER_END;
-            if quiet {
-                ends.remove(p);
+        if assigned.elapsed() >= SILENCE {
+            let silent: Vec<i32> = pending.difference(&heard).copied().collect();
+            for p in silent {
+                pending.remove(&p);
+                restarted.push(p);
             }
-            !quiet
-        });
+            continue;
+        }
         match consumer.poll(left.min(Duration::from_millis(100))) {
-            Some(Ok(m)) => {
-                let Some(&end) = ends.get(&m.partition()) else {
-                    continue;
+            Some(Ok(m)) if pending.contains(&m.partition()) => {
+                let p = m.partition();
+                let asked = match starts[&p] {
+                    Offset::Offset(n) => n,
+                    _ => 0,
                 };
-                ended_early.remove(&m.partition());
-                out.records.push(owned(&m, req.values));
-                out.next.insert(m.partition(), m.offset() + 1);
-                if m.offset() + 1 >= end {
-                    ends.remove(&m.partition());
+                if heard.insert(p) && m.offset() < asked {
+                    pending.remove(&p);
+                    restarted.push(p);
+                    continue;
                 }
+                out.records.push(owned(&m, req.values));
+                out.next.insert(p, m.offset() + 1);
             }
-            Some(Err(KafkaError::PartitionEOF(p))) if ends.contains_key(&p) => {
-                ended_early.insert(p, Instant::now());
-            }
-            Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) => {
-                log::warn!(target: "ecomlogs.kafka", "reading {topic}: {e}");
-                return;
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                heard.insert(p);
+                pending.remove(&p);
             }
             // Transport hiccups: librdkafka retries by itself; keep polling until the deadline.
             _ => {}
         }
     }
+    let _ = consumer.unassign();
+    Ok(restarted)
 }
 
 fn owned(m: &rdkafka::message::BorrowedMessage<'_>, values: bool) -> Record {

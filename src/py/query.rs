@@ -227,6 +227,9 @@ pub fn read_topic<'py>(
     Ok((records, read.next, read.restarted))
 }
 
+/// (partition, first offset, next offset, committed offset)
+type PartitionOffsets = (i32, i64, i64, Option<i64>);
+
 /// Each partition of `topic`: (partition, first offset, next offset, `group_id`'s committed offset).
 #[pyfunction]
 #[pyo3(signature = (topic, *, group_id=None, bootstrap_servers=None, timeout_s=10.0,
@@ -238,7 +241,7 @@ pub fn topic_offsets(
     bootstrap_servers: Option<&str>,
     timeout_s: f64,
     extra_config: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Vec<(i32, i64, i64, Option<i64>)>> {
+) -> PyResult<Vec<PartitionOffsets>> {
     let s = args::kafka_settings(bootstrap_servers, extra_config)?;
     let topic = args::topic("topic", topic)?;
     let group = group_id.map(args::group).transpose()?;
