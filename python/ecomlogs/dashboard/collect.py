@@ -135,8 +135,12 @@ class Collector:
             t.start()
             self.threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stops the threads and waits for them (a thread left inside the Rust core when the interpreter
+        exits would abort the process)."""
         self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=timeout_s)
 
     def _loop(self, name: str, poll: Callable[[], None]) -> None:
         last_error: Optional[str] = None
@@ -150,7 +154,7 @@ class Collector:
             except Exception as e:  # noqa: BLE001 - shown on the page; the loop must survive anything
                 text = describe_database_error(e) if name == "database" and isinstance(e, EcomlogsError) else str(e)
                 if text != last_error:
-                    log.warning("%s: %s (retrying every %.0f s)", name, text, self.interval_s)
+                    log.warning("%s: %s (retrying every %g s)", name, text, self.interval_s)
                 last_error = text
                 with self.lock:
                     getattr(self, "db" if name == "database" else name).update(

@@ -119,7 +119,10 @@ function chart() {
   const parts = [];
   for (let i = 1; i < 4; i++) parts.push(`<line class="grid-line" x1="0" x2="${W}" y1="${(H * i) / 4}" y2="${(H * i) / 4}"/>`);
   for (const name of ["producer", "processor", "loader"]) {
-    const pts = history[name].map((v, i) => v === null ? null : `${(W * i) / (HISTORY - 1)},${H - 4 - ((H - 8) * v) / max}`)
+    // The newest sample at the right edge; the chart fills its width after a minute.
+    const span = Math.max(60, history[name].length) - 1;
+    const shift = span + 1 - history[name].length;
+    const pts = history[name].map((v, i) => v === null ? null : `${(W * (i + shift)) / span},${H - 4 - ((H - 8) * v) / max}`)
       .filter((p) => p !== null).join(" ");
     if (pts) parts.push(`<polyline class="${name}-line" points="${pts}"/>`);
   }
