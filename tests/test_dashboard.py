@@ -100,6 +100,8 @@ def test_dashboard_follows_a_running_pipeline(browser: Any, memory_broker: Any, 
         wait_for("rates on the page", lambda: float(value(page, '[data-k="loader_rate"]') or 0) > 0
                  and float(value(page, '[data-k="producer_rate"]') or 0) > 0, timeout_s=30)
         page.wait_for_selector('#revenue tbody tr[data-currency]', timeout=30_000)
+        # A few seconds into the run, so that the chart has a history to show.
+        wait_for("8,000 rows", lambda: number(page, '[data-k="rows"]') >= 8000, timeout_s=120)
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -219,3 +221,50 @@ odd_label{path="a \\"quoted\\" \\\\ value"} 1.5e3
         ("ecomlogs_rows_inserted_total", {}, 99.0),
         ("odd_label", {"path": 'a "quoted" \\ value'}, 1500.0),
     ]
+
+
+def test_metrics_endpoints_give_rates_and_lag_when_given(dsn: str, kafka_bootstrap: str) -> None:
+    """A stand-in for a stage's Prometheus endpoint (the stages' own are built separately): its counters
+    become the processor's and loader's rates and lag; an endpoint that stops answering is reported."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from ecomlogs.dashboard.collect import Collector
+
+    body = {"text": ""}
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            data = body["text"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    collector = Collector(dsn=dsn, bootstrap_servers=kafka_bootstrap, metrics_urls=[url])
+    try:
+        for consumed, rows in ((1000, 500), (3000, 1500)):
+            body["text"] = (f'ecomlogs_events_consumed_total{{stage="processor"}} {consumed}\n'
+                            f'ecomlogs_events_consumed_total{{stage="loader"}} {rows}\n'
+                            f"ecomlogs_rows_inserted_total {rows}\n"
+                            'ecomlogs_consumer_lag_messages{stage="processor",topic="raw_events",partition="0"} 7\n'
+                            'ecomlogs_consumer_lag_messages{stage="processor",topic="raw_events",partition="1"} 5\n'
+                            'ecomlogs_dead_letters_total{stage="processor",reason="missing_currency"} 3\n')
+            collector.poll_metrics()
+        snap = collector.snapshot()
+        processor, loader = snap["stages"]["processor"], snap["stages"]["loader"]
+        assert processor["source"] == "metrics" and processor["lag"] == 12 and processor["rate"] > 0
+        assert loader["source"] == "metrics" and loader["rate"] > 0
+        assert snap["metrics"]["dead_letters"] == {"processor/missing_currency": 3.0}
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ecomlogs.EcomlogsError) as e:
+        collector.poll_metrics()
+    assert url in str(e.value)

@@ -128,6 +128,7 @@ function chart() {
   }
   svg.innerHTML = parts.join("");
   $("#chart-max").textContent = `top of the chart: ${rate(max)}/s`;
+  $("#chart-title").textContent = `Throughput, events/s (last ${Math.round((HISTORY * intervalMs) / 1000)} s at most)`;
 }
 
 function render(s) {
