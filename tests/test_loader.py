@@ -199,11 +199,11 @@ def test_migrations_twice_and_concurrently(db: str) -> None:
         t.join(timeout=60)
     assert not errors
     assert ecomlogs.migrate(db) == []
-    versions = [r["version"] for r in ecomlogs.query("SELECT version FROM schema_migrations ORDER BY 1", db)]
+    versions = [r["version"] for r in ecomlogs.query("SELECT version FROM schema_migrations ORDER BY 1", dsn=db)]
     assert versions == [v for v, _n, _s in ecomlogs._core.migrations()]
     cols = ecomlogs.query(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = 'kafka_events_silver' ORDER BY ordinal_position", db)
+        "WHERE table_name = 'kafka_events_silver' ORDER BY ordinal_position", dsn=db)
     assert [(c["column_name"], c["data_type"]) for c in cols] == [
         ("id", "integer"), ("event_id", "character varying"), ("customer_id", "character varying"),
         ("event_type", "character varying"), ("amount", "numeric"), ("currency", "character varying"),

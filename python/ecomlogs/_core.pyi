@@ -1,7 +1,9 @@
 """Type stubs for the native module (checked against the build with ``python -m mypy.stubtest``). Every
 signature is declared here once; ``ecomlogs`` re-exports these functions and classes as they are."""
 
-from typing import Callable, Mapping, Optional, Union, final
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Callable, Mapping, Optional, Sequence, Union, final
 
 __all__ = [
     "DEFAULTS",
@@ -28,10 +30,12 @@ __all__ = [
     "process",
     "produce",
     "query",
+    "read_topic",
     "reason_codes",
     "reset_log_cache",
     "resolve_bootstrap_servers",
     "resolve_dsn",
+    "topic_offsets",
     "validate_many",
     "validate_one",
 ]
@@ -41,6 +45,9 @@ DEFAULTS: dict[str, Union[str, int, float]]
 """The default of every option, shared by the command line and the Python API."""
 
 _ExtraConfig = Optional[Mapping[str, Union[str, int, float, bool]]]
+_Param = Union[None, bool, int, float, Decimal, str, bytes, bytearray, date, datetime]
+_Value = Union[None, bool, int, float, Decimal, str, bytes, date, time, datetime]
+_Record = tuple[int, int, Optional[int], Optional[bytes], Optional[bytes], list[tuple[str, Optional[bytes]]]]
 
 @final
 class StopToken:
@@ -283,8 +290,41 @@ def migrate(dsn: Optional[str] = None) -> list[str]:
 def migrations() -> list[tuple[str, str, str]]:
     """The embedded migrations: (version, name, sql)."""
 
-def query(sql: str, dsn: Optional[str] = None) -> tuple[list[str], list[list[Optional[str]]]]:
-    """Runs one SQL statement; returns (column names, rows as text)."""
+def query(
+    sql: str, params: Optional[Sequence[_Param]] = None, *, dsn: Optional[str] = None
+) -> tuple[list[str], list[str], list[tuple[_Value, ...]]]:
+    """Runs one SQL statement with ``params`` bound to ``$1``, ``$2``, ... (each converted to the type the
+    server expects there); returns (column names, PostgreSQL type names, rows of typed values: int,
+    Decimal for NUMERIC, float, bool, date, time, datetime (naive for TIMESTAMP, UTC for TIMESTAMPTZ),
+    str, bytes, None). The GIL is released while the database works."""
+
+def read_topic(
+    topic: str,
+    *,
+    bootstrap_servers: Optional[str] = None,
+    start: Optional[Mapping[int, int]] = None,
+    last: Optional[int] = None,
+    values: bool = True,
+    timeout_s: float = 30.0,
+    extra_config: _ExtraConfig = None,
+) -> tuple[list[_Record], dict[int, int], list[int]]:
+    """Reads ``topic`` to the end of every partition (as it was when the read began) without joining a
+    group: from ``start`` (offset per partition; else the log start), at most the ``last`` records of
+    each partition, keys and values only with ``values``. Returns (records as (partition, offset,
+    timestamp_ms, key, value, headers), the next offset per partition, the partitions whose log no
+    longer reaches their ``start`` and were read from their beginning). A read that runs out of
+    ``timeout_s`` returns what it has (and logs a warning). A missing topic has no records."""
+
+def topic_offsets(
+    topic: str,
+    *,
+    group_id: Optional[str] = None,
+    bootstrap_servers: Optional[str] = None,
+    timeout_s: float = 10.0,
+    extra_config: _ExtraConfig = None,
+) -> list[tuple[int, int, int, Optional[int]]]:
+    """Each partition of ``topic`` as (partition, first offset, next offset, the committed offset of
+    ``group_id``, None without one); a missing topic has none."""
 
 def resolve_bootstrap_servers(value: Optional[str] = None) -> str: ...
 def resolve_dsn(value: Optional[str] = None) -> str: ...

@@ -4,7 +4,10 @@ few conveniences that are easier in Python (events as dicts, rows as dicts)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Optional, Union
+from collections.abc import Sequence as _Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from ecomlogs import _core
 from ecomlogs._core import (
@@ -14,19 +17,33 @@ from ecomlogs._core import (
     StopToken,
     Validation,
     ensure_topics,
-    load,
     migrate,
-    process,
-    produce,
     reason_codes,
 )
+from ecomlogs.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from ecomlogs._core import load, process, produce
+else:
+    # In a notebook the long calls show a progress bar unless given a ``progress`` callable.
+    from ecomlogs.notebook import with_notebook_progress
+
+    produce = with_notebook_progress(_core.produce, "produce")
+    process = with_notebook_progress(_core.process, "process")
+    load = with_notebook_progress(_core.load, "load")
 
 RawValue = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], None]
+QueryParam = Union[None, bool, int, float, Decimal, str, bytes, bytearray, date, datetime]
+"""What :func:`query` binds to ``$1``, ``$2``, ... (converted to the type the server expects there)."""
+QueryValue = Union[None, bool, int, float, Decimal, str, bytes, date, time, datetime]
+"""What :func:`query` returns for a value (see its docstring for the mapping)."""
 
 __all__ = [
     "LoadStats",
     "ProcessStats",
     "ProduceStats",
+    "QueryParam",
+    "QueryValue",
     "RawValue",
     "StopToken",
     "Validation",
@@ -87,7 +104,27 @@ def validate_batch(values: Iterable[RawValue]) -> list[Validation]:
     return _core.validate_many([_as_bytes(v) for v in values])
 
 
-def query(sql: str, dsn: Optional[str] = None) -> list[dict[str, Optional[str]]]:
-    """Runs one SQL statement and returns its rows as dicts of text values (for reports)."""
-    columns, rows = _core.query(sql, dsn)
+def query(
+    sql: str, params: Optional[Sequence[QueryParam]] = None, *, dsn: Optional[str] = None
+) -> list[dict[str, QueryValue]]:
+    """Runs one SQL statement with ``params`` bound to ``$1``, ``$2``, ... and returns its rows as dicts
+    of typed values: integers as ``int``, NUMERIC as exact ``Decimal``, floating point as ``float``,
+    booleans, ``date``, ``time``, TIMESTAMP as a naive ``datetime`` (the table's times are UTC),
+    TIMESTAMPTZ as a ``datetime`` in UTC, text (also JSON and UUID) as ``str``, bytea as ``bytes``, NULL
+    as ``None``. ``dsn`` None means ``DATABASE_URL``, else the ``PG*`` variables.
+
+    ``ecomlogs.query("SELECT * FROM daily_revenue WHERE currency = $1", ["EUR"])``"""
+    columns, _types, rows = _core.query(sql, query_params(params), dsn=dsn)
     return [dict(zip(columns, row)) for row in rows]
+
+
+def query_params(params: Optional[Sequence[QueryParam]]) -> Optional[list[QueryParam]]:
+    """``params`` as a list, or a :class:`ConfigError` for what cannot be one (a DSN given in its place)."""
+    if params is None:
+        return None
+    if isinstance(params, (str, bytes, bytearray)) or not isinstance(params, _Sequence):
+        raise ConfigError(
+            f"params must be a list or tuple of values for $1, $2, ...; got {type(params).__name__} "
+            "(the database goes in dsn=...)"
+        )
+    return list(params)

@@ -178,7 +178,7 @@ def _signals(command: str) -> None:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    handler = interrupt if command in ("run", "dlq") else STOP
+    handler = interrupt if command in ("run", "dlq", "dashboard") else STOP
     try:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -478,7 +478,15 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "migrate": ("apply the database migrations", _migrate_parser, cmd_migrate),
     "run": ("the whole pipeline in one process, with live status and a report", _run_parser, cmd_run),
     "dlq": ("inspect dead letters, or replay them to the topic they came from", _dlq_parser, cmd_dlq),
+    "dashboard": ("a live web page of the pipeline and its numbers (local, read-only)",
+                  lambda p: _dashboard().configure_parser(p), lambda a: _dashboard().command(a)),
 }
+
+
+def _dashboard() -> Any:
+    import ecomlogs.dashboard
+
+    return ecomlogs.dashboard
 
 
 def build_parser(prog: str = "ecomlogs") -> argparse.ArgumentParser:

@@ -268,8 +268,8 @@ def run_pipeline(
 
 
 def _row_count(dsn: str) -> int:
-    rows = api.query("SELECT count(*) AS n FROM kafka_events_silver", dsn)
-    return int(rows[0]["n"] or 0)
+    rows = api.query("SELECT count(*) AS n FROM kafka_events_silver", dsn=dsn)
+    return int(str(rows[0]["n"] or 0))
 
 
 REPORT_QUERIES = {
@@ -283,9 +283,12 @@ REPORT_QUERIES = {
 
 
 def analytics_report(dsn: Optional[str] = None) -> dict[str, list[dict[str, Optional[str]]]]:
-    """Reads the analytics views (daily funnel, revenue by currency, top customers)."""
+    """Reads the analytics views (daily funnel, revenue by currency, top customers), as text for
+    :func:`format_report` (``ecomlogs.analytics`` has them as DataFrames)."""
     database = S.dsn(dsn)
-    return {title: api.query(sql, database) for title, sql in REPORT_QUERIES.items()}
+    return {title: [{k: None if v is None else str(v) for k, v in row.items()}
+                    for row in api.query(sql, dsn=database)]
+            for title, sql in REPORT_QUERIES.items()}
 
 
 def format_report(report: dict[str, list[dict[str, Optional[str]]]]) -> str:

@@ -1,13 +1,16 @@
 //! Kafka plumbing shared by the stages: topic creation through the admin API (the dev broker does not
 //! auto-create topics), sending with back-pressure, and what the stages' clients share: contexts that
-//! report broker outages once (`context`), and what a consumer knows of its input (`input`).
+//! report broker outages once (`context`), what a consumer knows of its input (`input`), and reading a
+//! topic from outside the pipeline (`read`: for notebooks and the dashboard).
 
 mod context;
 mod input;
+mod read;
 mod topic_id;
 
 pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext};
 pub use input::{poll_error, Assignment, InputState};
+pub use read::{read_to_end, topic_offsets, PartitionOffsets, ReadRequest, Record, TopicRead};
 pub use topic_id::{cached_watermarks, topic_id};
 
 use std::time::Duration;

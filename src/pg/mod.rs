@@ -1,5 +1,6 @@
 //! PostgreSQL: connections, migrations (embedded in the binary, applied in order and recorded), the
-//! binary COPY of clean events, and the offsets table that makes loading exactly-once.
+//! binary COPY of clean events, the offsets table that makes loading exactly-once, and typed queries for
+//! reports.
 
 use std::time::Duration;
 
@@ -8,10 +9,12 @@ use postgres::{Client, Config, NoTls};
 use crate::error::{Error, Result};
 mod copy;
 mod offsets;
+mod query;
 mod schema;
 
 pub use copy::{copy_rows, copy_rows_dedup, CopyRows};
 pub use offsets::{load_offsets, restart_offset, store_offsets, PartitionProgress};
+pub use query::{query, Param, Table, Value};
 pub use schema::{check_schema, migrate, MIGRATIONS};
 
 pub const TABLE: &str = "kafka_events_silver";
@@ -60,33 +63,6 @@ pub fn connect(cfg: &Config) -> Result<Client> {
             &e,
         )
     })
-}
-
-/// Column names and rows of a query, every value as text (NULL as None).
-pub type TextTable = (Vec<String>, Vec<Vec<Option<String>>>);
-
-/// Runs a read-only query and returns the rows as text (for reports and notebooks).
-pub fn query_text(client: &mut Client, sql: &str) -> Result<TextTable> {
-    let msgs = client
-        .simple_query(sql)
-        .map_err(|e| Error::database("running a query", &e))?;
-    let mut columns = Vec::new();
-    let mut rows = Vec::new();
-    for m in msgs {
-        match m {
-            postgres::SimpleQueryMessage::RowDescription(cols) => {
-                columns = cols.iter().map(|c| c.name().to_string()).collect();
-            }
-            postgres::SimpleQueryMessage::Row(r) => {
-                if columns.is_empty() {
-                    columns = r.columns().iter().map(|c| c.name().to_string()).collect();
-                }
-                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
-            }
-            _ => {}
-        }
-    }
-    Ok((columns, rows))
 }
 
 /// What a database error means for the loader.

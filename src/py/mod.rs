@@ -4,6 +4,7 @@
 mod args;
 mod errors;
 mod ops;
+mod query;
 mod runner;
 mod stages;
 
@@ -180,19 +181,6 @@ fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
         .collect()
 }
 
-/// Runs one SQL statement; returns (column names, rows as text).
-#[pyfunction]
-#[pyo3(signature = (sql, dsn=None))]
-fn query(py: Python<'_>, sql: String, dsn: Option<&str>) -> PyResult<pg::TextTable> {
-    let dsn = config::database_from(dsn);
-    py.detach(|| {
-        let cfg = pg::parse_dsn(&dsn)?;
-        let mut client = pg::connect(&cfg)?;
-        pg::query_text(&mut client, &sql)
-    })
-    .map_err(to_pyerr)
-}
-
 /// The bootstrap servers a stage would use: the argument, else `KAFKA_BOOTSTRAP_SERVERS`, else the
 /// default.
 #[pyfunction]
@@ -279,7 +267,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migrations, m)?)?;
-    m.add_function(wrap_pyfunction!(query, m)?)?;
+    m.add_function(wrap_pyfunction!(query::query, m)?)?;
+    m.add_function(wrap_pyfunction!(query::read_topic, m)?)?;
+    m.add_function(wrap_pyfunction!(query::topic_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_bootstrap_servers, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_dsn, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
