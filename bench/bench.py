@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -163,6 +164,8 @@ class BenchConfig:
     """``--workers`` of the ecomlogs loader (consumer threads, each with its own PostgreSQL connection)."""
     metrics: bool = False
     """Every ecomlogs stage serves ``/metrics``, scraped once a second (as Prometheus would) during the run."""
+    defaults_only: bool = False
+    """The ecomlogs scripts get no tuning flags at all (the ``defaults`` section): what a user gets."""
 
     @property
     def latency_rates(self) -> tuple[tuple[int, float], ...]:
@@ -1017,19 +1020,23 @@ def processor_cmd(cfg: BenchConfig, side: str, raw: str, clean: str, dlq: str, g
     common = ["--input-topic", raw, "--output-topic", clean, "--group-id", group,
               "--until-idle", str(until_idle_s or cfg.until_idle_s), "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
+        tuning = [] if cfg.defaults_only else ["--workers", str(cfg.processor_workers)]
         return [*_script(cfg, "streamProcessor.py", "process"), *common, "--dlq-topic", dlq,
-                "--workers", str(cfg.processor_workers), *(["--quiet"] if quiet else [])]
+                *tuning, *(["--quiet"] if quiet else [])]
     return [sys.executable, str(cfg.repo_root / "baseline" / "streamProcessor.py"), *common, "--quiet"]
 
 
 def loader_cmd(cfg: BenchConfig, side: str, clean: str, dlq: str, group: str, dsn: str,
                batch_size: int = ORIGINAL_BATCH, until_idle_s: Optional[float] = None) -> list[str]:
-    common = ["--topic", clean, "--group-id", group, "--dsn", dsn, "--batch-size", str(batch_size),
+    common = ["--topic", clean, "--group-id", group, "--dsn", dsn,
               "--until-idle", str(until_idle_s or cfg.until_idle_s), "--quiet",
               "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
-        return [*_script(cfg, "psqlConsumer.py", "load"), *common, "--dlq-topic", dlq,
-                "--flush-interval-ms", str(int(S.DEFAULTS['flush_interval_ms'])), "--workers", str(cfg.loader_workers)]
+        tuning = [] if cfg.defaults_only else [
+            "--batch-size", str(batch_size), "--flush-interval-ms", str(int(S.DEFAULTS['flush_interval_ms'])),
+            "--workers", str(cfg.loader_workers)]
+        return [*_script(cfg, "psqlConsumer.py", "load"), *common, "--dlq-topic", dlq, *tuning]
+    common += ["--batch-size", str(batch_size)]
     return [sys.executable, str(cfg.repo_root / "baseline" / "psqlConsumer.py"), *common, "--create-table"]
 
 
@@ -1563,7 +1570,13 @@ def e2e_once(cfg: BenchConfig, ws: Workspace, side: str) -> StageSample:
     )
 
 
-def run_e2e(cfg: BenchConfig, ws: Workspace) -> SectionResult:
+def run_defaults(cfg: BenchConfig, ws: Workspace) -> SectionResult:
+    """The e2e run again, the ecomlogs scripts with no tuning flags at all (no ``--workers``,
+    ``--batch-size``, ``--flush-interval-ms``): what a user who runs them as the README shows gets."""
+    return run_e2e(dataclasses.replace(cfg, defaults_only=True), ws, name="defaults")
+
+
+def run_e2e(cfg: BenchConfig, ws: Workspace, name: str = "e2e") -> SectionResult:
     """The whole pipeline at once: N raw events produced while the processor and the loader run, for ecomlogs
     (the three root scripts, loader ``--batch-size 50000``) and for the baseline (its three scripts).
 
@@ -1576,7 +1589,7 @@ def run_e2e(cfg: BenchConfig, ws: Workspace) -> SectionResult:
     predicted_baseline_valid(cfg, ws, n)  # untimed preparation, before any run
     runs = []
     for i in range(cfg.e2e_repeat):
-        progress(f"e2e: run {i + 1}/{cfg.e2e_repeat} ({n:,} raw events per side)")
+        progress(f"{name}: run {i + 1}/{cfg.e2e_repeat} ({n:,} raw events per side)")
         runs.append(alternate(i, {"ecomlogs": lambda: e2e_once(cfg, ws, "ecomlogs"),
                                   "baseline": lambda: e2e_once(cfg, ws, "baseline")}))
 
@@ -1595,7 +1608,7 @@ def run_e2e(cfg: BenchConfig, ws: Workspace) -> SectionResult:
     def rss(stage: str) -> Callable[[StageSample], Optional[float]]:
         return lambda s: float(s.extra["processes"][stage]["max_rss_mib"])
 
-    rows = compare("e2e", runs, [
+    rows = compare(name, runs, [
         ("throughput", "raw events/s", "higher", lambda s: s.events_per_s),
         ("throughput to the last full batch", "raw events/s", "higher",
          lambda s: s.extra.get("raw_events_per_s_to_last_full_batch")),
@@ -1635,8 +1648,10 @@ def run_e2e(cfg: BenchConfig, ws: Workspace) -> SectionResult:
         },
         rows=rows,
         markdown=[
-            f"**e2e**: {n:,} raw events through producer, processor and loader running at the same time "
-            f"(median of {cfg.e2e_repeat} run(s)); ecomlogs loader `--batch-size {LOAD_BATCH}`, baseline 500. "
+            f"**{name}**: {n:,} raw events through producer, processor and loader running at the same time "
+            f"(median of {cfg.e2e_repeat} run(s)); "
+            + ("ecomlogs scripts with their defaults only (no tuning flags), baseline 500. " if cfg.defaults_only
+               else f"ecomlogs loader `--batch-size {LOAD_BATCH}`, baseline 500. ") +
             "Throughput = raw events / (producer start -> the 50 ms row-count poll that first sees every valid "
             "event as a row). Stage CPU = user+sys of the three processes over their whole lives; broker and "
             "PostgreSQL CPU = `/proc` deltas (PostgreSQL: postmaster, its children, and exited children) over "
@@ -1837,6 +1852,7 @@ SECTIONS: dict[str, Callable[[BenchConfig, Workspace], SectionResult]] = {
     "process": run_process,
     "load": run_load,
     "e2e": run_e2e,
+    "defaults": run_defaults,
     "latency": run_latency,
 }
 """Implemented sections, in the order they run."""
