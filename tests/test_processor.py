@@ -195,7 +195,8 @@ def test_kill_9_exactly_once_neither_loses_nor_duplicates(kafka_bootstrap: str) 
     n = 300_000
     _produce_events(kafka_bootstrap, raw, n, seed=12)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
-    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000",
+    # One consumer: the bound below is one open transaction per killed consumer.
+    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--quiet", "--batch-max", "5000", "--workers", "1",
                     "--exactly-once", "--transactional-id", f"{group}-0")
     _kill_mid_stream(cmd, clean, kafka_bootstrap)
     # The killed member holds its partitions until its session times out (6 s).

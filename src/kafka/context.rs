@@ -2,7 +2,7 @@
 //! is reported once per stage (one warning when lost, one line when back), and librdkafka's own lines
 //! go to the log without the noise of every failed attempt.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ pub struct BrokerWatch {
     target: &'static str,
     /// (start of the outage, last connection error seen in it)
     down: Mutex<Option<(Instant, Instant)>>,
+    /// `down.is_some()`, readable without the lock (`alive` is called for every record).
+    is_down: AtomicBool,
     outages: AtomicU64,
 }
 
@@ -29,18 +31,39 @@ pub struct BrokerWatch {
 /// back only once news from it comes this long after the last connection error.
 const QUIET_BEFORE_BACK: Duration = Duration::from_secs(1);
 
+/// librdkafka retries a lost connection at least every `reconnect.backoff.max.ms` (10 s by default):
+/// no connection error for longer than that means the connection is back.
+const NO_ERRORS_FOR: Duration = Duration::from_secs(12);
+
 impl BrokerWatch {
     /// One per stage, shared by all its clients (consumers and producers).
     pub fn new(target: &'static str) -> Arc<Self> {
         Arc::new(BrokerWatch {
             target,
             down: Mutex::new(None),
+            is_down: AtomicBool::new(false),
             outages: AtomicU64::new(0),
         })
     }
 
+    /// In an outage. One ends when the stage hears from the broker (`alive`), or once no connection error
+    /// came for longer than librdkafka's longest reconnect backoff (a quiet stage may hear nothing).
     pub fn is_down(&self) -> bool {
-        self.down.lock().map(|g| g.is_some()).unwrap_or(false)
+        if !self.is_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match *g {
+            Some((since, last)) if last.elapsed() >= NO_ERRORS_FOR => {
+                *g = None;
+                self.is_down.store(false, Ordering::Relaxed);
+                crate::metrics::broker_down(crate::metrics::stage_of(self.target), false);
+                log::info!(target: self.target, "the broker is reachable again (no connection error for {}s; after {:.1}s)", NO_ERRORS_FOR.as_secs(), since.elapsed().as_secs_f64());
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Broker outages seen so far.
@@ -54,6 +77,7 @@ impl BrokerWatch {
         match g.as_mut() {
             None => {
                 *g = Some((now, now));
+                self.is_down.store(true, Ordering::Relaxed);
                 self.outages.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::broker_down(crate::metrics::stage_of(self.target), true);
                 log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
@@ -67,10 +91,14 @@ impl BrokerWatch {
 
     /// The stage heard from the broker (a record, an acknowledgement): ends an outage.
     pub fn alive(&self) {
+        if !self.is_down() {
+            return;
+        }
         let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((since, last)) = *g {
             if last.elapsed() >= QUIET_BEFORE_BACK {
                 *g = None;
+                self.is_down.store(false, Ordering::Relaxed);
                 crate::metrics::broker_down(crate::metrics::stage_of(self.target), false);
                 log::info!(target: self.target, "the broker is reachable again (after {:.1}s)", since.elapsed().as_secs_f64());
             }

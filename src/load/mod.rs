@@ -188,6 +188,8 @@ pub fn run_loader(
     }
     let first = Mutex::new(Some(client));
     let topics = [("dead_letters", opts.dlq_topic.as_str())];
+    // One watch for the stage: an outage is logged once, and ends for every worker at once.
+    let watch = BrokerWatch::new("ecomlogs.loader");
     metrics::observed("loader", &topics, tick, |tick| {
         run_workers(
             "loader",
@@ -197,7 +199,7 @@ pub fn run_loader(
             tick,
             &|_, shared| {
                 let client = locked(&first).take();
-                Worker::new(settings, opts, &pg_cfg, client, token)?.run(shared)
+                Worker::new(settings, opts, &pg_cfg, client, token, watch.clone())?.run(shared)
             },
         )
     })
@@ -261,6 +263,7 @@ impl<'a> Worker<'a> {
         pg_cfg: &Config,
         client: Option<Client>,
         token: &'a StopToken,
+        watch: std::sync::Arc<BrokerWatch>,
     ) -> Result<Self> {
         let client = match client {
             Some(c) => c,
@@ -271,7 +274,6 @@ impl<'a> Worker<'a> {
         };
         // An outage pauses the loop without polling; stay in the group for a long one.
         let cconf = settings.client(group, &[("max.poll.interval.ms", "1800000")]);
-        let watch = BrokerWatch::new("ecomlogs.loader");
         let ctx = LoaderContext {
             sink: Mutex::new(PgSink::new(
                 pg_cfg.clone(),
@@ -396,6 +398,7 @@ impl<'a> Worker<'a> {
                 }
                 Some(Err(e)) => {
                     if let Some(p) = poll_error(e, "ecomlogs.loader")? {
+                        ctx.watch.alive(); // a fetch answered: the broker is there
                         self.input.end(p);
                     }
                     break;

@@ -161,6 +161,8 @@ pub fn run_processor(
         ("output", opts.output_topic.as_str()),
         ("dead_letters", opts.dlq_topic.as_str()),
     ];
+    // One watch for the stage: an outage is logged once, and ends for every worker at once.
+    let watch = BrokerWatch::new("ecomlogs.processor");
     metrics::observed("processor", &topics, tick, |tick| {
         run_workers(
             "processor",
@@ -168,7 +170,7 @@ pub fn run_processor(
             opts.until_idle,
             token,
             tick,
-            &|i, shared| Worker::new(settings, opts, i)?.run(token, shared),
+            &|i, shared| Worker::new(settings, opts, i, watch.clone())?.run(token, shared),
         )
     })
 }
@@ -259,14 +261,18 @@ struct Outputs<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(settings: &KafkaSettings, opts: &'a ProcessOptions, index: usize) -> Result<Self> {
+    fn new(
+        settings: &KafkaSettings,
+        opts: &'a ProcessOptions,
+        index: usize,
+        watch: std::sync::Arc<BrokerWatch>,
+    ) -> Result<Self> {
         let cconf = settings.client(
             ClientKind::Consumer {
                 group: &opts.group_id,
             },
             &[],
         );
-        let watch = BrokerWatch::new("ecomlogs.processor");
         let ctx = ProcessorContext {
             group: GroupContext::new(watch.clone()),
             check: LogCheck::new(
@@ -380,6 +386,7 @@ impl Outputs<'_> {
                 }
                 Some(Err(e)) => {
                     if let Some(p) = poll_error(e, "ecomlogs.processor")? {
+                        ctx.group.watch.alive(); // a fetch answered: the broker is there
                         self.input.end(p);
                     }
                 }
