@@ -71,6 +71,10 @@ STUCK_AFTER_S = 10.0
 """A stage with work waiting and no progress for this long is shown as stuck in the status line."""
 
 
+WAITING = ("starting", "joining the consumer group", "waiting for the database")
+"""Activities shown in the status line as they happen (instead of a row of zeros)."""
+
+
 class _ProgressWatch:
     """When each stage last moved, to tell a slow stage from a stuck one."""
 
@@ -93,9 +97,13 @@ class _ProgressWatch:
         return time.monotonic() - (seen[1] if seen else self.start)
 
     def note(self, name: str, stats: Any) -> str:
-        """A "STUCK" mark with what the stage waits for, once it has had work and no progress for a while."""
+        """What the stage waits for when it is not simply running (joining its group, the database), and a
+        "STUCK" mark once it has had work and no progress for a while."""
+        activity = str(getattr(stats, "activity", "starting")) if stats is not None else "starting"
         if self.lag.get(name, 0) > 0 and self.idle_for(name) >= STUCK_AFTER_S:
-            return f"; STUCK {self.idle_for(name):.0f}s: {getattr(stats, 'activity', 'starting')}"
+            return f"; STUCK {self.idle_for(name):.0f}s: {activity}"
+        if activity in WAITING:
+            return f"; {activity}"
         return ""
 
     def stalled(self, timeout_s: float) -> Optional[tuple[str, int, float]]:
