@@ -23,6 +23,12 @@ pub mod defaults {
     pub const LOADER_GROUP: &str = "postgres-loader";
     /// Partitions of the topics a stage creates when they are missing.
     pub const PARTITIONS: i32 = 3;
+    /// Copies of each partition for the topics a stage creates: 1 fits a single broker (the dev stack);
+    /// a production cluster wants 3.
+    pub const REPLICATION_FACTOR: i32 = 1;
+    /// How long a consumer may keep failing to fetch or decode records (a corrupt batch, a codec or a
+    /// permission problem) before its stage ends with an error.
+    pub const UNREADABLE_TIMEOUT_S: f64 = 60.0;
     /// The original producer's pace: one event every 500 ms.
     pub const INTERVAL_MS: u64 = 500;
     pub const INVALID_RATIO: f64 = 0.25;
@@ -45,6 +51,10 @@ pub struct KafkaSettings {
     pub bootstrap_servers: String,
     /// The user's librdkafka settings, passed as they are; they win over everything this crate sets.
     pub extra: BTreeMap<String, String>,
+    /// Replication factor of the topics a stage creates.
+    pub replication_factor: i32,
+    /// How long a consumer may keep failing to read its input before the stage gives up.
+    pub unreadable_timeout: Duration,
 }
 
 impl Default for KafkaSettings {
@@ -66,14 +76,16 @@ impl KafkaSettings {
         KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
             extra: BTreeMap::new(),
+            replication_factor: defaults::REPLICATION_FACTOR,
+            unreadable_timeout: Duration::from_secs_f64(defaults::UNREADABLE_TIMEOUT_S),
         }
     }
 
     /// From a flag (None: `KAFKA_BOOTSTRAP_SERVERS`, else the default) and the user's pairs.
     pub fn resolve(bootstrap_servers: Option<&str>, extra: BTreeMap<String, String>) -> Self {
         KafkaSettings {
-            bootstrap_servers: bootstrap_servers_from(bootstrap_servers),
             extra,
+            ..KafkaSettings::new(bootstrap_servers_from(bootstrap_servers))
         }
     }
 

@@ -2,6 +2,8 @@
 //! is reported once per stage (one warning when lost, one line when back), and librdkafka's own lines
 //! go to the log without the noise of every failed attempt.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +25,42 @@ pub struct BrokerWatch {
     /// (start of the outage, last connection error seen in it)
     down: Mutex<Option<(Instant, Instant)>>,
     outages: AtomicU64,
+    /// When each kind of error was last logged (a repeat within `REPEAT_QUIET` goes to debug).
+    logged: Mutex<HashMap<i32, Instant>>,
+}
+
+/// An error that keeps coming back (a TLS or authentication failure at every reconnection) is logged
+/// once per this long.
+const REPEAT_QUIET: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// librdkafka's text for the last error event polled on this thread. rust-rdkafka hands an error
+    /// event's text to the context's `error` callback and, right after, on the same thread, only its
+    /// code to `poll`'s caller; the consumer loop takes the text from here (`take_error_text`).
+    static ERROR_TEXT: RefCell<Option<(RDKafkaErrorCode, String)>> = const { RefCell::new(None) };
+}
+
+/// The text of the error event `poll` just returned with `code`, if the callback saw it.
+pub fn take_error_text(code: RDKafkaErrorCode) -> Option<String> {
+    ERROR_TEXT
+        .with(|t| t.borrow_mut().take())
+        .filter(|(c, _)| *c == code)
+        .map(|(_, text)| text)
+}
+
+/// Errors only a consumer gets, about a batch it cannot read: its fetch-error streak reports them
+/// (with where), so the callback does not log them again.
+fn about_a_batch(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::BadCompression)
+            | Some(RDKafkaErrorCode::BadMessage)
+            | Some(RDKafkaErrorCode::InvalidMessage)
+            | Some(RDKafkaErrorCode::NotImplemented)
+            | Some(RDKafkaErrorCode::MessageSizeTooLarge)
+            | Some(RDKafkaErrorCode::InvalidRecord)
+            | Some(RDKafkaErrorCode::UnsupportedCompressionType)
+    )
 }
 
 /// Records fetched before a connection dropped still arrive for a moment after it: the broker counts as
@@ -36,6 +74,7 @@ impl BrokerWatch {
             target,
             down: Mutex::new(None),
             outages: AtomicU64::new(0),
+            logged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -75,15 +114,38 @@ impl BrokerWatch {
         }
     }
 
-    /// For `ClientContext::error`: connection failures count as an outage, the rest is logged.
+    /// For `ClientContext::error`: connection failures count as an outage; the rest is kept for the
+    /// consumer loop (see `take_error_text`) and logged, once per `REPEAT_QUIET` for the same code.
     pub fn on_error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         if code == Some(RDKafkaErrorCode::PartitionEOF) {
             log::debug!(target: self.target, "{reason}"); // not an error: the stage is caught up
-        } else if is_connection_error(code) {
+            return;
+        }
+        if is_connection_error(code) {
             self.lost(&one_line(reason));
+            return;
+        }
+        if let Some(c) = code {
+            ERROR_TEXT.with(|t| *t.borrow_mut() = Some((c, one_line(reason))));
+        }
+        if about_a_batch(code) || !self.first_in_a_while(code) {
+            log::debug!(target: self.target, "{error}: {reason}");
         } else {
             log::error!(target: self.target, "{error}: {reason}");
+        }
+    }
+
+    fn first_in_a_while(&self, code: Option<RDKafkaErrorCode>) -> bool {
+        let Some(code) = code else { return true };
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match logged.get(&(code as i32)) {
+            Some(at) if now.duration_since(*at) < REPEAT_QUIET => false,
+            _ => {
+                logged.insert(code as i32, now);
+                true
+            }
         }
     }
 

@@ -5,8 +5,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::Offset;
 
+use super::context::take_error_text;
+use super::fetch_errors::{FetchError, FetchErrors, Verdict, DEFAULT_LIMIT};
 use super::{is_connection_error, is_fatal};
+use crate::config::KafkaSettings;
 use crate::error::{Error, Result};
 
 /// This member's standing in its consumer group, kept by its context's rebalance callback: how many
@@ -43,59 +47,109 @@ impl Assignment {
 struct PartitionEnd {
     partition: i32,
     at_end: bool,
+    /// A record or its end came since the current streak of fetch errors began.
+    moved: bool,
 }
 
 /// What a consuming worker knows of its input: which assigned partitions it has read to their end
 /// (librdkafka's end-of-partition events, `enable.partition.eof`) and when input last came. Serves
-/// `until_caught_up` (every assigned partition read to its end) and `until_idle`.
+/// `until_caught_up` (every assigned partition read to its end) and `until_idle`, and keeps both from
+/// being reported while records wait that cannot be read (see `fetch_errors`).
 #[derive(Debug)]
 pub struct InputState {
     generation: u64,
     in_force: bool,
+    topic: String,
     ends: Vec<PartitionEnd>,
     ended: usize,
     pub last_input: Instant,
+    unreadable: FetchErrors,
+    /// A streak of fetch errors is going on (records then note which partitions move).
+    watching: bool,
 }
 
 impl Default for InputState {
     fn default() -> Self {
-        InputState {
-            generation: 0,
-            in_force: false,
-            ends: Vec::new(),
-            ended: 0,
-            last_input: Instant::now(),
-        }
+        InputState::with_limit("ecomlogs.kafka", DEFAULT_LIMIT)
     }
 }
 
 impl InputState {
+    /// For a stage logging to `target`, giving up on unreadable input after the settings' limit.
+    pub fn new(target: &'static str, settings: &KafkaSettings) -> Self {
+        InputState::with_limit(target, settings.unreadable_timeout)
+    }
+
+    fn with_limit(target: &'static str, limit: Duration) -> Self {
+        InputState {
+            generation: 0,
+            in_force: false,
+            topic: String::new(),
+            ends: Vec::new(),
+            ended: 0,
+            last_input: Instant::now(),
+            unreadable: FetchErrors::new(target, limit),
+            watching: false,
+        }
+    }
+
     /// Follows the assignment: a new one (the group's generation moved) starts every partition unread,
     /// and restarts the idle clock.
+    /// Also ends a streak of fetch errors once it has cleared.
     pub fn sync<C: ConsumerContext>(&mut self, group: &Assignment, consumer: &BaseConsumer<C>) {
+        if self.watching {
+            self.settle();
+        }
         let generation = group.generation();
         if generation == self.generation {
             return;
         }
         self.generation = generation;
         self.in_force = group.in_force();
-        self.ends = match self.in_force {
-            true => consumer
-                .assignment()
-                .map(|tpl| {
-                    tpl.elements()
-                        .iter()
-                        .map(|e| PartitionEnd {
-                            partition: e.partition(),
-                            at_end: false,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            false => Vec::new(),
+        let tpl = match self.in_force {
+            true => consumer.assignment().unwrap_or_default(),
+            false => Default::default(),
         };
+        self.ends = tpl
+            .elements()
+            .iter()
+            .map(|e| PartitionEnd {
+                partition: e.partition(),
+                at_end: false,
+                moved: false,
+            })
+            .collect();
+        if let Some(e) = tpl.elements().first() {
+            self.topic = e.topic().to_string();
+        }
         self.ended = 0;
         self.last_input = Instant::now();
+        if self.watching {
+            self.watching = false;
+            self.unreadable.clear("the assignment changed");
+        }
+    }
+
+    /// Ends the streak when nothing waits any more (every partition moved or reached its end) or the
+    /// error stopped coming back.
+    fn settle(&mut self) {
+        let now = Instant::now();
+        if self.waiting().is_empty() {
+            self.unreadable.clear("the waiting partitions moved on");
+        } else {
+            self.unreadable.expire(now);
+        }
+        self.watching = self.unreadable.active(now);
+    }
+
+    /// Partitions that neither moved nor reached their end since the streak began: where the records
+    /// wait that cannot be read.
+    fn waiting(&self) -> Vec<i32> {
+        self.ends
+            .iter()
+            .filter(|e| !e.at_end && !e.moved)
+            .map(|e| e.partition)
+            .collect()
     }
 
     /// Partitions are assigned to this worker now.
@@ -105,57 +159,133 @@ impl InputState {
 
     /// A record of `partition` came: it is not at its end (any more).
     pub fn record(&mut self, partition: i32) {
-        if self.ended > 0 {
-            if let Some(e) = self
-                .ends
-                .iter_mut()
-                .find(|e| e.partition == partition && e.at_end)
-            {
-                e.at_end = false;
-                self.ended -= 1;
+        if self.ended > 0 || self.watching {
+            if let Some(e) = self.ends.iter_mut().find(|e| e.partition == partition) {
+                if e.at_end {
+                    e.at_end = false;
+                    self.ended -= 1;
+                }
+                e.moved = true;
             }
         }
     }
 
     pub fn end(&mut self, partition: i32) {
-        if let Some(e) = self
-            .ends
-            .iter_mut()
-            .find(|e| e.partition == partition && !e.at_end)
-        {
-            e.at_end = true;
-            self.ended += 1;
+        if let Some(e) = self.ends.iter_mut().find(|e| e.partition == partition) {
+            e.moved = true;
+            if !e.at_end {
+                e.at_end = true;
+                self.ended += 1;
+            }
         }
     }
 
     /// An assignment is in force and every partition of it has been read to its end (a worker the
     /// group gave no partition counts too, but never one in the middle of a rebalance).
     pub fn caught_up(&self) -> bool {
-        self.in_force && self.ended == self.ends.len()
+        self.in_force && self.ended == self.ends.len() && !self.watching
     }
 
     /// No input for `idle` while assigned (an unassigned worker is joining, not idle: it gets a
-    /// generous bound instead; an unreachable broker is never idle: records may be waiting).
+    /// generous bound instead; an unreachable broker is never idle: records may be waiting; nor is an
+    /// input with records it keeps failing to read).
     pub fn idle(&self, idle: Option<Duration>, broker_down: bool) -> bool {
         let Some(idle) = idle else { return false };
         let waited = self.last_input.elapsed();
         !broker_down
+            && !self.unreadable.active(Instant::now())
             && ((self.assigned() && waited >= idle) || waited >= idle + Duration::from_secs(60))
     }
-}
 
-/// Handles an error from `poll`: an end of partition is returned, connection trouble is left to the
-/// broker watch (reported once), a fatal error ends the stage, anything else is logged.
-pub fn poll_error(e: KafkaError, target: &str) -> Result<Option<i32>> {
-    if let KafkaError::PartitionEOF(p) = e {
-        return Ok(Some(p));
+    /// Handles an error from `poll`: an end of partition is noted, connection trouble is left to the
+    /// broker watch (reported once), a fatal error ends the stage at once, and anything else (a batch
+    /// that cannot be fetched or decoded) is a streak that ends the stage if it lasts too long.
+    pub fn poll_error<C: ConsumerContext>(
+        &mut self,
+        e: KafkaError,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        if let KafkaError::PartitionEOF(p) = e {
+            self.end(p);
+            return Ok(());
+        }
+        let Some(code) = e.rdkafka_error_code() else {
+            log::warn!(target: "ecomlogs.kafka", "consumer: {e}");
+            return Ok(());
+        };
+        if is_connection_error(Some(code)) {
+            return Ok(());
+        }
+        let error = FetchError {
+            code,
+            text: take_error_text(code).unwrap_or_else(|| e.to_string()),
+        };
+        if is_fatal(Some(code)) || matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+            let place = self.place(&error, consumer);
+            let what = format!("cannot read {place}: {} ({})", error.meaning(), error.text);
+            return Err(Error::kafka(what, e));
+        }
+        let place = self.place(&error, consumer);
+        match self.unreadable.error(Instant::now(), error, &place) {
+            Verdict::Retry => {
+                if self.unreadable.fresh() {
+                    self.ends.iter_mut().for_each(|e| e.moved = false);
+                }
+                self.watching = true;
+                Ok(())
+            }
+            Verdict::GiveUp(what) => Err(Error::kafka(what, e)),
+        }
     }
-    let code = e.rdkafka_error_code();
-    if is_fatal(code) {
-        return Err(Error::kafka("consuming", e));
+
+    /// Where the records wait: the partitions that did not move since the streak began (narrowed to
+    /// those whose position is the offset in the error, when it names one), e.g. `raw_events[2] at
+    /// offset 1200`.
+    fn place<C: ConsumerContext>(&self, error: &FetchError, consumer: &BaseConsumer<C>) -> String {
+        let offset = error.offset();
+        let mut waiting = if self.unreadable.active(Instant::now()) {
+            self.waiting()
+        } else {
+            self.ends
+                .iter()
+                .filter(|e| !e.at_end)
+                .map(|e| e.partition)
+                .collect()
+        };
+        if let (Some(at), true) = (offset, waiting.len() > 1) {
+            let positions = consumer.position().unwrap_or_default();
+            let here: Vec<i32> = waiting
+                .iter()
+                .copied()
+                .filter(|p| {
+                    positions
+                        .find_partition(&self.topic, *p)
+                        .is_some_and(|e| e.offset() == Offset::Offset(at))
+                })
+                .collect();
+            if !here.is_empty() {
+                waiting = here;
+            }
+        }
+        let topic = if self.topic.is_empty() {
+            "the input"
+        } else {
+            &self.topic
+        };
+        let partitions = match waiting.as_slice() {
+            [] => String::new(),
+            [p] => format!("[{p}]"),
+            many => format!(
+                " (one of partitions {})",
+                many.iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        match offset {
+            Some(at) => format!("{topic}{partitions} at offset {at}"),
+            None => format!("{topic}{partitions}"),
+        }
     }
-    if !is_connection_error(code) {
-        log::warn!(target: target, "consumer: {e}");
-    }
-    Ok(None)
 }

@@ -3,11 +3,12 @@
 //! report broker outages once (`context`), and what a consumer knows of its input (`input`).
 
 mod context;
+pub mod fetch_errors;
 mod input;
 mod topic_id;
 
 pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext};
-pub use input::{poll_error, Assignment, InputState};
+pub use input::{Assignment, InputState};
 pub use topic_id::topic_id;
 
 use std::time::Duration;
@@ -45,7 +46,13 @@ pub fn ensure_topics(
         })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))
@@ -75,7 +82,7 @@ pub fn ensure_topics(
     for r in results {
         match r {
             Ok(name) => {
-                log::info!(target: "ecomlogs.kafka", "created topic {name} ({partitions} partitions)")
+                log::info!(target: "ecomlogs.kafka", "created topic {name} ({partitions} partitions, replication factor {})", settings.replication_factor)
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {

@@ -22,9 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
-use crate::kafka::{
-    ensure_topics, poll_error, Assignment, BrokerWatch, DeliveryTracker, InputState,
-};
+use crate::kafka::{ensure_topics, Assignment, BrokerWatch, DeliveryTracker, InputState};
 use crate::pg::{self};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
@@ -271,7 +269,7 @@ impl<'a> Worker<'a> {
                 ..LoadStats::default()
             },
             batch: Batch::with_capacity(opts.batch_size.min(100_000)),
-            input: InputState::default(),
+            input: InputState::new("ecomlogs.loader", settings),
             tally: Tally::default(),
             last_log: Instant::now(),
         })
@@ -349,9 +347,7 @@ impl<'a> Worker<'a> {
                     }
                 }
                 Some(Err(e)) => {
-                    if let Some(p) = poll_error(e, "ecomlogs.loader")? {
-                        self.input.end(p);
-                    }
+                    self.input.poll_error(e, &self.consumer)?;
                     break;
                 }
                 None => break,

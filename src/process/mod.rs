@@ -18,8 +18,7 @@ use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    ensure_topics, poll_error, send_blocking, BrokerWatch, DeliveryTracker, GroupContext,
-    InputState,
+    ensure_topics, send_blocking, BrokerWatch, DeliveryTracker, GroupContext, InputState,
 };
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
 use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
@@ -244,7 +243,7 @@ impl<'a> Worker<'a> {
                     activity: Activity::JoiningGroup,
                     ..ProcessStats::default()
                 },
-                input: InputState::default(),
+                input: InputState::new("ecomlogs.processor", settings),
                 tally: Tally::default(),
                 canonical: Vec::with_capacity(512),
             },
@@ -312,11 +311,7 @@ impl Outputs<'_> {
                     self.input.record(m.partition());
                     batch.push(m);
                 }
-                Some(Err(e)) => {
-                    if let Some(p) = poll_error(e, "ecomlogs.processor")? {
-                        self.input.end(p);
-                    }
-                }
+                Some(Err(e)) => self.input.poll_error(e, consumer)?,
                 None if !batch.is_empty() || Instant::now() >= deadline => break,
                 None => {}
             }
