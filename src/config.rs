@@ -108,6 +108,12 @@ impl KafkaSettings {
         for (k, v) in crate_defaults.iter().chain(stage) {
             c.set(*k, *v);
         }
+        // OpenSSL is compiled in, and its default CA folder need not exist on this machine: for TLS to a
+        // broker with a public certificate, look where distributions keep the system's CAs (unless the
+        // user names a CA: `ssl.ca.location`, `ssl.ca.pem`, ...).
+        if !self.extra.keys().any(|k| k.starts_with("ssl.ca.")) {
+            c.set("ssl.ca.location", "probe");
+        }
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -283,6 +289,10 @@ mod tests {
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("enable.partition.eof"), Some("true"));
         assert_eq!(c.get("compression.type"), None);
+        assert_eq!(c.get("ssl.ca.location"), Some("probe"));
+        s.extra.insert("ssl.ca.pem".into(), "-----BEGIN ...".into());
+        let c = s.client(ClientKind::Admin, &[]);
+        assert_eq!(c.get("ssl.ca.location"), None);
     }
 
     #[test]

@@ -190,6 +190,27 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// For a client used for one request (the admin client that creates topics): remembers librdkafka's
+/// last error, since the request itself only says "timed out" when the reason is a TLS handshake or
+/// an authentication the broker refused.
+#[derive(Default)]
+pub struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+impl ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::debug!(target: "ecomlogs.kafka", "{error}: {reason}");
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(one_line(reason));
+        }
+    }
+}
+
 /// Counts delivery reports; keeps the first failure so the stage can report it.
 pub struct DeliveryTracker {
     pub delivered: AtomicU64,

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::Offset;
 
 use super::context::take_error_text;
@@ -66,7 +66,14 @@ pub struct InputState {
     unreadable: FetchErrors,
     /// A streak of fetch errors is going on (records then note which partitions move).
     watching: bool,
+    /// The streak comes from `silent_stall`, not from errors librdkafka reported.
+    silent: bool,
+    stall_checked: Instant,
 }
+
+/// A worker with no input for this long, while a partition has not reached its end, looks for a batch
+/// that librdkafka re-fetches without a word (see `silent_stall`).
+const SILENT_AFTER: Duration = Duration::from_secs(5);
 
 impl Default for InputState {
     fn default() -> Self {
@@ -90,20 +97,38 @@ impl InputState {
             last_input: Instant::now(),
             unreadable: FetchErrors::new(target, limit),
             watching: false,
+            silent: false,
+            stall_checked: Instant::now(),
         }
     }
 
     /// Follows the assignment: a new one (the group's generation moved) starts every partition unread,
     /// and restarts the idle clock.
-    /// Also ends a streak of fetch errors once it has cleared.
-    pub fn sync<C: ConsumerContext>(&mut self, group: &Assignment, consumer: &BaseConsumer<C>) {
+    /// Also ends a streak of fetch errors once it has cleared, and looks for a silent stall: an error
+    /// means records wait that cannot be read, for longer than the stage allows.
+    pub fn sync<C: ConsumerContext>(
+        &mut self,
+        group: &Assignment,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
         if self.watching {
             self.settle();
         }
         let generation = group.generation();
         if generation == self.generation {
-            return;
+            return self.silent_stall(consumer);
         }
+        self.follow(generation, group, consumer);
+        Ok(())
+    }
+
+    /// A new assignment: every partition unread, the idle clock restarted, any streak over.
+    fn follow<C: ConsumerContext>(
+        &mut self,
+        generation: u64,
+        group: &Assignment,
+        consumer: &BaseConsumer<C>,
+    ) {
         self.generation = generation;
         self.in_force = group.in_force();
         let tpl = match self.in_force {
@@ -140,6 +165,84 @@ impl InputState {
             self.unreadable.expire(now);
         }
         self.watching = self.unreadable.active(now);
+        self.silent &= self.watching;
+    }
+
+    /// librdkafka fetches some corrupt batches again and again without a word (an uncompressed batch
+    /// whose records do not parse): nothing comes from that partition, and neither does its end. Once
+    /// the worker has had no input for `SILENT_AFTER`, a partition short of its end whose records the
+    /// broker confirms (its high watermark is past our position) counts as a fetch error, once a
+    /// second, and ends in the same streak as the errors librdkafka reports.
+    fn silent_stall<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        let now = Instant::now();
+        let quiet = now.saturating_duration_since(self.last_input);
+        if !self.assigned()
+            || self.ended == self.ends.len()
+            || quiet < SILENT_AFTER
+            || (self.watching && !self.silent)
+            || now.saturating_duration_since(self.stall_checked) < Duration::from_secs(1)
+        {
+            return Ok(());
+        }
+        self.stall_checked = now;
+        let positions = consumer.position().unwrap_or_default();
+        let short: Vec<i32> = self
+            .ends
+            .iter()
+            .filter(|e| !e.at_end)
+            .map(|e| e.partition)
+            .collect();
+        for p in short {
+            // The broker does not answer: the broker watch reports that, and it is not idle either.
+            let Ok((_, high)) = consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(1))
+            else {
+                return Ok(());
+            };
+            let at = positions
+                .find_partition(&self.topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            if at.is_some_and(|o| o >= high) {
+                continue; // read to its end: the end-of-partition event is on its way
+            }
+            let text = format!(
+                "no record and no end of partition for {:.0}s though the broker holds records up to \
+                 offset {high}, and the client reports no error (a batch it cannot parse, fetched \
+                 again and again)",
+                quiet.as_secs_f64()
+            );
+            let place = match at {
+                Some(o) => format!("{}[{p}] at offset {o}", self.topic),
+                None => format!("{}[{p}]", self.topic),
+            };
+            let error = FetchError {
+                code: RDKafkaErrorCode::BadMessage,
+                text,
+            };
+            self.silent = true;
+            return self.streak(
+                error,
+                &place,
+                KafkaError::MessageConsumption(RDKafkaErrorCode::BadMessage),
+            );
+        }
+        Ok(())
+    }
+
+    /// One more failed attempt in the streak; past the limit, the stage's error.
+    fn streak(&mut self, error: FetchError, place: &str, source: KafkaError) -> Result<()> {
+        match self.unreadable.error(Instant::now(), error, place) {
+            Verdict::Retry => {
+                if self.unreadable.fresh() {
+                    self.ends.iter_mut().for_each(|e| e.moved = false);
+                }
+                self.watching = true;
+                Ok(())
+            }
+            Verdict::GiveUp(what) => Err(Error::kafka(what, source)),
+        }
     }
 
     /// Partitions that neither moved nor reached their end since the streak began: where the records
@@ -186,15 +289,18 @@ impl InputState {
         self.in_force && self.ended == self.ends.len() && !self.watching
     }
 
-    /// No input for `idle` while assigned (an unassigned worker is joining, not idle: it gets a
-    /// generous bound instead; an unreachable broker is never idle: records may be waiting; nor is an
-    /// input with records it keeps failing to read).
+    /// No input for `idle` while assigned, every partition read to its end (an unassigned worker is
+    /// joining, not idle: it gets a generous bound instead; an unreachable broker is never idle:
+    /// records may be waiting; nor is an input with records it fails to read: a partition short of its
+    /// end ends as a fetch error instead, see `silent_stall`).
     pub fn idle(&self, idle: Option<Duration>, broker_down: bool) -> bool {
         let Some(idle) = idle else { return false };
         let waited = self.last_input.elapsed();
+        let all_read = self.ended == self.ends.len();
         !broker_down
             && !self.unreadable.active(Instant::now())
-            && ((self.assigned() && waited >= idle) || waited >= idle + Duration::from_secs(60))
+            && ((self.assigned() && all_read && waited >= idle)
+                || (!self.assigned() && waited >= idle + Duration::from_secs(60)))
     }
 
     /// Handles an error from `poll`: an end of partition is noted, connection trouble is left to the
@@ -226,24 +332,17 @@ impl InputState {
             return Err(Error::kafka(what, e));
         }
         let place = self.place(&error, consumer);
-        match self.unreadable.error(Instant::now(), error, &place) {
-            Verdict::Retry => {
-                if self.unreadable.fresh() {
-                    self.ends.iter_mut().for_each(|e| e.moved = false);
-                }
-                self.watching = true;
-                Ok(())
-            }
-            Verdict::GiveUp(what) => Err(Error::kafka(what, e)),
-        }
+        self.silent = false;
+        self.streak(error, &place, e)
     }
 
-    /// Where the records wait: the partitions that did not move since the streak began (narrowed to
-    /// those whose position is the offset in the error, when it names one), e.g. `raw_events[2] at
-    /// offset 1200`.
+    /// Where the records wait: the partitions that did not move since the streak began, e.g.
+    /// `raw_events[2] at offset 1200`. When the error names an offset and several partitions are
+    /// candidates, only those holding records past that offset (asked of the broker: this happens once
+    /// per log line) and, of those, the ones whose position is that offset are named.
     fn place<C: ConsumerContext>(&self, error: &FetchError, consumer: &BaseConsumer<C>) -> String {
         let offset = error.offset();
-        let mut waiting = if self.unreadable.active(Instant::now()) {
+        let mut waiting: Vec<i32> = if self.unreadable.active(Instant::now()) {
             self.waiting()
         } else {
             self.ends
@@ -253,19 +352,18 @@ impl InputState {
                 .collect()
         };
         if let (Some(at), true) = (offset, waiting.len() > 1) {
+            let past = |p: &i32| {
+                consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(1))
+                    .map_or(true, |(_, high)| high > at)
+            };
+            narrow(&mut waiting, past);
             let positions = consumer.position().unwrap_or_default();
-            let here: Vec<i32> = waiting
-                .iter()
-                .copied()
-                .filter(|p| {
-                    positions
-                        .find_partition(&self.topic, *p)
-                        .is_some_and(|e| e.offset() == Offset::Offset(at))
-                })
-                .collect();
-            if !here.is_empty() {
-                waiting = here;
-            }
+            narrow(&mut waiting, |p| {
+                positions
+                    .find_partition(&self.topic, *p)
+                    .is_some_and(|e| e.offset() == Offset::Offset(at))
+            });
         }
         let topic = if self.topic.is_empty() {
             "the input"
@@ -287,5 +385,13 @@ impl InputState {
             Some(at) => format!("{topic}{partitions} at offset {at}"),
             None => format!("{topic}{partitions}"),
         }
+    }
+}
+
+/// Keeps the partitions that pass `test`, unless none does (then the test told nothing).
+fn narrow(partitions: &mut Vec<i32>, test: impl Fn(&i32) -> bool) {
+    let kept: Vec<i32> = partitions.iter().copied().filter(test).collect();
+    if !kept.is_empty() {
+        *partitions = kept;
     }
 }

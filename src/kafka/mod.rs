@@ -7,14 +7,13 @@ pub mod fetch_errors;
 mod input;
 mod topic_id;
 
-pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext};
+pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext, LastError};
 pub use input::{Assignment, InputState};
 pub use topic_id::topic_id;
 
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Rebalance;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::TopicPartitionList;
@@ -29,21 +28,28 @@ pub fn ensure_topics(
     partitions: i32,
     timeout: Duration,
 ) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = settings
+    let admin: AdminClient<LastError> = settings
         .client(ClientKind::Admin, &[])
-        .create()
+        .create_with_context(LastError::default())
         .map_err(|e| Error::kafka("creating the Kafka admin client", e))?;
-    // An unreachable broker says so at once, with librdkafka's code (`_TRANSPORT`, `_RESOLVE`, ...),
-    // rather than after the create request's whole timeout.
+    // An unreachable broker says so at once, with librdkafka's code (`_TRANSPORT`, `_RESOLVE`, ...) and
+    // its last word on why (a TLS handshake, an authentication), rather than after the create
+    // request's whole timeout.
+    let unreachable = |e: KafkaError| {
+        let why = admin.inner().context().take();
+        let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+        Error::kafka(
+            format!(
+                "cannot reach the broker at {}{why}",
+                settings.bootstrap_servers
+            ),
+            e,
+        )
+    };
     admin
         .inner()
         .fetch_metadata(None, timeout.min(Duration::from_secs(5)))
-        .map_err(|e| {
-            Error::kafka(
-                format!("cannot reach the broker at {}", settings.bootstrap_servers),
-                e,
-            )
-        })?;
+        .map_err(unreachable)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -66,10 +72,7 @@ pub fn ensure_topics(
                 .fetch_metadata(None, Duration::from_secs(2))
                 .err();
             match reach {
-                Some(unreachable) => Error::kafka(
-                    format!("cannot reach the broker at {}", settings.bootstrap_servers),
-                    unreachable,
-                ),
+                Some(e) => unreachable(e),
                 None => Error::kafka(
                     format!(
                         "creating topics {topics:?} on {}",
@@ -199,6 +202,43 @@ mod tests {
             code_name(RDKafkaErrorCode::TopicAlreadyExists),
             "TOPIC_ALREADY_EXISTS"
         );
+    }
+
+    #[test]
+    fn the_build_has_tls_sasl_and_every_codec() {
+        let native = KafkaSettings::new("localhost:1")
+            .client(ClientKind::Producer, &[])
+            .create_native_config()
+            .unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for f in [
+            "gzip",
+            "snappy",
+            "lz4",
+            "zstd",
+            "ssl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_oauthbearer",
+        ] {
+            assert!(features.split(',').any(|x| x == f), "{f} not in {features}");
+        }
+        // The recipes' settings are accepted (they were "not available at build time").
+        let mut s = KafkaSettings::new("localhost:1");
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+            ("ssl.ca.location", "probe"),
+            ("compression.type", "zstd"),
+        ] {
+            s.extra.insert(k.into(), v.into());
+        }
+        assert!(check_extra(&s).is_ok(), "{:?}", check_extra(&s));
+        s.extra
+            .insert("sasl.mechanisms".into(), "OAUTHBEARER".into());
+        assert!(check_extra(&s).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config};
+use postgres::Client;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseProducer;
@@ -23,7 +23,7 @@ use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
 use crate::kafka::{ensure_topics, Assignment, BrokerWatch, DeliveryTracker, InputState};
-use crate::pg::{self};
+use crate::pg::{self, Config};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
 use crate::stage::{locked, run_workers, Activity, Stats, StopToken, TICK};
@@ -330,7 +330,7 @@ impl<'a> Worker<'a> {
     fn fill(&mut self, wait: Duration) -> Result<bool> {
         let mut next = self.consumer.poll(wait);
         let ctx = self.consumer.context();
-        self.input.sync(&ctx.assignment, &self.consumer);
+        self.input.sync(&ctx.assignment, &self.consumer)?;
         let mut taken = 0u64;
         loop {
             match next {

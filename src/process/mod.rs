@@ -305,7 +305,7 @@ impl Outputs<'_> {
             };
             let polled = consumer.poll(wait);
             let ctx = consumer.context();
-            self.input.sync(&ctx.group.assignment, consumer);
+            self.input.sync(&ctx.group.assignment, consumer)?;
             match polled {
                 Some(Ok(m)) => {
                     self.input.record(m.partition());
