@@ -157,17 +157,24 @@ impl BrokerWatch {
         // uses is expected, not worth a warning from the other.
         let other_kind = fac == "CONFWARN" && message.contains("will be ignored by this");
         let quiet = fac == "FAIL" || during_outage || other_kind;
-        let lvl = match level {
-            _ if quiet => log::Level::Debug,
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => log::Level::Error,
-            RDKafkaLogLevel::Warning => log::Level::Warn,
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
-            RDKafkaLogLevel::Debug => log::Level::Debug,
+        let lvl = match quiet {
+            true => log::Level::Debug,
+            false => log_level(level),
         };
         log::log!(target: "librdkafka", lvl, "{fac}: {message}");
+    }
+}
+
+/// A librdkafka severity as a `log` level.
+fn log_level(level: RDKafkaLogLevel) -> log::Level {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => log::Level::Error,
+        RDKafkaLogLevel::Warning => log::Level::Warn,
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+        RDKafkaLogLevel::Debug => log::Level::Debug,
     }
 }
 
@@ -191,8 +198,9 @@ fn one_line(s: &str) -> String {
 }
 
 /// For a client used for one request (the admin client that creates topics): remembers librdkafka's
-/// last error, since the request itself only says "timed out" when the reason is a TLS handshake or
-/// an authentication the broker refused.
+/// last word on a failed connection, since the request itself only says "transport failure" or "timed
+/// out" when the reason is a TLS handshake or an authentication the broker refused. (The connection
+/// failure is logged at once, from librdkafka's thread; its error event may not have been served yet.)
 #[derive(Default)]
 pub struct LastError(Mutex<Option<String>>);
 
@@ -200,15 +208,38 @@ impl LastError {
     pub fn take(&self) -> Option<String> {
         self.0.lock().ok().and_then(|mut g| g.take())
     }
+
+    fn remember(&self, why: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(one_line(why));
+        }
+    }
 }
 
 impl ClientContext for LastError {
-    fn error(&self, error: KafkaError, reason: &str) {
-        log::debug!(target: "ecomlogs.kafka", "{error}: {reason}");
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(one_line(reason));
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            self.remember(message);
+            log::debug!(target: "librdkafka", "{fac}: {message}");
+        } else {
+            log::log!(target: "librdkafka", log_level(level), "{fac}: {message}");
         }
     }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::debug!(target: "ecomlogs.kafka", "{error}: {reason}");
+        // "1/1 brokers are down" says less than the failure before it.
+        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !summary || self.0.lock().map(|g| g.is_none()).unwrap_or(false) {
+            self.remember(reason);
+        }
+    }
+}
+
+/// The probe is a producer that never sends (a client whose events can be served).
+impl ProducerContext for LastError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 /// Counts delivery reports; keeps the first failure so the stage can report it.

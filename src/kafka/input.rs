@@ -68,7 +68,11 @@ pub struct InputState {
     watching: bool,
     /// The streak comes from `silent_stall`, not from errors librdkafka reported.
     silent: bool,
-    stall_checked: Instant,
+    /// `sync` calls (one per poll): the clock is read on every 16th only.
+    syncs: u32,
+    /// When a silent stall was first suspected (it counts from the next look, a second later, so that
+    /// a loop that was not polling, busy with the database, catches up on its records first).
+    suspect_since: Option<Instant>,
 }
 
 /// A worker with no input for this long, while a partition has not reached its end, looks for a batch
@@ -98,7 +102,8 @@ impl InputState {
             unreadable: FetchErrors::new(target, limit),
             watching: false,
             silent: false,
-            stall_checked: Instant::now(),
+            syncs: 0,
+            suspect_since: None,
         }
     }
 
@@ -149,6 +154,7 @@ impl InputState {
         }
         self.ended = 0;
         self.last_input = Instant::now();
+        self.suspect_since = None;
         if self.watching {
             self.watching = false;
             self.unreadable.clear("the assignment changed");
@@ -174,17 +180,21 @@ impl InputState {
     /// broker confirms (its high watermark is past our position) counts as a fetch error, once a
     /// second, and ends in the same streak as the errors librdkafka reports.
     fn silent_stall<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
-        let now = Instant::now();
-        let quiet = now.saturating_duration_since(self.last_input);
-        if !self.assigned()
-            || self.ended == self.ends.len()
-            || quiet < SILENT_AFTER
-            || (self.watching && !self.silent)
-            || now.saturating_duration_since(self.stall_checked) < Duration::from_secs(1)
-        {
+        self.syncs = self.syncs.wrapping_add(1);
+        if self.syncs % 16 != 0 || !self.assigned() || self.ended == self.ends.len() {
             return Ok(());
         }
-        self.stall_checked = now;
+        let now = Instant::now();
+        let quiet = now.saturating_duration_since(self.last_input);
+        if quiet < SILENT_AFTER || (self.watching && !self.silent) {
+            self.suspect_since = None;
+            return Ok(());
+        }
+        let since = *self.suspect_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.suspect_since = Some(now);
         let positions = consumer.position().unwrap_or_default();
         let short: Vec<i32> = self
             .ends
@@ -330,6 +340,11 @@ impl InputState {
             let place = self.place(&error, consumer);
             let what = format!("cannot read {place}: {} ({})", error.meaning(), error.text);
             return Err(Error::kafka(what, e));
+        }
+        if self.ended == self.ends.len() {
+            // Nothing waits (no assignment, or every partition read to its end): not about records
+            // (the broker watch has logged it).
+            return Ok(());
         }
         let place = self.place(&error, consumer);
         self.silent = false;

@@ -14,8 +14,10 @@ pub use topic_id::topic_id;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Rebalance;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::TopicPartitionList;
 
 use crate::config::{ClientKind, KafkaSettings};
@@ -28,15 +30,17 @@ pub fn ensure_topics(
     partitions: i32,
     timeout: Duration,
 ) -> Result<()> {
-    let admin: AdminClient<LastError> = settings
-        .client(ClientKind::Admin, &[])
-        .create_with_context(LastError::default())
-        .map_err(|e| Error::kafka("creating the Kafka admin client", e))?;
     // An unreachable broker says so at once, with librdkafka's code (`_TRANSPORT`, `_RESOLVE`, ...) and
     // its last word on why (a TLS handshake, an authentication), rather than after the create
-    // request's whole timeout.
+    // request's whole timeout. The admin client serves no events (its logs and errors would be lost):
+    // a plain client whose events we serve asks first.
+    let probe: BaseProducer<LastError> = settings
+        .client(ClientKind::Admin, &[])
+        .create_with_context(LastError::default())
+        .map_err(|e| Error::kafka("creating a Kafka client", e))?;
     let unreachable = |e: KafkaError| {
-        let why = admin.inner().context().take();
+        probe.poll(Duration::from_millis(50));
+        let why = probe.context().take();
         let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
         Error::kafka(
             format!(
@@ -46,10 +50,14 @@ pub fn ensure_topics(
             e,
         )
     };
-    admin
-        .inner()
+    probe
+        .client()
         .fetch_metadata(None, timeout.min(Duration::from_secs(5)))
         .map_err(unreachable)?;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client(ClientKind::Admin, &[])
+        .create()
+        .map_err(|e| Error::kafka("creating the Kafka admin client", e))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -67,8 +75,8 @@ pub fn ensure_topics(
         futures_executor::block_on(admin.create_topics(new.iter(), &opts)).map_err(|e| {
             // A request that timed out because the broker cannot be reached says so, with librdkafka's
             // own code for it (a metadata request names it: `_TRANSPORT`, `_RESOLVE`, ...).
-            let reach = admin
-                .inner()
+            let reach = probe
+                .client()
                 .fetch_metadata(None, Duration::from_secs(2))
                 .err();
             match reach {
