@@ -15,7 +15,7 @@ import pytest
 
 import ecomlogs
 from helpers import ROOT, assert_exact, produce_clean, unique, wait_for
-from tls_services import Certs, TlsBroker, enable_ssl, make_certs
+from tls_services import Certs, TlsBroker, enable_ssl, make_certs, require_client_certs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -199,3 +199,23 @@ def test_verify_full_checks_the_host_name_and_verify_ca_does_not(private_pg: Any
     with pytest.raises(ecomlogs.DatabaseError, match="certificate verify failed"):
         ecomlogs.query("SELECT 1", with_params(by_ip, sslmode="verify-full", sslrootcert=ca))
 
+
+
+def test_a_client_certificate_for_postgres(ssl_pg: Any, certs: Certs) -> None:
+    require_client_certs(ssl_pg, certs)
+    base = with_params(ssl_pg.dsn, sslmode="verify-full", sslrootcert=str(certs.ca))
+
+    def refused() -> bool:
+        try:
+            ecomlogs.query("SELECT 1", base)
+            return False
+        except ecomlogs.DatabaseError as e:
+            return "certificate" in str(e)
+
+    wait_for("the server to ask for client certificates", refused, timeout_s=30)
+    with_cert = f"{base}&sslcert={certs.client_cert}&sslkey={certs.client_key}"
+    assert tls_in_use(with_cert)
+    env = {"PGSSLCERT": str(certs.client_cert), "PGSSLKEY": str(certs.client_key)}
+    ok = subprocess.run([sys.executable, "-m", "ecomlogs", "migrate", "--dsn", base], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60, env={**_env(), **env})
+    assert ok.returncode == 0, ok.stderr

@@ -192,3 +192,27 @@ def enable_ssl(pg: PrivatePostgres, cert: Path, key: Path) -> None:
         c.execute("ALTER SYSTEM SET ssl = on")
         c.execute("SELECT pg_reload_conf()")
     conn.close()
+
+
+def require_client_certs(pg: PrivatePostgres, certs: Certs) -> None:
+    """With TLS on: every TCP connection must use TLS and show a client certificate signed by the CA."""
+    from ecomlogs import devstack
+
+    with pg._pointed():
+        data = devstack.status().postgres_data_dir
+    owner = data.stat()
+    target = data / "ca.crt"
+    shutil.copyfile(certs.ca, target)
+    os.chown(target, owner.st_uid, owner.st_gid)
+    hba = data / "pg_hba.conf"
+    hba.write_text(f"hostssl all all {HOST}/32 trust clientcert=verify-ca\n"
+                   f"host all all {HOST}/32 reject\n" + hba.read_text())
+    import psycopg2
+
+    # The new rules apply from the reload on: this connection is made under the old ones.
+    conn = psycopg2.connect(pg.dsn, connect_timeout=10)
+    conn.autocommit = True
+    with conn.cursor() as c:
+        c.execute("ALTER SYSTEM SET ssl_ca_file = 'ca.crt'")
+        c.execute("SELECT pg_reload_conf()")
+    conn.close()
