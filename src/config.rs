@@ -23,6 +23,12 @@ pub mod defaults {
     pub const LOADER_GROUP: &str = "postgres-loader";
     /// Partitions of the topics a stage creates when they are missing.
     pub const PARTITIONS: i32 = 3;
+    /// Copies of each partition for the topics a stage creates: 1 fits a single broker (the dev stack);
+    /// a production cluster wants 3.
+    pub const REPLICATION_FACTOR: i32 = 1;
+    /// How long a consumer may keep failing to fetch or decode records (a corrupt batch, a codec or a
+    /// permission problem) before its stage ends with an error.
+    pub const UNREADABLE_TIMEOUT_S: f64 = 60.0;
     /// The original producer's pace: one event every 500 ms.
     pub const INTERVAL_MS: u64 = 500;
     pub const INVALID_RATIO: f64 = 0.25;
@@ -45,6 +51,10 @@ pub struct KafkaSettings {
     pub bootstrap_servers: String,
     /// The user's librdkafka settings, passed as they are; they win over everything this crate sets.
     pub extra: BTreeMap<String, String>,
+    /// Replication factor of the topics a stage creates.
+    pub replication_factor: i32,
+    /// How long a consumer may keep failing to read its input before the stage gives up.
+    pub unreadable_timeout: Duration,
 }
 
 impl Default for KafkaSettings {
@@ -66,14 +76,16 @@ impl KafkaSettings {
         KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
             extra: BTreeMap::new(),
+            replication_factor: defaults::REPLICATION_FACTOR,
+            unreadable_timeout: Duration::from_secs_f64(defaults::UNREADABLE_TIMEOUT_S),
         }
     }
 
     /// From a flag (None: `KAFKA_BOOTSTRAP_SERVERS`, else the default) and the user's pairs.
     pub fn resolve(bootstrap_servers: Option<&str>, extra: BTreeMap<String, String>) -> Self {
         KafkaSettings {
-            bootstrap_servers: bootstrap_servers_from(bootstrap_servers),
             extra,
+            ..KafkaSettings::new(bootstrap_servers_from(bootstrap_servers))
         }
     }
 
@@ -95,6 +107,12 @@ impl KafkaSettings {
         };
         for (k, v) in crate_defaults.iter().chain(stage) {
             c.set(*k, *v);
+        }
+        // OpenSSL is compiled in, and its default CA folder need not exist on this machine: for TLS to a
+        // broker with a public certificate, look where distributions keep the system's CAs (unless the
+        // user names a CA: `ssl.ca.location`, `ssl.ca.pem`, ...).
+        if !self.extra.keys().any(|k| k.starts_with("ssl.ca.")) {
+            c.set("ssl.ca.location", "probe");
         }
         for (k, v) in &self.extra {
             c.set(k, v);
@@ -275,6 +293,10 @@ mod tests {
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("enable.partition.eof"), Some("true"));
         assert_eq!(c.get("compression.type"), None);
+        assert_eq!(c.get("ssl.ca.location"), Some("probe"));
+        s.extra.insert("ssl.ca.pem".into(), "-----BEGIN ...".into());
+        let c = s.client(ClientKind::Admin, &[]);
+        assert_eq!(c.get("ssl.ca.location"), None);
     }
 
     #[test]

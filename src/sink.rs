@@ -7,11 +7,11 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config, Transaction};
+use postgres::{Client, Transaction};
 use rand::Rng;
 
 use crate::error::{describe_pg, Error, Result};
-use crate::pg::{self, CopyRows, Failure, PartitionProgress};
+use crate::pg::{self, Config, CopyRows, Failure, PartitionProgress};
 use crate::resume::StoredPosition;
 use crate::stage::StopToken;
 

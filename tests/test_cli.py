@@ -52,6 +52,12 @@ BROKER = ["--bootstrap-servers", "127.0.0.1:1"]  # never reached: the flags fail
     ("producer.py", ["--invalid-ratio", "nan"], ["invalid_ratio"]),
     ("producer.py", ["--extra-config", "no.such.setting=1"], ["no.such.setting"]),
     ("producer.py", ["--extra-config", "linger.ms=soon"], ["linger.ms"]),
+    ("producer.py", ["--replication-factor", "0"], ["replication_factor", "between 1 and"]),
+    ("psqlConsumer.py", ["--replication-factor", "40000"], ["replication_factor"]),
+    ("psqlConsumer.py", ["--unreadable-timeout", "0"], ["unreadable_timeout_s"]),
+    ("streamProcessor.py", ["--unreadable-timeout", "nan"], ["unreadable_timeout_s"]),
+    ("psqlConsumer.py", ["--dsn", "postgresql://h/db?sslmode=verify-full"], ["sslrootcert"]),
+    ("psqlConsumer.py", ["--dsn", "host=h sslmode=allow"], ["sslmode=allow"]),
 ])
 def test_bad_values_are_one_line_and_exit_2(script: str, flags: list[str], words: list[str]) -> None:
     assert_bad_flag(run([script, *BROKER, *flags]), *words)
@@ -67,6 +73,10 @@ def test_bad_values_are_one_line_and_exit_2(script: str, flags: list[str], words
     lambda: ecomlogs.produce(1, invalid_ratio=2.0),
     lambda: ecomlogs.produce(1, extra_config={"no.such.setting": 1}),
     lambda: ecomlogs.ensure_topics([""]),
+    lambda: ecomlogs.ensure_topics(["t"], replication_factor=0),
+    lambda: ecomlogs.process(unreadable_timeout_s=-1),
+    lambda: ecomlogs.load(replication_factor=2**15),
+    lambda: ecomlogs.query("SELECT 1", "postgresql://h/db?sslmode=verify-ca&sslrootcert=/no/such/file"),
 ])
 def test_the_python_api_raises_config_error_for_the_same(call: Any) -> None:
     with pytest.raises(ecomlogs.ConfigError):
@@ -78,6 +88,14 @@ def test_config_error_is_also_a_value_error_and_every_error_an_ecomlogs_error() 
     for cls in (ecomlogs.KafkaError, ecomlogs.DatabaseError, ecomlogs.ResourceError, ecomlogs.InternalError,
                 ecomlogs.StalledError, ecomlogs.DevStackError):
         assert issubclass(cls, ecomlogs.EcomlogsError)
+
+
+def test_a_bad_replication_factor_in_the_environment_is_a_bad_flag() -> None:
+    import os
+
+    p = subprocess.run([sys.executable, "producer.py", *BROKER], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "ECOMLOGS_REPLICATION_FACTOR": "three"})
+    assert_bad_flag(p, "ECOMLOGS_REPLICATION_FACTOR", "three")
 
 
 def test_kafka_error_code_is_librdkafkas_name() -> None:
@@ -105,6 +123,12 @@ def test_defaults_in_every_signature_are_the_cores() -> None:
         (ecomlogs.load, "flush_interval_ms", d["flush_interval_ms"]),
         (ecomlogs.load, "max_backoff_s", d["max_backoff_s"]), (ecomlogs.load, "workers", d["workers"]),
         (ecomlogs.ensure_topics, "partitions", d["partitions"]),
+        (ecomlogs.ensure_topics, "replication_factor", d["replication_factor"]),
+        (ecomlogs.produce, "replication_factor", d["replication_factor"]),
+        (ecomlogs.process, "replication_factor", d["replication_factor"]),
+        (ecomlogs.load, "replication_factor", d["replication_factor"]),
+        (ecomlogs.process, "unreadable_timeout_s", d["unreadable_timeout_s"]),
+        (ecomlogs.load, "unreadable_timeout_s", d["unreadable_timeout_s"]),
         (_core.generate_events, "invalid_ratio", d["invalid_ratio"]),
     ]
     for fn, name, want in pairs:
@@ -148,3 +172,25 @@ def test_a_stage_started_with_sigint_ignored_still_stops_on_sigint(kafka_bootstr
         c.close()
     code, err = finish(proc, signal.SIGINT, timeout=30)
     assert code == 0 and "stopped by signal" in err, err
+
+
+def test_topics_are_created_with_the_replication_factor(kafka_bootstrap: str) -> None:
+    """The dev broker takes any factor and reports the replicas it was asked for."""
+    import os
+
+    from confluent_kafka.admin import AdminClient
+
+    def replicas(topic: str) -> set[int]:
+        meta = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(topic, timeout=10)
+        return {len(p.replicas) for p in meta.topics[topic].partitions.values()}
+
+    api_topic, flag_topic, env_topic = unique("rf_api"), unique("rf_flag"), unique("rf_env")
+    ecomlogs.ensure_topics([api_topic], bootstrap_servers=kafka_bootstrap, replication_factor=3)
+    assert replicas(api_topic) == {3}
+    for topic, flags, env in ((flag_topic, ["--replication-factor", "2"], {}),
+                              (env_topic, [], {"ECOMLOGS_REPLICATION_FACTOR": "3"})):
+        p = subprocess.run([sys.executable, "producer.py", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
+                            "--count", "1", "--interval-ms", "0", "--quiet", *flags],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        assert p.returncode == 0, p.stderr
+    assert replicas(flag_topic) == {2} and replicas(env_topic) == {3}

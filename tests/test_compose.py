@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ def _listeners(value: str) -> dict[str, tuple[str, int]]:
     return found
 
 
-def test_three_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "kafka-ui", "postgres"}
+def test_services_and_the_app_profile(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == {"kafka", "kafka-ui", "postgres", "producer", "processor", "loader", "prometheus",
+                             "grafana"}
+    for name in ("kafka", "kafka-ui", "postgres"):
+        assert "profiles" not in services[name], "the services start without a profile"
     assert services["kafka"]["image"].split(":")[0] in ("apache/kafka", "bitnami/kafka")
     assert services["kafka-ui"]["image"].split(":")[0] == "provectuslabs/kafka-ui"
     assert services["postgres"]["image"].split(":")[1].split(".")[0] == "15"
@@ -85,6 +89,8 @@ def test_three_services(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("producer", "processor", "loader"):
+        assert not services[name].get("ports"), f"{name} serves nothing"
     kafka, ui, pg = (_published(services[name]) for name in ("kafka", "kafka-ui", "postgres"))
     assert 29092 in [port for _, port in kafka.values()]
     assert ui[8080][1] == 8080
@@ -158,6 +164,97 @@ def test_postgres_matches_the_original(services: dict[str, dict[str, Any]], comp
         source = volume.split(":")[0] if isinstance(volume, str) else volume["source"]
         if not source.startswith((".", "/")):
             assert source in (compose.get("volumes") or {}), f"named volume {source} is not declared"
+
+
+def test_kafka_keeps_its_log_in_a_declared_volume(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    log_dirs = _kafka_setting(_env(kafka), "LOG_DIRS").split(",")
+    mounted = {}
+    for volume in kafka.get("volumes", []):
+        source, _, target = (volume.partition(":") if isinstance(volume, str)
+                             else (volume["source"], ":", volume["target"]))
+        mounted[target.split(":")[0]] = source
+    for folder in log_dirs:
+        assert folder in mounted, f"log dir {folder} is not on a volume"
+        assert mounted[folder] in (compose.get("volumes") or {}), f"volume {mounted[folder]} is not declared"
+
+
+APP = ("producer", "processor", "loader")
+
+
+@pytest.mark.parametrize("name", APP)
+def test_the_stages_run_commands_and_flags_that_exist(services: dict[str, dict[str, Any]], name: str) -> None:
+    from ecomlogs import cli
+
+    stage = services[name]
+    assert stage["profiles"] == ["app"]
+    assert stage["build"] in (".", {"context": "."}) and (COMPOSE_FILE.parent / "Dockerfile").is_file()
+    command = stage["command"]
+    assert command[0] == {"producer": "produce", "processor": "process", "loader": "load"}[name]
+    cli.build_parser().parse_args(command)  # exits (SystemExit) on an unknown command or flag
+
+
+@pytest.mark.parametrize("name", APP)
+def test_the_stages_reach_the_services_by_name(services: dict[str, dict[str, Any]], name: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecomlogs import _core
+
+    stage, env = services[name], {k: _interpolate(v) for k, v in _env(services[name]).items()}
+    host, _, port = env["KAFKA_BOOTSTRAP_SERVERS"].rpartition(":")
+    advertised = _listeners(_kafka_setting(_env(services["kafka"]), "ADVERTISED_LISTENERS"))
+    assert (host, int(port)) in advertised.values()
+    needs = stage["depends_on"]
+    assert needs["kafka"]["condition"] == "service_healthy"
+    if name == "loader":
+        assert needs["postgres"]["condition"] == "service_healthy"
+    # The database settings resolve as the stage will resolve them: the postgres service, its password.
+    for key in [k for k in os.environ if k.startswith("PG") or k == "DATABASE_URL"]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    dsn = _core.resolve_dsn(None)
+    assert "host='postgres'" in dsn and "dbname='ecom_kafka'" in dsn
+    password = _interpolate(_env(services["postgres"])["POSTGRES_PASSWORD"])
+    assert f"password='{password}'" in dsn
+    assert _env(services["postgres"])["POSTGRES_PASSWORD"] == _env(stage)["PGPASSWORD"], "one variable for both"
+    # Every variable the stage gets is one the code reads and the README documents.
+    readme = (COMPOSE_FILE.parent / "README.md").read_text()
+    for key in env:
+        assert f"`{key}`" in readme, f"{key} is not documented"
+    assert int(env["ECOMLOGS_REPLICATION_FACTOR"]) == 1, "a single broker holds one replica"
+
+
+def test_the_env_file_example_matches_the_defaults(services: dict[str, dict[str, Any]]) -> None:
+    example = COMPOSE_FILE.parent / ".env.example"
+    values = dict(line.split("=", 1) for line in example.read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+    assert values["POSTGRES_PASSWORD"] == _interpolate(_env(services["postgres"])["POSTGRES_PASSWORD"])
+    assert values["ECOMLOGS_REPLICATION_FACTOR"] == "1"
+    ignored = (COMPOSE_FILE.parent / ".gitignore").read_text().split()
+    assert "/.env" in ignored or ".env" in ignored, "the real .env (with the password) stays out of git"
+
+
+def test_the_monitoring_profile_scrapes_the_stages_and_provisions_the_dashboard(
+        services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    root = COMPOSE_FILE.parent
+    prom, grafana = services["prometheus"], services["grafana"]
+    assert prom["profiles"] == ["monitoring"] and grafana["profiles"] == ["monitoring"]
+    for service in (prom, grafana):
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (root / source).exists(), f"{source} is mounted but missing"
+            else:
+                assert source in compose["volumes"]
+    scrape = yaml.safe_load((root / "monitoring" / "prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    for name in ("producer", "processor", "loader"):
+        env = _env(services[name])
+        assert f"{name}:{env['ECOMLOGS_METRICS_PORT']}" in targets
+        assert env["ECOMLOGS_METRICS_HOST"] == "0.0.0.0", "reachable from the Prometheus container"
+        assert "/healthz" in " ".join(services[name]["healthcheck"]["test"])
+    assert _published(prom)[9090] == ("127.0.0.1", 9090)
+    assert _published(grafana)[3000] == ("127.0.0.1", 3000)
 
 
 @pytest.mark.parametrize("name", ["kafka", "kafka-ui", "postgres"])

@@ -70,3 +70,22 @@ def test_a_stuck_loader_is_named_in_the_status_line_and_the_drain_fails_instead_
     assert "loader" in message and "writing a batch to the database" in message, message
     stuck = [ln for ln in lines if "STUCK" in ln]
     assert stuck and "load " in stuck[-1] and "writing a batch to the database" in stuck[-1], lines[-3:]
+
+
+def test_run_honours_partitions_and_the_invalid_ratio_from_the_environment(memory_broker: Any, db: str) -> None:
+    import os
+
+    from confluent_kafka.admin import AdminClient
+
+    bs = memory_broker.bootstrap_servers
+    p = subprocess.run(
+        [sys.executable, "-m", "ecomlogs", "run", "--count", "2000", "--seed", "3", "--partitions", "2",
+         "--bootstrap-servers", bs, "--dsn", db, "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "ECOMLOGS_INVALID_RATIO": "0"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = re.search(r"([\d,]+) valid -> ([\d,]+) new rows.*?; ([\d,]+) dead-lettered", p.stdout)
+    assert m, p.stdout
+    assert m.group(1) == m.group(2) == "2,000" and m.group(3) == "0", p.stdout
+    topics = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
+    for name in ("raw_events", "clean_events", "dead_letter_events"):
+        assert len(topics[name].partitions) == 2, name

@@ -190,6 +190,7 @@ def produce(
     seed: Optional[int] = None,
     log_each: Optional[bool] = None,
     partitions: int = 3,
+    replication_factor: int = 1,
     extra_config: _ExtraConfig = None,
     progress: Optional[Callable[[ProduceStats], object]] = None,
     progress_every_s: float = 1.0,
@@ -199,9 +200,10 @@ def produce(
     until stopped), one every ``interval_ms`` (0: as fast as the broker takes them; ``rate`` events/s is
     the same as ``interval_ms = 1000 / rate``). ``bootstrap_servers`` None means
     ``KAFKA_BOOTSTRAP_SERVERS``, else ``localhost:29092``. ``log_each`` (default: when paced at 20
-    events/s or slower) logs every event on ``ecomlogs.producer``. ``progress`` gets the stats about every
-    ``progress_every_s``, the last ones included. Ctrl-C or ``stop.stop()`` flushes what is queued and
-    returns."""
+    events/s or slower) logs every event on ``ecomlogs.producer``. A missing topic is created with
+    ``partitions`` and ``replication_factor`` (1 suits a single broker; 3 a production cluster).
+    ``progress`` gets the stats about every ``progress_every_s``, the last ones included. Ctrl-C or
+    ``stop.stop()`` flushes what is queued and returns."""
 
 def process(
     *,
@@ -218,6 +220,8 @@ def process(
     workers: Optional[int] = None,
     log_each: bool = False,
     partitions: int = 3,
+    replication_factor: int = 1,
+    unreadable_timeout_s: float = 60.0,
     extra_config: _ExtraConfig = None,
     progress: Optional[Callable[[ProcessStats], object]] = None,
     progress_every_s: float = 1.0,
@@ -231,7 +235,11 @@ def process(
     partition of the input topic, up to 16). Runs until
     every assigned partition has been read to its end (``until_caught_up``), ``until_idle_s`` without
     input, Ctrl-C, or ``stop.stop()`` / ``stop.drain()`` from another thread (the batch in flight is
-    finished and committed first)."""
+    finished and committed first). Records it cannot fetch or decode (a corrupt batch, a permission
+    the broker refuses) are logged with topic, partition and offset and retried; if that lasts
+    ``unreadable_timeout_s`` it raises :class:`~ecomlogs.KafkaError` (never an idle or caught-up
+    success while they wait). Missing topics are created with ``partitions`` and
+    ``replication_factor``."""
 
 def load(
     *,
@@ -249,6 +257,8 @@ def load(
     max_backoff_s: float = 10.0,
     log_each: bool = False,
     partitions: int = 3,
+    replication_factor: int = 1,
+    unreadable_timeout_s: float = 60.0,
     extra_config: _ExtraConfig = None,
     progress: Optional[Callable[[LoadStats], object]] = None,
     progress_every_s: float = 1.0,
@@ -262,7 +272,10 @@ def load(
     variables. An outage pauses and retries (``max_backoff_s`` at most between attempts); a row the
     database rejects goes to ``dlq_topic`` with its SQLSTATE; a fault (missing table, no permission)
     raises :class:`~ecomlogs.DatabaseError`. Runs until ``until_caught_up``, ``until_idle_s``, Ctrl-C, or
-    ``stop.stop()`` / ``stop.drain()``."""
+    ``stop.stop()`` / ``stop.drain()``. Input it cannot read for ``unreadable_timeout_s`` raises
+    :class:`~ecomlogs.KafkaError`, as in :func:`process`. The DSN's ``sslmode`` (``disable``,
+    ``prefer``, ``require``, ``verify-ca``, ``verify-full``) and ``sslrootcert``, else ``PGSSLMODE``
+    and ``PGSSLROOTCERT``, work as in libpq."""
 
 def generate_events(
     n: int, *, invalid_ratio: float = 0.25, seed: Optional[int] = None
@@ -279,10 +292,12 @@ def ensure_topics(
     *,
     bootstrap_servers: Optional[str] = None,
     partitions: int = 3,
+    replication_factor: int = 1,
     timeout_s: float = 15.0,
     extra_config: _ExtraConfig = None,
 ) -> None:
-    """Creates the topics that do not exist yet, through the Kafka admin API."""
+    """Creates the topics that do not exist yet, through the Kafka admin API, with ``partitions`` and
+    ``replication_factor`` each."""
 
 def migrate(dsn: Optional[str] = None) -> list[str]:
     """Applies the pending migrations (recorded in ``schema_migrations``); returns those applied now."""

@@ -66,6 +66,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=D["partitions"],
         help="partitions for topics this stage creates when missing (default %(default)s)",
     )
+    p.add_argument(
+        "--replication-factor",
+        type=_int,
+        default=None,
+        help="copies of each partition for topics this stage creates when missing; 3 on a production cluster "
+        + _env_help("ECOMLOGS_REPLICATION_FACTOR", D["replication_factor"]),
+    )
     _add_verbosity(p)
 
 
@@ -107,6 +114,14 @@ def _add_finish(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="finish, commit and exit 0 once every assigned partition has been read to its end",
     )
+
+
+def _add_unreadable(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--unreadable-timeout", metavar="SECONDS", type=_float, default=D["unreadable_timeout_s"],
+        help="fail (exit 1) when records that cannot be fetched or decoded (a corrupt batch, a permission the "
+        "broker refuses) still block the input after this long; each attempt is logged with topic, partition "
+        "and offset (default %(default)s)")
 
 
 def _add_workers(p: argparse.ArgumentParser, what: str, default: Any = D["workers"],
@@ -266,6 +281,18 @@ def _invalid_ratio(flag: Optional[float]) -> float:
         raise ConfigError(f"ECOMLOGS_INVALID_RATIO must be a number between 0 and 1, got {env!r}") from None
 
 
+def _replication_factor(flag: Optional[int]) -> int:
+    if flag is not None:
+        return flag
+    env = os.environ.get("ECOMLOGS_REPLICATION_FACTOR", "").strip()
+    if not env:
+        return int(D["replication_factor"])
+    try:
+        return int(env)
+    except ValueError:
+        raise ConfigError(f"ECOMLOGS_REPLICATION_FACTOR must be a whole number, got {env!r}") from None
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     interval_ms = 1000.0 / args.rate if args.rate and args.rate > 0 else args.interval_ms
     paced = interval_ms > 0
@@ -283,8 +310,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
         stats = _core.produce(
             args.count, bootstrap_servers=servers, topic=args.topic, interval_ms=args.interval_ms, rate=args.rate,
             invalid_ratio=_invalid_ratio(args.invalid_ratio), seed=args.seed, log_each=log_each,
-            partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config), progress=progress,
-            stop=STOP.token,
+            partitions=args.partitions, replication_factor=_replication_factor(args.replication_factor),
+            extra_config=S.parse_extra_config(args.extra_config), progress=progress, stop=STOP.token,
         )
     finally:
         progress.close()
@@ -317,6 +344,7 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
                    help="with --exactly-once: a stable id per instance, so a restart fences a crashed predecessor "
                    "at once (default: group-host-pid)")
     p.add_argument("--batch-max", type=_int, default=D["batch_max"], help="records per batch at most (default %(default)s)")
+    _add_unreadable(p)
     _add_workers(p, "up to the partition count", None, "one per partition of the input topic")
 
 
@@ -327,8 +355,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic, group_id=args.group_id, until_idle_s=args.until_idle,
         until_caught_up=args.until_caught_up, exactly_once=args.exactly_once,
         transactional_id=args.transactional_id, batch_max=args.batch_max, workers=args.workers,
-        log_each=args.verbose, partitions=args.partitions, extra_config=S.parse_extra_config(args.extra_config),
-        stop=STOP.token,
+        log_each=args.verbose, partitions=args.partitions,
+        replication_factor=_replication_factor(args.replication_factor), unreadable_timeout_s=args.unreadable_timeout,
+        extra_config=S.parse_extra_config(args.extra_config), stop=STOP.token,
     )
     _report(
         f"processed {stats.consumed:,} events in {stats.elapsed_s:.2f}s ({stats.events_per_s:,.0f}/s): "
@@ -360,6 +389,7 @@ def _load_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
     _add_finish(p)
     p.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start-up")
+    _add_unreadable(p)
     _add_workers(p, "each with its own PostgreSQL connection")
 
 
@@ -369,6 +399,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic, batch_size=args.batch_size, flush_interval_ms=args.flush_interval_ms,
         until_idle_s=args.until_idle, until_caught_up=args.until_caught_up, partitions=args.partitions,
         migrate=not args.no_migrate, log_each=args.verbose, workers=args.workers,
+        replication_factor=_replication_factor(args.replication_factor), unreadable_timeout_s=args.unreadable_timeout,
         extra_config=S.parse_extra_config(args.extra_config), stop=STOP.token,
     )
     _report(
@@ -440,6 +471,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         count=count, duration_s=args.duration, rate=args.rate, bootstrap_servers=args.bootstrap_servers,
         dsn=args.dsn, invalid_ratio=_invalid_ratio(args.invalid_ratio), seed=args.seed, batch_size=args.batch_size,
         flush_interval_ms=args.flush_interval_ms, exactly_once=args.exactly_once, partitions=args.partitions,
+        replication_factor=_replication_factor(args.replication_factor),
         extra_config=S.parse_extra_config(args.extra_config), status=None if args.quiet else _print_status,
         stall_timeout_s=args.stall_timeout,
     )

@@ -133,6 +133,7 @@ def run_pipeline(
     flush_interval_ms: int = int(S.DEFAULTS["flush_interval_ms"]),
     exactly_once: bool = False,
     partitions: int = int(S.DEFAULTS["partitions"]),
+    replication_factor: int = int(S.DEFAULTS["replication_factor"]),
     processor_workers: Optional[int] = None,
     loader_workers: int = 1,
     extra_config: Optional[dict[str, str]] = None,
@@ -151,7 +152,7 @@ def run_pipeline(
     database = S.dsn(dsn)
     extra = dict(extra_config or {})
     api.ensure_topics([S.RAW_TOPIC, S.CLEAN_TOPIC, S.DLQ_TOPIC], bootstrap_servers=servers, partitions=partitions,
-                      extra_config=extra)
+                      replication_factor=replication_factor, extra_config=extra)
     api.migrate(database)
     before = _row_count(database)
 

@@ -2,6 +2,8 @@
 //! is reported once per stage (one warning when lost, one line when back), and librdkafka's own lines
 //! go to the log without the noise of every failed attempt.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +27,42 @@ pub struct BrokerWatch {
     /// `down.is_some()`, readable without the lock (`alive` is called for every record).
     is_down: AtomicBool,
     outages: AtomicU64,
+    /// When each kind of error was last logged (a repeat within `REPEAT_QUIET` goes to debug).
+    logged: Mutex<HashMap<i32, Instant>>,
+}
+
+/// An error that keeps coming back (a TLS or authentication failure at every reconnection) is logged
+/// once per this long.
+const REPEAT_QUIET: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// librdkafka's text for the last error event polled on this thread. rust-rdkafka hands an error
+    /// event's text to the context's `error` callback and, right after, on the same thread, only its
+    /// code to `poll`'s caller; the consumer loop takes the text from here (`take_error_text`).
+    static ERROR_TEXT: RefCell<Option<(RDKafkaErrorCode, String)>> = const { RefCell::new(None) };
+}
+
+/// The text of the error event `poll` just returned with `code`, if the callback saw it.
+pub fn take_error_text(code: RDKafkaErrorCode) -> Option<String> {
+    ERROR_TEXT
+        .with(|t| t.borrow_mut().take())
+        .filter(|(c, _)| *c == code)
+        .map(|(_, text)| text)
+}
+
+/// Errors only a consumer gets, about a batch it cannot read: its fetch-error streak reports them
+/// (with where), so the callback does not log them again.
+fn about_a_batch(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::BadCompression)
+            | Some(RDKafkaErrorCode::BadMessage)
+            | Some(RDKafkaErrorCode::InvalidMessage)
+            | Some(RDKafkaErrorCode::NotImplemented)
+            | Some(RDKafkaErrorCode::MessageSizeTooLarge)
+            | Some(RDKafkaErrorCode::InvalidRecord)
+            | Some(RDKafkaErrorCode::UnsupportedCompressionType)
+    )
 }
 
 /// Records fetched before a connection dropped still arrive for a moment after it: the broker counts as
@@ -43,6 +81,7 @@ impl BrokerWatch {
             down: Mutex::new(None),
             is_down: AtomicBool::new(false),
             outages: AtomicU64::new(0),
+            logged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -105,15 +144,38 @@ impl BrokerWatch {
         }
     }
 
-    /// For `ClientContext::error`: connection failures count as an outage, the rest is logged.
+    /// For `ClientContext::error`: connection failures count as an outage; the rest is kept for the
+    /// consumer loop (see `take_error_text`) and logged, once per `REPEAT_QUIET` for the same code.
     pub fn on_error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         if code == Some(RDKafkaErrorCode::PartitionEOF) {
             log::debug!(target: self.target, "{reason}"); // not an error: the stage is caught up
-        } else if is_connection_error(code) {
+            return;
+        }
+        if is_connection_error(code) {
             self.lost(&one_line(reason));
+            return;
+        }
+        if let Some(c) = code {
+            ERROR_TEXT.with(|t| *t.borrow_mut() = Some((c, one_line(reason))));
+        }
+        if about_a_batch(code) || !self.first_in_a_while(code) {
+            log::debug!(target: self.target, "{error}: {reason}");
         } else {
             log::error!(target: self.target, "{error}: {reason}");
+        }
+    }
+
+    fn first_in_a_while(&self, code: Option<RDKafkaErrorCode>) -> bool {
+        let Some(code) = code else { return true };
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match logged.get(&(code as i32)) {
+            Some(at) if now.duration_since(*at) < REPEAT_QUIET => false,
+            _ => {
+                logged.insert(code as i32, now);
+                true
+            }
         }
     }
 
@@ -125,17 +187,24 @@ impl BrokerWatch {
         // uses is expected, not worth a warning from the other.
         let other_kind = fac == "CONFWARN" && message.contains("will be ignored by this");
         let quiet = fac == "FAIL" || during_outage || other_kind;
-        let lvl = match level {
-            _ if quiet => log::Level::Debug,
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => log::Level::Error,
-            RDKafkaLogLevel::Warning => log::Level::Warn,
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
-            RDKafkaLogLevel::Debug => log::Level::Debug,
+        let lvl = match quiet {
+            true => log::Level::Debug,
+            false => log_level(level),
         };
         log::log!(target: "librdkafka", lvl, "{fac}: {message}");
+    }
+}
+
+/// A librdkafka severity as a `log` level.
+fn log_level(level: RDKafkaLogLevel) -> log::Level {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => log::Level::Error,
+        RDKafkaLogLevel::Warning => log::Level::Warn,
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+        RDKafkaLogLevel::Debug => log::Level::Debug,
     }
 }
 
@@ -156,6 +225,51 @@ pub fn is_connection_error(code: Option<RDKafkaErrorCode>) -> bool {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// For a client used for one request (the admin client that creates topics): remembers librdkafka's
+/// last word on a failed connection, since the request itself only says "transport failure" or "timed
+/// out" when the reason is a TLS handshake or an authentication the broker refused. (The connection
+/// failure is logged at once, from librdkafka's thread; its error event may not have been served yet.)
+#[derive(Default)]
+pub struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+
+    fn remember(&self, why: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(one_line(why));
+        }
+    }
+}
+
+impl ClientContext for LastError {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            self.remember(message);
+            log::debug!(target: "librdkafka", "{fac}: {message}");
+        } else {
+            log::log!(target: "librdkafka", log_level(level), "{fac}: {message}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::debug!(target: "ecomlogs.kafka", "{error}: {reason}");
+        // "1/1 brokers are down" says less than the failure before it.
+        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !summary || self.0.lock().map(|g| g.is_none()).unwrap_or(false) {
+            self.remember(reason);
+        }
+    }
+}
+
+/// The probe is a producer that never sends (a client whose events can be served).
+impl ProducerContext for LastError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 /// Counts delivery reports; keeps the first failure so the stage can report it.

@@ -4,12 +4,13 @@
 //! topic from outside the pipeline (`read`: for notebooks and the dashboard).
 
 mod context;
+pub mod fetch_errors;
 mod input;
 mod read;
 mod topic_id;
 
-pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext};
-pub use input::{poll_error, Assignment, InputState};
+pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext, LastError};
+pub use input::{Assignment, InputState};
 pub use read::{read_to_end, topic_offsets, PartitionOffsets, ReadRequest, Record, TopicRead};
 pub use topic_id::{cached_watermarks, topic_id};
 
@@ -19,6 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Rebalance;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::TopicPartitionList;
 
 use crate::config::{ClientKind, KafkaSettings};
@@ -49,24 +51,43 @@ pub fn ensure_topics(
     partitions: i32,
     timeout: Duration,
 ) -> Result<()> {
+    // An unreachable broker says so at once, with librdkafka's code (`_TRANSPORT`, `_RESOLVE`, ...) and
+    // its last word on why (a TLS handshake, an authentication), rather than after the create
+    // request's whole timeout. The admin client serves no events (its logs and errors would be lost):
+    // a plain client whose events we serve asks first.
+    let probe: BaseProducer<LastError> = settings
+        .client(ClientKind::Admin, &[])
+        .create_with_context(LastError::default())
+        .map_err(|e| Error::kafka("creating a Kafka client", e))?;
+    let unreachable = |e: KafkaError| {
+        probe.poll(Duration::from_millis(50));
+        let why = probe.context().take();
+        let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+        Error::kafka(
+            format!(
+                "cannot reach the broker at {}{why}",
+                settings.bootstrap_servers
+            ),
+            e,
+        )
+    };
+    probe
+        .client()
+        .fetch_metadata(None, timeout.min(Duration::from_secs(5)))
+        .map_err(unreachable)?;
     let admin: AdminClient<DefaultClientContext> = settings
         .client(ClientKind::Admin, &[])
         .create()
         .map_err(|e| Error::kafka("creating the Kafka admin client", e))?;
-    // An unreachable broker says so at once, with librdkafka's code (`_TRANSPORT`, `_RESOLVE`, ...),
-    // rather than after the create request's whole timeout.
-    admin
-        .inner()
-        .fetch_metadata(None, timeout.min(Duration::from_secs(5)))
-        .map_err(|e| {
-            Error::kafka(
-                format!("cannot reach the broker at {}", settings.bootstrap_servers),
-                e,
-            )
-        })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))
@@ -75,15 +96,12 @@ pub fn ensure_topics(
         futures_executor::block_on(admin.create_topics(new.iter(), &opts)).map_err(|e| {
             // A request that timed out because the broker cannot be reached says so, with librdkafka's
             // own code for it (a metadata request names it: `_TRANSPORT`, `_RESOLVE`, ...).
-            let reach = admin
-                .inner()
+            let reach = probe
+                .client()
                 .fetch_metadata(None, Duration::from_secs(2))
                 .err();
             match reach {
-                Some(unreachable) => Error::kafka(
-                    format!("cannot reach the broker at {}", settings.bootstrap_servers),
-                    unreachable,
-                ),
+                Some(e) => unreachable(e),
                 None => Error::kafka(
                     format!(
                         "creating topics {topics:?} on {}",
@@ -96,7 +114,7 @@ pub fn ensure_topics(
     for r in results {
         match r {
             Ok(name) => {
-                log::info!(target: "ecomlogs.kafka", "created topic {name} ({partitions} partitions)")
+                log::info!(target: "ecomlogs.kafka", "created topic {name} ({partitions} partitions, replication factor {})", settings.replication_factor)
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
@@ -213,6 +231,43 @@ mod tests {
             code_name(RDKafkaErrorCode::TopicAlreadyExists),
             "TOPIC_ALREADY_EXISTS"
         );
+    }
+
+    #[test]
+    fn the_build_has_tls_sasl_and_every_codec() {
+        let native = KafkaSettings::new("localhost:1")
+            .client(ClientKind::Producer, &[])
+            .create_native_config()
+            .unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for f in [
+            "gzip",
+            "snappy",
+            "lz4",
+            "zstd",
+            "ssl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_oauthbearer",
+        ] {
+            assert!(features.split(',').any(|x| x == f), "{f} not in {features}");
+        }
+        // The recipes' settings are accepted (they were "not available at build time").
+        let mut s = KafkaSettings::new("localhost:1");
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+            ("ssl.ca.location", "probe"),
+            ("compression.type", "zstd"),
+        ] {
+            s.extra.insert(k.into(), v.into());
+        }
+        assert!(check_extra(&s).is_ok(), "{:?}", check_extra(&s));
+        s.extra
+            .insert("sasl.mechanisms".into(), "OAUTHBEARER".into());
+        assert!(check_extra(&s).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config};
+use postgres::Client;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseProducer;
@@ -22,11 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
-use crate::kafka::{
-    ensure_topics, poll_error, Assignment, BrokerWatch, DeliveryTracker, InputState,
-};
+use crate::kafka::{ensure_topics, Assignment, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
-use crate::pg::{self};
+use crate::pg::{self, Config};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
 use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
@@ -319,7 +317,7 @@ impl<'a> Worker<'a> {
                 ..LoadStats::default()
             },
             batch: Batch::with_capacity(opts.batch_size.min(100_000)),
-            input: InputState::default(),
+            input: InputState::new("ecomlogs.loader", settings),
             tally: Tally::default(),
             last_log: Instant::now(),
             lag: metrics::Lag::new("loader", &opts.topic),
@@ -380,7 +378,7 @@ impl<'a> Worker<'a> {
     fn fill(&mut self, wait: Duration) -> Result<bool> {
         let mut next = self.consumer.poll(wait);
         let ctx = self.consumer.context();
-        self.input.sync(&ctx.assignment, &self.consumer);
+        self.input.sync(&ctx.assignment, &self.consumer)?;
         let mut taken = 0u64;
         loop {
             match next {
@@ -397,9 +395,10 @@ impl<'a> Worker<'a> {
                     }
                 }
                 Some(Err(e)) => {
-                    if let Some(p) = poll_error(e, "ecomlogs.loader")? {
+                    let answered = matches!(e, rdkafka::error::KafkaError::PartitionEOF(_));
+                    self.input.poll_error(e, &self.consumer)?;
+                    if answered {
                         ctx.watch.alive(); // a fetch answered: the broker is there
-                        self.input.end(p);
                     }
                     break;
                 }
@@ -559,7 +558,7 @@ impl<'a> Worker<'a> {
         // Idle only with nothing left to write.
         self.stats.quiet = Quiet {
             assigned: self.input.assigned(),
-            since: Some(self.input.last_input).filter(|_| self.batch.is_empty()),
+            since: self.input.quiet_since().filter(|_| self.batch.is_empty()),
             broker_down: ctx.watch.is_down(),
         };
         self.stats.log_resets = ctx.log_resets.load(Ordering::Relaxed);

@@ -4,35 +4,62 @@
 
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use postgres::Client;
 
 use crate::error::{Error, Result};
 mod copy;
+mod dsn;
 mod offsets;
 mod query;
 mod schema;
+mod tls;
 
 pub use copy::{copy_rows, copy_rows_dedup, CopyRows};
 pub use offsets::{load_offsets, restart_offset, store_offsets, PartitionProgress};
 pub use query::{query, Param, Table, Value};
 pub use schema::{check_schema, migrate, MIGRATIONS};
+pub use tls::{SslMode, Tls};
 
 pub const TABLE: &str = "kafka_events_silver";
 pub const OFFSETS_TABLE: &str = "ecomlogs_kafka_offsets";
 
+/// How to reach PostgreSQL: the driver's settings and TLS as libpq would do it.
+#[derive(Clone)]
+pub struct Config {
+    pub driver: postgres::Config,
+    pub tls: Tls,
+    /// Built once from `tls`, so that a bad certificate file is a configuration error at start-up.
+    connector: postgres_openssl::MakeTlsConnector,
+}
+
+/// A libpq DSN (URL or `key=value` form); `sslmode` and `sslrootcert` (and `sslcert` / `sslkey`) from it,
+/// else from `PGSSLMODE` / `PGSSLROOTCERT` (`PGSSLCERT` / `PGSSLKEY`), as libpq reads them.
 pub fn parse_dsn(dsn: &str) -> Result<Config> {
-    let mut cfg: Config = dsn
+    let (rest, keys) = dsn::split_tls(dsn)?;
+    let mut driver: postgres::Config = rest
         .parse()
         .map_err(|e: postgres::Error| Error::Config(format!("invalid PostgreSQL DSN: {e}")))?;
-    if cfg.get_connect_timeout().is_none() {
-        cfg.connect_timeout(Duration::from_secs(10));
+    if driver.get_connect_timeout().is_none() {
+        driver.connect_timeout(Duration::from_secs(10));
     }
-    cfg.application_name("ecomlogs");
-    Ok(cfg)
+    driver.application_name("ecomlogs");
+    let tls = Tls::resolve(keys)?;
+    driver.ssl_mode(tls.driver_mode());
+    let connector = tls.connector()?;
+    Ok(Config {
+        driver,
+        tls,
+        connector,
+    })
 }
 
 /// A DSN for messages: the password, if any, is never shown.
 pub fn describe_dsn(cfg: &Config) -> String {
+    let tls = match cfg.tls.mode {
+        SslMode::Prefer => String::new(),
+        mode => format!(" (sslmode={})", mode.as_str()),
+    };
+    let cfg = &cfg.driver;
     let host = cfg
         .get_hosts()
         .first()
@@ -43,7 +70,7 @@ pub fn describe_dsn(cfg: &Config) -> String {
         .unwrap_or_else(|| "localhost".into());
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     format!(
-        "{}@{}:{}/{}",
+        "{}@{}:{}/{}{tls}",
         cfg.get_user().unwrap_or("?"),
         host,
         port,
@@ -53,7 +80,7 @@ pub fn describe_dsn(cfg: &Config) -> String {
 
 /// Opens a connection; the error is the driver's, for [`classify`].
 pub fn open(cfg: &Config) -> Result<Client, postgres::Error> {
-    cfg.connect(NoTls)
+    cfg.driver.connect(cfg.connector.clone())
 }
 
 pub fn connect(cfg: &Config) -> Result<Client> {

@@ -18,8 +18,8 @@ use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    ensure_topics, partition_count, poll_error, send_blocking, BrokerWatch, DeliveryTracker,
-    GroupContext, InputState,
+    ensure_topics, partition_count, send_blocking, BrokerWatch, DeliveryTracker, GroupContext,
+    InputState,
 };
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
@@ -306,7 +306,7 @@ impl<'a> Worker<'a> {
                     activity: Activity::JoiningGroup,
                     ..ProcessStats::default()
                 },
-                input: InputState::default(),
+                input: InputState::new("ecomlogs.processor", settings),
                 tally: Tally::default(),
                 canonical: Vec::with_capacity(512),
                 lag: metrics::Lag::new("processor", &opts.input_topic),
@@ -335,7 +335,7 @@ impl<'a> Worker<'a> {
             }
             out.stats.quiet = Quiet {
                 assigned: out.input.assigned(),
-                since: Some(out.input.last_input),
+                since: out.input.quiet_since(),
                 broker_down: consumer.context().group.watch.is_down(),
             };
             if batch.is_empty() {
@@ -375,7 +375,7 @@ impl Outputs<'_> {
             };
             let polled = consumer.poll(wait);
             let ctx = consumer.context();
-            self.input.sync(&ctx.group.assignment, consumer);
+            self.input.sync(&ctx.group.assignment, consumer)?;
             match polled {
                 Some(Ok(m)) => {
                     self.input.record(m.partition());
@@ -385,9 +385,10 @@ impl Outputs<'_> {
                     batch.push(m);
                 }
                 Some(Err(e)) => {
-                    if let Some(p) = poll_error(e, "ecomlogs.processor")? {
+                    let answered = matches!(e, rdkafka::error::KafkaError::PartitionEOF(_));
+                    self.input.poll_error(e, consumer)?;
+                    if answered {
                         ctx.group.watch.alive(); // a fetch answered: the broker is there
-                        self.input.end(p);
                     }
                 }
                 None if !batch.is_empty() || Instant::now() >= deadline => break,

@@ -96,3 +96,22 @@ pub const PARTITIONS: RangeInclusive<i128> = 1..=10_000;
 pub const BATCH: RangeInclusive<i128> = 1..=1_000_000;
 pub const COUNT: RangeInclusive<i128> = 0..=(u64::MAX as i128);
 pub const UNTIL_IDLE: RangeInclusive<f64> = 0.001..=config::MAX_SECONDS;
+/// Kafka holds a replication factor in 16 bits; a cluster has far fewer brokers anyway.
+pub const REPLICATION: RangeInclusive<i128> = 1..=(i16::MAX as i128);
+pub const UNREADABLE_TIMEOUT: RangeInclusive<f64> = 0.1..=config::MAX_SECONDS;
+
+/// How the topics a stage creates are replicated.
+pub fn replication(settings: &mut KafkaSettings, replication_factor: i128) -> PyResult<()> {
+    settings.replication_factor = int("replication_factor", replication_factor, REPLICATION)?;
+    Ok(())
+}
+
+/// How long a consumer may keep failing to read its input.
+pub fn unreadable(settings: &mut KafkaSettings, unreadable_timeout_s: f64) -> PyResult<()> {
+    settings.unreadable_timeout = seconds(
+        "unreadable_timeout_s",
+        unreadable_timeout_s,
+        UNREADABLE_TIMEOUT,
+    )?;
+    Ok(())
+}

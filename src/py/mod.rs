@@ -135,17 +135,19 @@ fn reason_codes() -> Vec<&'static str> {
 
 /// Creates the topics that do not exist yet, through the Kafka admin API.
 #[pyfunction]
-#[pyo3(signature = (topics, *, bootstrap_servers=None, partitions=3, timeout_s=15.0,
-                    extra_config=None))]
+#[pyo3(signature = (topics, *, bootstrap_servers=None, partitions=3, replication_factor=1,
+                    timeout_s=15.0, extra_config=None))]
 fn ensure_topics(
     py: Python<'_>,
     topics: Vec<String>,
     bootstrap_servers: Option<&str>,
     partitions: i128,
+    replication_factor: i128,
     timeout_s: f64,
     extra_config: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
-    let s = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let mut s = args::kafka_settings(bootstrap_servers, extra_config)?;
+    args::replication(&mut s, replication_factor)?;
     let partitions = args::int("partitions", partitions, args::PARTITIONS)?;
     let timeout = args::seconds("timeout_s", timeout_s, 0.1..=3600.0)?;
     let names = topics
@@ -216,6 +218,8 @@ fn defaults_dict(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("processor_group", defaults::PROCESSOR_GROUP)?;
     d.set_item("loader_group", defaults::LOADER_GROUP)?;
     d.set_item("partitions", defaults::PARTITIONS)?;
+    d.set_item("replication_factor", defaults::REPLICATION_FACTOR)?;
+    d.set_item("unreadable_timeout_s", defaults::UNREADABLE_TIMEOUT_S)?;
     d.set_item("interval_ms", defaults::INTERVAL_MS)?;
     d.set_item("invalid_ratio", defaults::INVALID_RATIO)?;
     d.set_item("batch_size", defaults::BATCH_SIZE)?;

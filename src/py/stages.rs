@@ -296,8 +296,8 @@ where
 #[pyfunction]
 #[pyo3(signature = (count=None, *, bootstrap_servers=None, topic="raw_events",
                     interval_ms=0.0, rate=None, invalid_ratio=0.25, seed=None,
-                    log_each=None, partitions=3, extra_config=None, progress=None,
-                    progress_every_s=1.0, stop=None))]
+                    log_each=None, partitions=3, replication_factor=1, extra_config=None,
+                    progress=None, progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn produce(
     py: Python<'_>,
@@ -310,12 +310,14 @@ pub fn produce(
     seed: Option<u64>,
     log_each: Option<bool>,
     partitions: i128,
+    replication_factor: i128,
     extra_config: Option<&Bound<'_, PyDict>>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<ProduceStats> {
-    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let mut settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    args::replication(&mut settings, replication_factor)?;
     let interval = match rate {
         Some(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Duration::from_secs_f64(1.0 / r),
         Some(r) => {
@@ -357,8 +359,9 @@ pub fn produce(
                     output_topic="clean_events", dlq_topic="dead_letter_events",
                     group_id="silver-stream-processor", until_idle_s=None, until_caught_up=false,
                     exactly_once=false, transactional_id=None, batch_max=50000,
-                    workers=None, log_each=false, partitions=3,
-                    extra_config=None, progress=None, progress_every_s=1.0, stop=None))]
+                    workers=None, log_each=false, partitions=3, replication_factor=1,
+                    unreadable_timeout_s=60.0, extra_config=None, progress=None,
+                    progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn process(
     py: Python<'_>,
@@ -375,12 +378,16 @@ pub fn process(
     workers: Option<i128>,
     log_each: bool,
     partitions: i128,
+    replication_factor: i128,
+    unreadable_timeout_s: f64,
     extra_config: Option<&Bound<'_, PyDict>>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<ProcessStats> {
-    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let mut settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    args::replication(&mut settings, replication_factor)?;
+    args::unreadable(&mut settings, unreadable_timeout_s)?;
     let opts = ProcessOptions {
         input_topic: args::topic("input_topic", input_topic)?,
         output_topic: args::topic("output_topic", output_topic)?,
@@ -419,8 +426,8 @@ pub fn process(
                     batch_size=50000, flush_interval_ms=1000,
                     until_idle_s=None, until_caught_up=false, workers=1, migrate=true,
                     max_backoff_s=10.0, log_each=false,
-                    partitions=3, extra_config=None, progress=None,
-                    progress_every_s=1.0, stop=None))]
+                    partitions=3, replication_factor=1, unreadable_timeout_s=60.0,
+                    extra_config=None, progress=None, progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn load(
     py: Python<'_>,
@@ -438,12 +445,16 @@ pub fn load(
     max_backoff_s: f64,
     log_each: bool,
     partitions: i128,
+    replication_factor: i128,
+    unreadable_timeout_s: f64,
     extra_config: Option<&Bound<'_, PyDict>>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<LoadStats> {
-    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    let mut settings = args::kafka_settings(bootstrap_servers, extra_config)?;
+    args::replication(&mut settings, replication_factor)?;
+    args::unreadable(&mut settings, unreadable_timeout_s)?;
     let opts = LoadOptions {
         topic: args::topic("topic", topic)?,
         group_id: args::group(group_id)?,
