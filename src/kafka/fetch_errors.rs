@@ -7,7 +7,8 @@
 //! ended with an error if it lasts longer than the stage allows.
 //!
 //! Plain Rust with the clock passed in, so the rules are tested without a broker; `InputState` (see
-//! `input`) feeds it from the consumer loop and knows which partitions are waiting.
+//! `input`) feeds it from the consumer loop, knows which partitions are waiting, and also feeds it the
+//! batches librdkafka re-fetches without reporting anything (a silent stall).
 
 use std::time::{Duration, Instant};
 
