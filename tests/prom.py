@@ -70,8 +70,11 @@ def endpoint_from_log(proc: subprocess.Popen, lines: list[str], timeout_s: float
 def drain_stderr(proc: subprocess.Popen, lines: list[str]) -> None:
     """Keeps reading the stage's stderr (in a thread) so that it never blocks on a full pipe."""
     assert proc.stderr is not None
-    for line in proc.stderr:
-        lines.append(line)
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+    except (ValueError, OSError):  # the pipe was closed once the stage was finished with
+        pass
 
 
 def find(lines: list[str], pattern: str) -> Optional[re.Match[str]]:

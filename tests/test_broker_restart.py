@@ -38,7 +38,7 @@ def test_three_stages_ride_out_two_broker_restarts(durable: DurableBroker, db: s
     stages = {
         "producer": start([sys.executable, "producer.py", *common, "--count", "6000", "--rate", "1000",
                            "--seed", "31"]),
-        "processor": start([sys.executable, "streamProcessor.py", *common, "--until-idle", "10"]),
+        "processor": start([sys.executable, "streamProcessor.py", *common, "--workers", "1", "--until-idle", "10"]),
         "loader": start([sys.executable, "psqlConsumer.py", *common, "--dsn", db, "--until-idle", "10"]),
     }
     time.sleep(2)

@@ -236,7 +236,8 @@ def test_two_instances_split_partitions_and_a_rebalance_loses_nothing(kafka_boot
     n = 200_000
     _produce_events(kafka_bootstrap, raw, n, seed=13)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
-    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--batch-max", "2000", "--until-caught-up")
+    cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--batch-max", "2000", "--workers", "1",
+                    "--until-caught-up")
     first = start(cmd)
     # The first one has joined and is working when the second one arrives: a rebalance.
     _wait_for_output(clean, kafka_bootstrap)

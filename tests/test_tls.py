@@ -122,7 +122,7 @@ SSL_IN_USE = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 
 def tls_in_use(dsn: str) -> bool:
-    return ecomlogs.query(SSL_IN_USE, dsn) == [{"ssl": "true"}]
+    return ecomlogs.query(SSL_IN_USE, dsn=dsn) == [{"ssl": "true"}]
 
 
 def with_params(dsn: str, **params: str) -> str:
@@ -146,9 +146,9 @@ def test_sslmodes_are_libpqs(ssl_pg: Any, certs: Certs, monkeypatch: pytest.Monk
     # A root certificate that does not match fails under every mode that checks.
     for mode in ("verify-ca", "verify-full", "require"):
         with pytest.raises(ecomlogs.DatabaseError, match="certificate verify failed"):
-            ecomlogs.query("SELECT 1", with_params(dsn, sslmode=mode, sslrootcert=str(certs.other_ca)))
+            ecomlogs.query("SELECT 1", dsn=with_params(dsn, sslmode=mode, sslrootcert=str(certs.other_ca)))
     with pytest.raises(ecomlogs.ConfigError, match="sslrootcert"):
-        ecomlogs.query("SELECT 1", with_params(dsn, sslmode="verify-full"))
+        ecomlogs.query("SELECT 1", dsn=with_params(dsn, sslmode="verify-full"))
 
 
 def test_the_loader_over_postgres_tls_verify_full(ssl_pg: Any, certs: Certs, kafka_bootstrap: str) -> None:
@@ -197,7 +197,7 @@ def test_verify_full_checks_the_host_name_and_verify_ca_does_not(private_pg: Any
     assert tls_in_use(with_params(by_ip, sslmode="verify-ca", sslrootcert=ca))
     assert tls_in_use(with_params(by_name, sslmode="verify-full", sslrootcert=ca))
     with pytest.raises(ecomlogs.DatabaseError, match="certificate verify failed"):
-        ecomlogs.query("SELECT 1", with_params(by_ip, sslmode="verify-full", sslrootcert=ca))
+        ecomlogs.query("SELECT 1", dsn=with_params(by_ip, sslmode="verify-full", sslrootcert=ca))
 
 
 
@@ -207,7 +207,7 @@ def test_a_client_certificate_for_postgres(ssl_pg: Any, certs: Certs) -> None:
 
     def refused() -> bool:
         try:
-            ecomlogs.query("SELECT 1", base)
+            ecomlogs.query("SELECT 1", dsn=base)
             return False
         except ecomlogs.DatabaseError as e:
             return "certificate" in str(e)
