@@ -120,6 +120,62 @@ def _n(stats: Any, key: str) -> int:
     return int(getattr(stats, key, 0))
 
 
+def _counts(producer: _Stage, processor: _Stage, loader: _Stage) -> dict[str, tuple[int, int]]:
+    """(progress, work waiting) per stage, from the latest stats. A draining stage that has not finished
+    counts as having work waiting."""
+    pr, ps, ld = producer.stats, processor.stats, loader.stats
+    produced, consumed = _n(pr, "produced"), _n(ps, "consumed")
+    written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
+    plag, llag = max(produced - consumed, 0), max(_n(ps, "valid") - written, 0)
+    if processor.draining and not processor.done:
+        plag = max(plag, 1)
+    if loader.draining and not loader.done:
+        llag = max(llag, 1)
+    return {"producer": (produced, 0), "processor": (consumed, plag), "loader": (written, llag)}
+
+
+def _status_line(c: dict[str, tuple[int, int]], ps: Any, ld: Any, watch: _ProgressWatch,
+                 last: dict[str, tuple[float, int]], start: float, before: int) -> str:
+    """The one-line status: counts, rates since the last line (kept in ``last``), lag and waits."""
+    now = time.monotonic()
+
+    def rate_of(name: str, value: int) -> str:
+        t0, v0 = last.get(name, (start, 0))
+        last[name] = (now, value)
+        r = (value - v0) / (now - t0) if now > t0 else 0.0
+        return f"{r:,.0f}/s"
+
+    (produced, _), (consumed, plag), (written, llag) = c["producer"], c["processor"], c["loader"]
+    reasons = getattr(ps, "by_reason", {})
+    top = ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
+    return (
+        f"produce {produced:,} ({rate_of('p', produced)}) | "
+        f"process {consumed:,} ({rate_of('c', consumed)}, lag {plag:,}{watch.note('processor', ps)}) | "
+        f"load {written:,} rows ({rate_of('l', written)}, lag {llag:,}{watch.note('loader', ld)}) | "
+        f"table {before + _n(ld, 'rows_inserted'):,} rows | invalid {_n(ps, 'invalid'):,}"
+        + (f" ({top})" if top else "")
+    )
+
+
+def _result(producer: _Stage, processor: _Stage, loader: _Stage, elapsed_s: float, interrupted: bool,
+            database: str) -> PipelineResult:
+    """What the run did: the stages' final stats (their last reports if a stage did not finish)."""
+    pr, ps, ld = producer.result, processor.result, loader.result
+    return PipelineResult(
+        produced=pr.produced if pr else _n(producer.stats, "produced"),
+        processed=ps.consumed if ps else _n(processor.stats, "consumed"),
+        valid=ps.valid if ps else _n(processor.stats, "valid"),
+        invalid=ps.invalid if ps else _n(processor.stats, "invalid"),
+        invalid_by_reason=dict(ps.by_reason) if ps else {},
+        rows_inserted=ld.rows_inserted if ld else _n(loader.stats, "rows_inserted"),
+        duplicates_skipped=ld.duplicates_skipped if ld else 0,
+        dead_lettered_by_loader=ld.dead_lettered if ld else 0,
+        elapsed_s=elapsed_s,
+        interrupted=interrupted,
+        report=analytics_report(database),
+    )
+
+
 def run_pipeline(
     *,
     count: Optional[int] = 200_000,
@@ -177,39 +233,10 @@ def run_pipeline(
     watch = _ProgressWatch(start)
 
     def counts() -> dict[str, tuple[int, int]]:
-        """(progress, work waiting) per stage, from the latest stats. A draining stage that has not
-        finished counts as having work waiting."""
-        pr, ps, ld = producer.stats, processor.stats, loader.stats
-        produced, consumed = _n(pr, "produced"), _n(ps, "consumed")
-        written = _n(ld, "rows_inserted") + _n(ld, "duplicates_skipped") + _n(ld, "dead_lettered")
-        plag, llag = max(produced - consumed, 0), max(_n(ps, "valid") - written, 0)
-        if processor.draining and not processor.done:
-            plag = max(plag, 1)
-        if loader.draining and not loader.done:
-            llag = max(llag, 1)
-        return {"producer": (produced, 0), "processor": (consumed, plag), "loader": (written, llag)}
+        return _counts(producer, processor, loader)
 
     def line() -> str:
-        now = time.monotonic()
-
-        def rate_of(name: str, value: int) -> str:
-            t0, v0 = last.get(name, (start, 0))
-            last[name] = (now, value)
-            r = (value - v0) / (now - t0) if now > t0 else 0.0
-            return f"{r:,.0f}/s"
-
-        c = counts()
-        (produced, _), (consumed, plag), (written, llag) = c["producer"], c["processor"], c["loader"]
-        ps, ld = processor.stats, loader.stats
-        reasons = getattr(ps, "by_reason", {})
-        top = ", ".join(f"{k}={v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
-        return (
-            f"produce {produced:,} ({rate_of('p', produced)}) | "
-            f"process {consumed:,} ({rate_of('c', consumed)}, lag {plag:,}{watch.note('processor', ps)}) | "
-            f"load {written:,} rows ({rate_of('l', written)}, lag {llag:,}{watch.note('loader', ld)}) | "
-            f"table {before + _n(ld, 'rows_inserted'):,} rows | invalid {_n(ps, 'invalid'):,}"
-            + (f" ({top})" if top else "")
-        )
+        return _status_line(counts(), processor.stats, loader.stats, watch, last, start, before)
 
     def tick() -> None:
         watch.update(counts())
@@ -260,21 +287,7 @@ def run_pipeline(
     for s in stages:
         if s.error is not None and not isinstance(s.error, KeyboardInterrupt):
             raise s.error
-    pr, ps, ld = producer.result, processor.result, loader.result
-    return PipelineResult(
-        produced=pr.produced if pr else _n(producer.stats, "produced"),
-        processed=ps.consumed if ps else _n(processor.stats, "consumed"),
-        valid=ps.valid if ps else _n(processor.stats, "valid"),
-        invalid=ps.invalid if ps else _n(processor.stats, "invalid"),
-        invalid_by_reason=dict(ps.by_reason) if ps else {},
-        rows_inserted=ld.rows_inserted if ld else _n(loader.stats, "rows_inserted"),
-        duplicates_skipped=ld.duplicates_skipped if ld else 0,
-        dead_lettered_by_loader=ld.dead_lettered if ld else 0,
-        elapsed_s=time.monotonic() - start,
-        interrupted=interrupted,
-        report=analytics_report(database),
-    )
-
+    return _result(producer, processor, loader, time.monotonic() - start, interrupted, database)
 
 def _row_count(dsn: str) -> int:
     rows = api.query("SELECT count(*) AS n FROM kafka_events_silver", dsn=dsn)
