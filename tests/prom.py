@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,29 +53,51 @@ def scrape(base: str) -> Samples:
     return parse(text)
 
 
-def endpoint_from_log(proc: subprocess.Popen, lines: list[str], timeout_s: float = 60.0) -> str:
-    """Reads the stage's stderr until it logs where its metrics are served; returns ``http://host:port``."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"metrics on (http://[^/\s]+)/metrics", line)
-        if m:
-            return m.group(1)
-    raise AssertionError("the stage never said where its metrics are:\n" + "".join(lines[-30:]))
+class StderrFollower:
+    """Keeps reading a stage's stderr in a thread (so that it never blocks on a full pipe) into ``lines``.
+    ``stop`` signals the stage, waits for it and then for the reader, so every line it wrote is in ``lines``:
+    nothing else may read the pipe meanwhile (``communicate`` would take some of the lines)."""
 
+    def __init__(self, proc: "subprocess.Popen[str]", lines: list[str]) -> None:
+        self.proc, self.lines = proc, lines
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
-def drain_stderr(proc: subprocess.Popen, lines: list[str]) -> None:
-    """Keeps reading the stage's stderr (in a thread) so that it never blocks on a full pipe."""
-    assert proc.stderr is not None
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-    except (ValueError, OSError):  # the pipe was closed once the stage was finished with
-        pass
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        try:
+            for line in self.proc.stderr:
+                self.lines.append(line)
+        except (ValueError, OSError):  # the pipe was closed
+            pass
+
+    def endpoint(self, timeout_s: float = 60.0) -> str:
+        """Waits until the stage logs where its metrics are served; returns ``http://host:port``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(r"metrics on (http://[^/\s]+)/metrics", line)
+                if m:
+                    return m.group(1)
+            if not self.thread.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError("the stage never said where its metrics are:\n" + "".join(self.lines[-30:]))
+
+    def stop(self, sig: Optional[int] = None, timeout: float = 60.0) -> int:
+        """Signals the stage (if ``sig``), waits up to ``timeout`` s (then kills it); returns its exit code."""
+        try:
+            if sig is not None and self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.thread.join(timeout=10)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+        return self.proc.returncode
 
 
 def find(lines: list[str], pattern: str) -> Optional[re.Match[str]]:

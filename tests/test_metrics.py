@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import threading
 from typing import Any
 
 import ecomlogs
@@ -51,9 +50,9 @@ def test_loader_metrics_and_health_through_a_database_outage(kafka_bootstrap: st
     expected = produce_clean(kafka_bootstrap, clean, 4000, seed=41)
     proc = start([*loader_cmd(kafka_bootstrap, clean, db, group), "--metrics-port", "0"])
     lines: list[str] = []
+    follower = prom.StderrFollower(proc, lines)
     try:
-        url = prom.endpoint_from_log(proc, lines)
-        threading.Thread(target=prom.drain_stderr, args=(proc, lines), daemon=True).start()
+        url = follower.endpoint()
         wait_for("every row counted in /metrics",
                  lambda: prom.value(prom.scrape(url), "ecomlogs_rows_inserted_total") == len(expected))
         s = prom.scrape(url)
@@ -74,7 +73,7 @@ def test_loader_metrics_and_health_through_a_database_outage(kafka_bootstrap: st
         wait_for("/healthz 200 once PostgreSQL is back", lambda: _health(url)[0] == 200, timeout_s=30)
         last = prom.scrape(url)
     finally:
-        code, _ = finish(proc, signal.SIGTERM, timeout=60)
+        code = follower.stop(signal.SIGTERM, timeout=60)
     err = "".join(lines)
     assert code == 0, err[-3000:]
     m = re.search(r"loaded ([\d,]+) rows .* from ([\d,]+) records: ([\d,]+) duplicates skipped, ([\d,]+) dead", err)

@@ -9,14 +9,13 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import prom
-from helpers import ROOT, finish, loader_cmd, produce_clean, start, unique, wait_for
+from helpers import ROOT, loader_cmd, produce_clean, start, unique, wait_for
 from private_services import free_port
 
 MONITORING = ROOT / "monitoring"
@@ -66,10 +65,10 @@ def test_prometheus_scrapes_a_running_loader_and_the_dashboard_queries_evaluate(
     expected = produce_clean(kafka_bootstrap, clean, 3000, seed=71)
     proc = start([*loader_cmd(kafka_bootstrap, clean, db, unique("g")), "--metrics-port", "0"])
     lines: list[str] = []
+    follower = prom.StderrFollower(proc, lines)
     server = None
     try:
-        url = prom.endpoint_from_log(proc, lines)
-        threading.Thread(target=prom.drain_stderr, args=(proc, lines), daemon=True).start()
+        url = follower.endpoint()
         server = Prometheus(tmp_path, url.removeprefix("http://"))
 
         def stored() -> bool:
@@ -94,7 +93,7 @@ def test_prometheus_scrapes_a_running_loader_and_the_dashboard_queries_evaluate(
     finally:
         if server is not None:
             server.close()
-        code, _ = finish(proc, signal.SIGTERM, timeout=60)
+        code = follower.stop(signal.SIGTERM, timeout=60)
     assert code == 0, "".join(lines)[-3000:]
 
 
