@@ -156,6 +156,10 @@ const CONSUMER: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "8192"),
     ("fetch.max.bytes", "8388608"),
     ("fetch.message.max.bytes", "2097152"),
+    // librdkafka (2.1+) waits this long before fetching a partition whose prefetch queue was full; its
+    // 1 s default stalls a stage that drains its queue in milliseconds (400k records took 5.9 s instead
+    // of 0.5 s to read with the bounds above).
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 fn env(name: &str) -> Option<String> {

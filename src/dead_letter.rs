@@ -91,8 +91,7 @@ pub fn send(
 
 /// Waits until everything sent so far is acknowledged; the first delivery failure is the error.
 pub fn flush(producer: &BaseProducer<DeliveryTracker>) -> Result<()> {
-    producer
-        .flush(Duration::from_secs(60))
+    crate::kafka::flush(producer, Duration::from_secs(60))
         .map_err(|e| Error::kafka("delivering dead letters", e))?;
     match producer.context().take_error() {
         Some(e) => Err(Error::kafka("delivering dead letters", e)),

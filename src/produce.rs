@@ -79,7 +79,7 @@ pub fn run_producer(
             Err(Error::Interrupted) => stage.stats.interrupted = true,
             Err(e) => {
                 // Deliver what is already queued before reporting the error; nothing else to do.
-                let _ = stage.producer.flush(Duration::from_secs(5));
+                let _ = crate::kafka::flush(&stage.producer, Duration::from_secs(5));
                 return Err(e);
             }
         }
@@ -238,7 +238,7 @@ impl<'a> Stage<'a> {
             // A second Ctrl-C during the flush is ignored: the flush is bounded by flush_timeout.
             let _ = (self.tick)(&self.stats);
         }
-        let _ = self.producer.flush(Duration::from_secs(1));
+        let _ = crate::kafka::flush(&self.producer, Duration::from_secs(1));
         self.refresh();
         if let Some(e) = self.producer.context().take_error() {
             return Err(Error::kafka(

@@ -181,6 +181,35 @@ pub fn send_blocking(
     }
 }
 
+/// Waits until every record sent so far is acknowledged (or failed), returning as soon as that is so.
+/// rust-rdkafka's `flush` polls in whole 100 ms slices (its `poll` waits out its timeout even when
+/// nothing comes), which cost the processor 100 ms per batch; this waits in librdkafka's own flush
+/// (which also sends lingering records at once) and serves the delivery reports between slices.
+pub fn flush<C: rdkafka::producer::ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> std::result::Result<(), KafkaError> {
+    use rdkafka::util::Timeout;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let slice = left.min(Duration::from_millis(20)).as_millis() as i32;
+        // SAFETY: a valid producer handle for the duration of the call.
+        let err = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), slice) };
+        // Delivery reports (failures only, see config) are events: serve them so they count as done.
+        producer.poll(Timeout::After(Duration::ZERO));
+        match RDKafkaErrorCode::from(err) {
+            RDKafkaErrorCode::NoError => return Ok(()),
+            RDKafkaErrorCode::OperationTimedOut if producer.in_flight_count() == 0 => return Ok(()),
+            RDKafkaErrorCode::OperationTimedOut if left.is_zero() => {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+            }
+            RDKafkaErrorCode::OperationTimedOut => {}
+            code => return Err(KafkaError::Flush(code)),
+        }
+    }
+}
+
 /// librdkafka's name for an error code, as its documentation spells it (e.g. `_TRANSPORT`,
 /// `TOPIC_ALREADY_EXISTS`).
 pub fn code_name(code: RDKafkaErrorCode) -> String {

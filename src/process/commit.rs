@@ -64,7 +64,7 @@ pub(super) fn commit_after_delivery(
     consumer: &BaseConsumer<ProcessorContext>,
     tpl: &TopicPartitionList,
 ) -> std::result::Result<(), CommitFailure> {
-    producer.flush(Duration::from_secs(60)).map_err(|e| {
+    crate::kafka::flush(producer, Duration::from_secs(60)).map_err(|e| {
         CommitFailure::Fatal(Error::kafka("waiting for output acknowledgements", e))
     })?;
     if let Some(e) = producer.context().take_error() {
