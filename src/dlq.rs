@@ -300,8 +300,7 @@ pub fn replay(
         Ok(())
     })?;
     let acked = "waiting for the replayed records to be acknowledged";
-    crate::kafka::flush(&producer, Duration::from_secs(60))
-        .map_err(|e| Error::kafka(acked, e))?;
+    crate::kafka::flush(&producer, Duration::from_secs(60)).map_err(|e| Error::kafka(acked, e))?;
     if let Some(e) = producer.context().take_error() {
         return Err(Error::kafka(acked, e));
     }

@@ -3,7 +3,6 @@
 //! the consumed offsets. Every database error is sorted into one of three kinds (see [`pg::Failure`]):
 //! an outage waits and retries, a rejected row is isolated and dead-lettered, a fault stops the stage.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -295,7 +294,7 @@ fn write_once(
             }
         }
     }
-    insert_isolating(&mut tx, rows, 0..rows.len(), &mut out)?;
+    insert_isolating(&mut tx, rows, &mut out)?;
     commit(tx, offsets, out, before_commit)
 }
 
@@ -307,42 +306,26 @@ fn row_level(e: postgres::Error) -> std::result::Result<(), Attempt> {
     }
 }
 
-/// Inserts `rows[range]` under a savepoint; on a row-level rejection splits the range until the bad rows
-/// are isolated (recorded in `out.rejected`), keeping every good row.
+/// Stores a batch with refused rows in one server-side pass (see `pg::insert_isolating`): every good
+/// row inserted or skipped as a duplicate, each refused one recorded in `out.rejected`.
 fn insert_isolating(
     tx: &mut Transaction<'_>,
     rows: &CopyRows,
-    range: Range<usize>,
     out: &mut Written,
 ) -> std::result::Result<(), Attempt> {
-    let mut sp = tx.savepoint("isolate").map_err(batch_error)?;
-    match pg::copy_rows_dedup(&mut sp, rows.tuples(range.clone())) {
-        Ok(n) => {
-            sp.commit().map_err(batch_error)?;
-            out.inserted += n;
-            out.duplicates += range.len() as u64 - n;
-            Ok(())
-        }
-        Err(e) => {
-            let (sqlstate, message) = match e.as_db_error() {
-                Some(db) => (db.code().code().to_string(), db.message().to_string()),
-                None => (String::new(), describe_pg(&e)),
-            };
-            row_level(e)?;
-            sp.rollback().map_err(batch_error)?;
-            if range.len() == 1 {
-                out.rejected.push(RejectedRow {
-                    index: range.start,
-                    sqlstate,
-                    message,
-                });
-                return Ok(());
-            }
-            let mid = range.start + range.len() / 2;
-            insert_isolating(tx, rows, range.start..mid, out)?;
-            insert_isolating(tx, rows, mid..range.end, out)
-        }
-    }
+    let done = pg::insert_isolating(tx, rows.tuples(0..rows.len())).map_err(batch_error)?;
+    out.inserted += done.inserted;
+    out.duplicates += (rows.len() - done.rejected.len()) as u64 - done.inserted;
+    out.rejected.extend(
+        done.rejected
+            .into_iter()
+            .map(|(index, sqlstate, message)| RejectedRow {
+                index,
+                sqlstate,
+                message,
+            }),
+    );
+    Ok(())
 }
 
 fn commit(

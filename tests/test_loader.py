@@ -167,6 +167,33 @@ def test_rejected_row_goes_to_dlq_with_sqlstate_and_the_rest_loads(kafka_bootstr
         assert "amount_cap" in h["detail"] and h["source.topic"] == clean and int(h["source.offset"]) >= 0
 
 
+def test_rejected_rows_and_duplicates_in_the_same_batches(kafka_bootstrap: str, db: str) -> None:
+    """Batches that hit both the unique key (rows already stored) and a CHECK constraint: each refused row is
+    dead-lettered with its SQLSTATE, each stored one skipped, every other row inserted, in one pass."""
+    clean, dlq = unique("clean"), unique("dlq")
+    expected = produce_clean(kafka_bootstrap, clean, 4000, seed=28)
+    bad = {k for k in expected if k.endswith("f")}  # about 1 row in 16
+    stored_before = sorted(set(expected) - bad)[::5]
+    ecomlogs.migrate(db)
+    with psycopg2.connect(db) as conn, conn.cursor() as c:
+        for k in stored_before:
+            e = expected[k]
+            c.execute("INSERT INTO kafka_events_silver (event_id, customer_id, event_type, amount, currency,"
+                      " event_timestamp) VALUES (%s, %s, %s, %s, %s, %s)",
+                      (k, e["customer_id"], e["event_type"], e["amount"], e["currency"], e["timestamp"]))
+        c.execute("ALTER TABLE kafka_events_silver ADD CONSTRAINT no_f CHECK (right(event_id, 1) <> 'f')")
+    stats = ecomlogs.load(bootstrap_servers=kafka_bootstrap, topic=clean, dsn=db, group_id=unique("g"),
+                          dlq_topic=dlq, batch_size=1000, until_caught_up=True)
+    assert bad and stored_before
+    assert stats.dead_lettered == len(bad) and stats.by_reason == {"database_rejected": len(bad)}
+    assert stats.duplicates_skipped == len(stored_before)
+    assert stats.rows_inserted == len(expected) - len(bad) - len(stored_before)
+    assert_exact(db, {k: e for k, e in expected.items() if k not in bad})
+    letters = read_all(kafka_bootstrap, dlq, expected=len(bad))
+    assert sorted(json.loads(m.value())["event_id"] for m in letters) == sorted(bad)
+    assert all(dict(m.headers())["sqlstate"] == b"23514" for m in letters)
+
+
 def test_each_batch_is_stored_in_event_id_order(kafka_bootstrap: str, db: str) -> None:
     # Sorted batches sweep the unique index once (see README, Speed): ids ascend with event_id within a batch.
     clean = unique("clean")

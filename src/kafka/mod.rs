@@ -195,7 +195,8 @@ pub fn flush<C: rdkafka::producer::ProducerContext>(
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let slice = left.min(Duration::from_millis(20)).as_millis() as i32;
         // SAFETY: a valid producer handle for the duration of the call.
-        let err = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), slice) };
+        let err =
+            unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), slice) };
         // Delivery reports (failures only, see config) are events: serve them so they count as done.
         producer.poll(Timeout::After(Duration::ZERO));
         match RDKafkaErrorCode::from(err) {

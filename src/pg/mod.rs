@@ -14,7 +14,7 @@ mod query;
 mod schema;
 mod tls;
 
-pub use copy::{copy_rows, copy_rows_dedup, CopyRows};
+pub use copy::{copy_rows, copy_rows_dedup, insert_isolating, CopyRows, Isolated};
 pub use offsets::{load_offsets, restart_offset, store_offsets, PartitionProgress};
 pub use query::{query, Param, Table, Value};
 pub use schema::{check_schema, migrate, MIGRATIONS};
