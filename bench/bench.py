@@ -157,7 +157,7 @@ class BenchConfig:
     e2e_repeat: int = DEFAULT_REPEAT
     latency_repeat: int = DEFAULT_REPEAT
     until_idle_s: float = UNTIL_IDLE_S
-    processor_workers: int = int(S.DEFAULTS['partitions'])
+    processor_workers: int = 1
     """``--workers`` of the ecomlogs stream processor (consumer threads sharing the partitions); by default one
     per partition, as ``ecomlogs run`` does."""
     loader_workers: int = 1

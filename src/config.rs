@@ -55,6 +55,9 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// How long a consumer may keep failing to read its input before the stage gives up.
     pub unreadable_timeout: Duration,
+    /// The consumers' `session.timeout.ms`, chosen for the cluster (`kafka::session::resolve`); None:
+    /// `CONSUMER`'s 6 s.
+    pub session_timeout_ms: Option<u32>,
 }
 
 impl Default for KafkaSettings {
@@ -78,6 +81,7 @@ impl KafkaSettings {
             extra: BTreeMap::new(),
             replication_factor: defaults::REPLICATION_FACTOR,
             unreadable_timeout: Duration::from_secs_f64(defaults::UNREADABLE_TIMEOUT_S),
+            session_timeout_ms: None,
         }
     }
 
@@ -107,6 +111,10 @@ impl KafkaSettings {
         };
         for (k, v) in crate_defaults.iter().chain(stage) {
             c.set(*k, *v);
+        }
+        if let (ClientKind::Consumer { .. }, Some(ms)) = (&kind, self.session_timeout_ms) {
+            c.set("session.timeout.ms", ms.to_string());
+            c.set("heartbeat.interval.ms", (ms / 3).min(1000).to_string());
         }
         // OpenSSL is compiled in, and its default CA folder need not exist on this machine: for TLS to a
         // broker with a public certificate, look where distributions keep the system's CAs (unless the

@@ -117,7 +117,7 @@ def test_defaults_in_every_signature_are_the_cores() -> None:
         (ecomlogs.produce, "partitions", d["partitions"]),
         (ecomlogs.process, "input_topic", d["raw_topic"]), (ecomlogs.process, "output_topic", d["clean_topic"]),
         (ecomlogs.process, "dlq_topic", d["dlq_topic"]), (ecomlogs.process, "group_id", d["processor_group"]),
-        (ecomlogs.process, "batch_max", d["batch_max"]), (ecomlogs.process, "workers", None),
+        (ecomlogs.process, "batch_max", d["batch_max"]), (ecomlogs.process, "workers", d["workers"]),
         (ecomlogs.load, "topic", d["clean_topic"]), (ecomlogs.load, "group_id", d["loader_group"]),
         (ecomlogs.load, "dlq_topic", d["dlq_topic"]), (ecomlogs.load, "batch_size", d["batch_size"]),
         (ecomlogs.load, "flush_interval_ms", d["flush_interval_ms"]),

@@ -217,7 +217,8 @@ def process(
     exactly_once: bool = False,
     transactional_id: Optional[str] = None,
     batch_max: int = 50000,
-    workers: Optional[int] = None,
+    workers: int = 1,
+    threads: int = 0,
     log_each: bool = False,
     partitions: int = 3,
     replication_factor: int = 1,
@@ -231,8 +232,9 @@ def process(
     ``output_topic`` (canonical JSON, same key), invalid ones to ``dlq_topic`` untouched, with headers
     ``reason``, ``detail``, ``source.topic``, ``source.partition``, ``source.offset``, ``stage``. Offsets
     are committed only after the outputs are acknowledged (with ``exactly_once``: together with them, in
-    one Kafka transaction). ``workers`` consumers (threads) share the group's partitions (None: one per
-    partition of the input topic, up to 16). Runs until
+    one Kafka transaction). ``workers`` consumers (group members, default one) share the group's
+    partitions; each routes a large batch on ``threads`` threads, whole partitions each (0: one per core),
+    so one group member uses every core and joins the group once. Runs until
     every assigned partition has been read to its end (``until_caught_up``), ``until_idle_s`` without
     input, Ctrl-C, or ``stop.stop()`` / ``stop.drain()`` from another thread (the batch in flight is
     finished and committed first). Records it cannot fetch or decode (a corrupt batch, a permission

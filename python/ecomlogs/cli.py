@@ -345,7 +345,11 @@ def _process_parser(p: argparse.ArgumentParser) -> None:
                    "at once (default: group-host-pid)")
     p.add_argument("--batch-max", type=_int, default=D["batch_max"], help="records per batch at most (default %(default)s)")
     _add_unreadable(p)
-    _add_workers(p, "up to the partition count", None, "one per partition of the input topic")
+    p.add_argument("--workers", type=_int, default=D["workers"],
+                   help="consumers (group members) in this process, sharing the partitions; one is enough on "
+                   "one machine, as it routes on every core (default %(default)s)")
+    p.add_argument("--threads", type=_int, default=0,
+                   help="threads routing each large batch, whole partitions each (default: one per core)")
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -355,7 +359,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic, group_id=args.group_id, until_idle_s=args.until_idle,
         until_caught_up=args.until_caught_up, exactly_once=args.exactly_once,
         transactional_id=args.transactional_id, batch_max=args.batch_max, workers=args.workers,
-        log_each=args.verbose, partitions=args.partitions,
+        threads=args.threads, log_each=args.verbose, partitions=args.partitions,
         replication_factor=_replication_factor(args.replication_factor), unreadable_timeout_s=args.unreadable_timeout,
         extra_config=S.parse_extra_config(args.extra_config), stop=STOP.token,
     )

@@ -190,7 +190,7 @@ def run_pipeline(
     exactly_once: bool = False,
     partitions: int = int(S.DEFAULTS["partitions"]),
     replication_factor: int = int(S.DEFAULTS["replication_factor"]),
-    processor_workers: Optional[int] = None,
+    processor_workers: int = 1,
     loader_workers: int = 1,
     extra_config: Optional[dict[str, str]] = None,
     status: Optional[Callable[[str], None]] = None,

@@ -7,6 +7,7 @@ mod context;
 pub mod fetch_errors;
 mod input;
 mod read;
+pub mod session;
 mod topic_id;
 
 pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext, LastError};

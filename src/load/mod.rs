@@ -174,6 +174,7 @@ pub fn run_loader(
         opts.partitions,
         Duration::from_secs(15),
     )?;
+    let settings = &crate::kafka::session::resolve(settings);
     log::info!(
         target: "ecomlogs.loader",
         "loading {} (group {}) into {} at {} in batches of {} rows or {} ms{}",

@@ -11,23 +11,22 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{defaults, ClientKind, KafkaSettings};
-use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    ensure_topics, partition_count, send_blocking, BrokerWatch, DeliveryTracker, GroupContext,
-    InputState,
+    ensure_topics, partition_count, BrokerWatch, DeliveryTracker, GroupContext, InputState,
 };
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
 use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
-use crate::validate::{validate, Reason};
+use crate::validate::Reason;
 
 mod commit;
 mod context;
+mod route;
 
 use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
 use context::ProcessorContext;
@@ -53,9 +52,12 @@ pub struct ProcessOptions {
     /// A log line per event (`--verbose`).
     pub log_each: bool,
     pub partitions: i32,
-    /// Consumers (threads) in this process, each with its own producer; they share the group's
-    /// partitions. 0: one per partition of the input topic (at most `MAX_AUTO_WORKERS`).
+    /// Consumers (group members) in this process, each with its own producer; they share the group's
+    /// partitions. 0: one per partition of the input topic (at most `MAX_AUTO_WORKERS`). One is the
+    /// default: it joins the group once and still routes on every core (`threads`).
     pub workers: usize,
+    /// Threads routing each large batch of a consumer, whole partitions each. 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for ProcessOptions {
@@ -73,7 +75,8 @@ impl Default for ProcessOptions {
             batch_wait: Duration::from_millis(100),
             log_each: false,
             partitions: defaults::PARTITIONS,
-            workers: 0,
+            workers: 1,
+            threads: 0,
         }
     }
 }
@@ -147,6 +150,7 @@ pub fn run_processor(
     if opts.until_caught_up {
         token.drain();
     }
+    let settings = &crate::kafka::session::resolve(settings);
     let workers = match opts.workers {
         0 => partition_count(settings, &opts.input_topic, Duration::from_secs(15))?
             .clamp(1, MAX_AUTO_WORKERS),
@@ -413,32 +417,34 @@ impl Outputs<'_> {
                 .begin_transaction()
                 .map_err(|e| Error::kafka("beginning a transaction", e))?;
         }
-        let mut outcome = BatchOutcome {
-            valid: 0,
-            invalid: 0,
-            by_reason: BTreeMap::new(),
-            partitions: Vec::new(),
-        };
+        let mut partitions: Vec<Span> = Vec::new();
         for (i, m) in batch.iter().enumerate() {
-            match outcome
-                .partitions
-                .iter_mut()
-                .find(|p| p.partition == m.partition())
-            {
+            match partitions.iter_mut().find(|p| p.partition == m.partition()) {
                 Some(p) => p.last = i,
-                None => outcome.partitions.push(Span {
+                None => partitions.push(Span {
                     partition: m.partition(),
                     first_offset: m.offset(),
                     last: i,
                 }),
             }
-            if let Err(e) = self.route(m, &mut outcome) {
-                if self.opts.exactly_once {
-                    let _ = self.producer.abort_transaction(Duration::from_secs(30));
-                }
-                return Err(e);
-            }
         }
+        let ids: Vec<i32> = partitions.iter().map(|p| p.partition).collect();
+        let counts =
+            match route::route_batch(self.opts, &self.producer, batch, &ids, &mut self.canonical) {
+                Ok(c) => c,
+                Err(e) => {
+                    if self.opts.exactly_once {
+                        let _ = self.producer.abort_transaction(Duration::from_secs(30));
+                    }
+                    return Err(e);
+                }
+            };
+        let outcome = BatchOutcome {
+            valid: counts.valid,
+            invalid: counts.invalid,
+            by_reason: counts.by_reason,
+            partitions,
+        };
         let tpl = self.offsets(consumer, batch, &outcome)?;
         let committed = if self.opts.exactly_once {
             commit_transaction(&self.producer, consumer, &tpl)
@@ -453,46 +459,6 @@ impl Outputs<'_> {
                 self.stats.retried_batches += 1;
                 self.rewind(consumer, &outcome);
                 Ok(None)
-            }
-        }
-    }
-
-    /// One record to exactly one output: canonical JSON to the output topic, or the original to the
-    /// dead-letter topic with the reason.
-    fn route(&mut self, m: &BorrowedMessage<'_>, outcome: &mut BatchOutcome) -> Result<()> {
-        let (opts, key) = (self.opts, m.key());
-        match validate(m.payload()) {
-            Ok(clean) => {
-                self.canonical.clear();
-                clean.write_canonical_json(&mut self.canonical);
-                if opts.log_each {
-                    log::info!(target: "ecomlogs.processor", "valid {} {}", clean.event_id, clean.event_type.as_str());
-                }
-                outcome.valid += 1;
-                let mut r = BaseRecord::to(&opts.output_topic).payload(self.canonical.as_slice());
-                if let Some(k) = key {
-                    r = r.key(k);
-                }
-                send_blocking(&self.producer, r).map_err(|e| {
-                    Error::kafka("producing an output record (offsets not committed)", e)
-                })
-            }
-            Err(rej) => {
-                if opts.log_each {
-                    log::info!(target: "ecomlogs.processor", "invalid {}[{}]@{}: {}", m.topic(), m.partition(), m.offset(), rej);
-                }
-                outcome.invalid += 1;
-                *outcome.by_reason.entry(rej.reason).or_default() += 1;
-                let why = dead_letter::Why {
-                    reason: rej.reason,
-                    detail: &rej.detail,
-                    source_topic: m.topic(),
-                    source_partition: m.partition(),
-                    source_offset: m.offset(),
-                    stage: "processor",
-                    sqlstate: None,
-                };
-                dead_letter::send(&self.producer, &opts.dlq_topic, key, m.payload(), &why)
             }
         }
     }

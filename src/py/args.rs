@@ -92,6 +92,7 @@ pub fn group(value: &str) -> PyResult<String> {
 /// Workers per stage: a worker beyond the partition count only waits, and thousands of them would
 /// time out in the group; 64 is far above any partition count this pipeline uses.
 pub const WORKERS: RangeInclusive<i128> = 1..=64;
+pub const THREADS: RangeInclusive<i128> = 0..=64;
 pub const PARTITIONS: RangeInclusive<i128> = 1..=10_000;
 pub const BATCH: RangeInclusive<i128> = 1..=1_000_000;
 pub const COUNT: RangeInclusive<i128> = 0..=(u64::MAX as i128);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::args::{self, BATCH, COUNT, PARTITIONS, UNTIL_IDLE, WORKERS};
+use super::args::{self, BATCH, COUNT, PARTITIONS, THREADS, UNTIL_IDLE, WORKERS};
 use super::errors::to_pyerr;
 use super::runner::Runner;
 use crate::config;
@@ -349,8 +349,9 @@ pub fn produce(
 /// The stream processor: validates every record of `input_topic`; valid ones go to `output_topic`
 /// (canonical JSON, same key), invalid ones to `dlq_topic` untouched with headers saying why. Offsets
 /// are committed only after the outputs are acknowledged (or with them in one Kafka transaction with
-/// `exactly_once`). `workers` consumers (threads) share the group's partitions (None: one per
-/// partition of the input topic). Runs until every
+/// `exactly_once`). `workers` consumers (group members, default one) share the group's partitions;
+/// each routes a large batch on `threads` threads, whole partitions each (0: one per core). Runs until
+/// every
 /// assigned partition has been read to its end (`until_caught_up`), `until_idle_s` without input,
 /// Ctrl-C, or `stop.stop()` / `stop.drain()` from another thread (the batch in flight is finished and
 /// committed first).
@@ -359,7 +360,7 @@ pub fn produce(
                     output_topic="clean_events", dlq_topic="dead_letter_events",
                     group_id="silver-stream-processor", until_idle_s=None, until_caught_up=false,
                     exactly_once=false, transactional_id=None, batch_max=50000,
-                    workers=None, log_each=false, partitions=3, replication_factor=1,
+                    workers=1, threads=0, log_each=false, partitions=3, replication_factor=1,
                     unreadable_timeout_s=60.0, extra_config=None, progress=None,
                     progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
@@ -375,7 +376,8 @@ pub fn process(
     exactly_once: bool,
     transactional_id: Option<String>,
     batch_max: i128,
-    workers: Option<i128>,
+    workers: i128,
+    threads: i128,
     log_each: bool,
     partitions: i128,
     replication_factor: i128,
@@ -400,10 +402,8 @@ pub fn process(
         batch_max: args::int("batch_max", batch_max, BATCH)?,
         log_each,
         partitions: args::int("partitions", partitions, PARTITIONS)?,
-        workers: workers
-            .map(|w| args::int("workers", w, WORKERS))
-            .transpose()?
-            .unwrap_or(0),
+        workers: args::int("workers", workers, WORKERS)?,
+        threads: args::int("threads", threads, THREADS)?,
         ..ProcessOptions::default()
     };
     let stop = token(stop);
