@@ -2216,9 +2216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="results folder (default <repo>/bench/results)")
     p.add_argument("--small", action="store_true", help="tiny sizes and one run (for the test suite)")
     p.add_argument("--keep-topics", action="store_true", help="keep the per-run benchmark topics (default: delete)")
-    p.add_argument("--processor-workers", type=_positive_int, default=int(S.DEFAULTS['partitions']),
-                   help="consumer threads of the ecomlogs stream processor (default %(default)s: one per "
-                   "partition, as `ecomlogs run`; the baseline runs one process per stage, as the original)")
+    p.add_argument("--processor-workers", type=_positive_int, default=1,
+                   help="consumers (group members) of the ecomlogs stream processor (default %(default)s, as "
+                   "`ecomlogs run`: one member routing on every core; the baseline runs one process per stage)")
     p.add_argument("--metrics", action="store_true",
                    help="every ecomlogs stage serves /metrics, scraped once a second during the runs (to show "
                    "what metrics cost)")
