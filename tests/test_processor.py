@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import Producer
 
 import ecomlogs
-from helpers import (broker_hides_aborted_transactions, finish, read_all, run_until_caught_up, start, topic_size,
-                     unique, wait_for, wait_group_empty)
+from helpers import (broker_hides_aborted_transactions, finish, read_all, run_until_caught_up, run_until_idle, start,
+                     topic_size, unique, wait_for, wait_group_empty)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -279,3 +279,22 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap: str) ->
     # Everything was committed: a second run of the same group finds nothing left to do.
     again = run_until_caught_up(cmd)
     assert "processed 0 events" in again, again
+
+
+def test_several_consumers_finish_together_when_the_stage_is_idle(kafka_bootstrap: str) -> None:
+    """With --until-idle the idle exit is the stage's, not each consumer's: a consumer whose partitions go
+    quiet first stays in the group (no rebalance, no partition handed over) until the whole stage is idle."""
+    raw, clean, dlq, group = unique("raw"), unique("clean"), unique("dlq"), unique("g")
+    _produce_events(kafka_bootstrap, raw, 30_000, seed=16)
+    err = run_until_idle(processor(kafka_bootstrap, raw, clean, dlq, group, "--workers", "3", "--batch-max", "2000"),
+                         idle=2.0)
+    lines = err.splitlines()
+    finishing = [i for i, line in enumerate(lines) if "no input for" in line and "finishing" in line]
+    assert len(finishing) == 1, err[-3000:]
+    assigned = [i for i, line in enumerate(lines) if "ecomlogs.kafka: assigned" in line]
+    revoked = [i for i, line in enumerate(lines) if "ecomlogs.kafka: revoked" in line]
+    # Partitions change hands only while the group forms; after that nobody leaves until the idle verdict,
+    # and then every partition is given up.
+    assert assigned and all(i < max(assigned) or i > finishing[0] for i in revoked), err[-3000:]
+    assert sum(lines[i].count(f"{raw}[") for i in revoked if i > finishing[0]) == 3, err[-3000:]
+    assert "processed 30,000 events" in err
