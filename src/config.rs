@@ -39,7 +39,7 @@ pub mod defaults {
     /// A batch is written at the latest this long after its first record.
     pub const FLUSH_INTERVAL_MS: u64 = 1000;
     /// Records per processor batch at most.
-    pub const BATCH_MAX: usize = 50_000;
+    pub const BATCH_MAX: usize = 10_000;
     /// Longest pause between reconnection attempts during a database outage.
     pub const MAX_BACKOFF_S: f64 = 10.0;
     pub const WORKERS: usize = 1;

@@ -216,7 +216,7 @@ def process(
     until_caught_up: bool = False,
     exactly_once: bool = False,
     transactional_id: Optional[str] = None,
-    batch_max: int = 50000,
+    batch_max: int = 10000,
     workers: int = 1,
     threads: int = 0,
     log_each: bool = False,

@@ -71,7 +71,7 @@ impl Default for ProcessOptions {
             until_caught_up: false,
             exactly_once: false,
             transactional_id: None,
-            batch_max: 50_000,
+            batch_max: defaults::BATCH_MAX,
             batch_wait: Duration::from_millis(100),
             log_each: false,
             partitions: defaults::PARTITIONS,

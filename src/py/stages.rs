@@ -359,7 +359,7 @@ pub fn produce(
 #[pyo3(signature = (*, bootstrap_servers=None, input_topic="raw_events",
                     output_topic="clean_events", dlq_topic="dead_letter_events",
                     group_id="silver-stream-processor", until_idle_s=None, until_caught_up=false,
-                    exactly_once=false, transactional_id=None, batch_max=50000,
+                    exactly_once=false, transactional_id=None, batch_max=10000,
                     workers=1, threads=0, log_each=false, partitions=3, replication_factor=1,
                     unreadable_timeout_s=60.0, extra_config=None, progress=None,
                     progress_every_s=1.0, stop=None))]
