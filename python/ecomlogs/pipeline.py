@@ -212,36 +212,24 @@ def run_pipeline(
     api.migrate(database)
     before = _row_count(database)
 
-    loader = _Stage("loader", lambda p, t: api.load(
-        bootstrap_servers=servers, dsn=database, batch_size=batch_size, flush_interval_ms=flush_interval_ms,
-        migrate=False, extra_config=extra, progress=p, workers=loader_workers, stop=t))
-    processor = _Stage("processor", lambda p, t: api.process(
-        bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra, progress=p,
-        workers=processor_workers, stop=t))
-    producer = _Stage("producer", lambda p, t: api.produce(
-        count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio, seed=seed,
-        log_each=False, extra_config=extra, progress=p, stop=t))
-    stages = [loader, processor, producer]
-    loader.thread.start()
-    processor.thread.start()
-    # Both consumers join their groups (a few seconds) while the producer already writes.
-    producer.thread.start()
+    loader, processor, producer = stages = _start_stages(
+        load=dict(bootstrap_servers=servers, dsn=database, batch_size=batch_size,
+                  flush_interval_ms=flush_interval_ms, migrate=False, extra_config=extra, workers=loader_workers),
+        process=dict(bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra,
+                     workers=processor_workers),
+        produce=dict(count=count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio,
+                     seed=seed, log_each=False, extra_config=extra))
 
     start = time.monotonic()
     interrupted = False
     last: dict[str, tuple[float, int]] = {}
     watch = _ProgressWatch(start)
 
-    def counts() -> dict[str, tuple[int, int]]:
-        return _counts(producer, processor, loader)
-
-    def line() -> str:
-        return _status_line(counts(), processor.stats, loader.stats, watch, last, start, before)
-
     def tick() -> None:
-        watch.update(counts())
+        now = _counts(producer, processor, loader)
+        watch.update(now)
         if status:
-            status(line())
+            status(_status_line(now, processor.stats, loader.stats, watch, last, start, before))
         for s in stages:
             if s.error is not None:
                 raise s.error
@@ -280,14 +268,31 @@ def run_pipeline(
         watch.gave_up = True
         raise
     finally:
-        for s in (producer, processor, loader):
-            s.token.stop()
-        for s in (producer, processor, loader):
-            s.thread.join(timeout=5 if watch.gave_up else 120)
+        _stop_all((producer, processor, loader), watch.gave_up)
     for s in stages:
         if s.error is not None and not isinstance(s.error, KeyboardInterrupt):
             raise s.error
     return _result(producer, processor, loader, time.monotonic() - start, interrupted, database)
+
+def _start_stages(load: dict[str, Any], process: dict[str, Any],
+                  produce: dict[str, Any]) -> tuple[_Stage, _Stage, _Stage]:
+    """Starts loader, processor and producer in their threads (with these keyword arguments), the consumers
+    first: both join their groups while the producer already writes."""
+    loader = _Stage("loader", lambda p, t: api.load(progress=p, stop=t, **load))
+    processor = _Stage("processor", lambda p, t: api.process(progress=p, stop=t, **process))
+    producer = _Stage("producer", lambda p, t: api.produce(progress=p, stop=t, **produce))
+    for stage in (loader, processor, producer):
+        stage.thread.start()
+    return loader, processor, producer
+
+
+def _stop_all(stages: tuple[_Stage, ...], gave_up: bool) -> None:
+    """Stops every stage after its batch in flight and waits for it (briefly if the drain gave up)."""
+    for s in stages:
+        s.token.stop()
+    for s in stages:
+        s.thread.join(timeout=5 if gave_up else 120)
+
 
 def _row_count(dsn: str) -> int:
     rows = api.query("SELECT count(*) AS n FROM kafka_events_silver", dsn=dsn)
