@@ -30,6 +30,7 @@ mod route;
 
 use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
 use context::ProcessorContext;
+use route::Counts;
 
 /// The most consumers `workers: 0` starts (one per partition).
 pub const MAX_AUTO_WORKERS: usize = 16;
@@ -201,14 +202,10 @@ impl Export for ProcessStats {
 }
 
 /// Counts since the last progress log line.
-#[derive(Default)]
-struct Tally {
-    valid: u64,
-    invalid: u64,
-    by_reason: BTreeMap<Reason, u64>,
-}
+type Tally = Counts;
 
-impl Tally {
+impl Counts {
+    /// Logs the counts as one progress line and starts again from zero.
     fn log(&mut self) {
         let t = std::mem::take(self);
         if t.valid + t.invalid == 0 {
@@ -237,9 +234,7 @@ struct Span {
 
 /// What one batch did.
 struct BatchOutcome {
-    valid: u64,
-    invalid: u64,
-    by_reason: BTreeMap<Reason, u64>,
+    counts: Counts,
     partitions: Vec<Span>,
 }
 
@@ -439,12 +434,7 @@ impl Outputs<'_> {
                     return Err(e);
                 }
             };
-        let outcome = BatchOutcome {
-            valid: counts.valid,
-            invalid: counts.invalid,
-            by_reason: counts.by_reason,
-            partitions,
-        };
+        let outcome = BatchOutcome { counts, partitions };
         let tpl = self.offsets(consumer, batch, &outcome)?;
         let committed = if self.opts.exactly_once {
             commit_transaction(&self.producer, consumer, &tpl)
@@ -518,15 +508,14 @@ impl Outputs<'_> {
             let ts = batch[span.last].timestamp().to_millis();
             self.lag.processed(span.partition, ts);
         }
+        let c = &outcome.counts;
         self.stats.consumed += batch.len() as u64;
-        self.stats.valid += outcome.valid;
-        self.stats.invalid += outcome.invalid;
+        self.stats.valid += c.valid;
+        self.stats.invalid += c.invalid;
         self.stats.batches += 1;
-        self.tally.valid += outcome.valid;
-        self.tally.invalid += outcome.invalid;
-        for (r, n) in outcome.by_reason {
-            *self.stats.by_reason.entry(r).or_default() += n;
-            *self.tally.by_reason.entry(r).or_default() += n;
+        for (r, n) in &c.by_reason {
+            *self.stats.by_reason.entry(*r).or_default() += n;
         }
+        self.tally.add(outcome.counts);
     }
 }

@@ -26,7 +26,7 @@ pub(super) struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, other: Counts) {
+    pub(super) fn add(&mut self, other: Counts) {
         self.valid += other.valid;
         self.invalid += other.invalid;
         for (r, n) in other.by_reason {
