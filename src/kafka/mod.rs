@@ -27,24 +27,6 @@ use rdkafka::TopicPartitionList;
 use crate::config::{ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
 
-/// How many partitions `topic` has (for one consumer per partition).
-pub fn partition_count(settings: &KafkaSettings, topic: &str, timeout: Duration) -> Result<usize> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client(ClientKind::Admin, &[])
-        .create()
-        .map_err(|e| Error::kafka("creating the Kafka admin client", e))?;
-    let md = admin
-        .inner()
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| Error::kafka(format!("reading the metadata of {topic}"), e))?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .unwrap_or(0))
-}
-
 /// Creates the topics that do not exist yet (existing ones are left alone).
 pub fn ensure_topics(
     settings: &KafkaSettings,

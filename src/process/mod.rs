@@ -16,9 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{defaults, ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
-use crate::kafka::{
-    ensure_topics, partition_count, BrokerWatch, DeliveryTracker, GroupContext, InputState,
-};
+use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, GroupContext, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
 use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
@@ -31,9 +29,6 @@ mod route;
 use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
 use context::ProcessorContext;
 use route::Counts;
-
-/// The most consumers `workers: 0` starts (one per partition).
-pub const MAX_AUTO_WORKERS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct ProcessOptions {
@@ -54,8 +49,8 @@ pub struct ProcessOptions {
     pub log_each: bool,
     pub partitions: i32,
     /// Consumers (group members) in this process, each with its own producer; they share the group's
-    /// partitions. 0: one per partition of the input topic (at most `MAX_AUTO_WORKERS`). One is the
-    /// default: it joins the group once and still routes on every core (`threads`).
+    /// partitions. One is the default: it joins the group once and still routes on every core
+    /// (`threads`).
     pub workers: usize,
     /// Threads routing each large batch of a consumer, whole partitions each. 0: one per core.
     pub threads: usize,
@@ -152,16 +147,7 @@ pub fn run_processor(
         token.drain();
     }
     let settings = &crate::kafka::session::resolve(settings);
-    let workers = match opts.workers {
-        0 => partition_count(settings, &opts.input_topic, Duration::from_secs(15))?
-            .clamp(1, MAX_AUTO_WORKERS),
-        n => n,
-    };
-    // Resolved once: the workers' transactional ids depend on how many there are.
-    let opts = &ProcessOptions {
-        workers,
-        ..opts.clone()
-    };
+    let workers = opts.workers.max(1);
     let topics = [
         ("output", opts.output_topic.as_str()),
         ("dead_letters", opts.dlq_topic.as_str()),
