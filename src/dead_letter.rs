@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::error::{Error, Result};
@@ -19,6 +19,79 @@ pub mod headers {
     pub const SOURCE_OFFSET: &str = "source.offset";
     pub const STAGE: &str = "stage";
     pub const SQLSTATE: &str = "sqlstate";
+    /// Set by `ecomlogs dlq replay` on a record it sends back: `<dead-letter topic>/<partition>/<offset>`.
+    /// Stages pass it (and the generation) on to whatever they make of the record, so a dead letter made
+    /// from a replayed record says so, and replay does not send it round again unless asked to.
+    pub const REPLAYED_FROM: &str = "ecomlogs.replayed_from";
+    /// How many replays deep a record is (1: replayed once).
+    pub const REPLAY_GENERATION: &str = "ecomlogs.replay_generation";
+}
+
+/// Where a replayed record came from: the dead letter it was replayed from and how many replays deep it
+/// is. Borrowed from the record's headers (records without them cost nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lineage<'a> {
+    pub from: &'a [u8],
+    pub generation: u32,
+}
+
+impl<'a> Lineage<'a> {
+    /// The lineage headers of a record, if it was replayed.
+    pub fn of<H: Headers>(h: Option<&'a H>) -> Option<Lineage<'a>> {
+        let h = h?;
+        let mut from = None;
+        let mut generation = 1;
+        for Header { key, value } in h.iter() {
+            match key {
+                headers::REPLAYED_FROM => from = value,
+                headers::REPLAY_GENERATION => {
+                    generation = value
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1)
+                }
+                _ => {}
+            }
+        }
+        from.map(|from| Lineage { from, generation })
+    }
+
+    /// Adds the lineage headers to `h`.
+    pub fn insert(&self, h: OwnedHeaders) -> OwnedHeaders {
+        let generation = self.generation.to_string();
+        h.insert(Header {
+            key: headers::REPLAYED_FROM,
+            value: Some(self.from),
+        })
+        .insert(Header {
+            key: headers::REPLAY_GENERATION,
+            value: Some(generation.as_bytes()),
+        })
+    }
+
+    /// An owned copy, for a dead letter held until its batch is written.
+    pub fn to_owned(&self) -> OwnedLineage {
+        OwnedLineage {
+            from: self.from.to_vec(),
+            generation: self.generation,
+        }
+    }
+}
+
+/// `Lineage`, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedLineage {
+    pub from: Vec<u8>,
+    pub generation: u32,
+}
+
+impl OwnedLineage {
+    pub fn borrow(&self) -> Lineage<'_> {
+        Lineage {
+            from: &self.from,
+            generation: self.generation,
+        }
+    }
 }
 
 /// What a producer that writes dead letters sets for itself: a dead-letter copy carries headers on top
@@ -37,6 +110,8 @@ pub struct Why<'a> {
     pub source_offset: i64,
     pub stage: &'a str,
     pub sqlstate: Option<&'a str>,
+    /// The record was replayed from a dead letter: the new dead letter keeps that lineage.
+    pub lineage: Option<Lineage<'a>>,
 }
 
 impl Why<'_> {
@@ -47,7 +122,7 @@ impl Why<'_> {
         }
         let partition = self.source_partition.to_string();
         let offset = self.source_offset.to_string();
-        let mut h = OwnedHeaders::new_with_capacity(7);
+        let mut h = OwnedHeaders::new_with_capacity(9);
         for (key, value) in [
             (headers::REASON, self.reason.code()),
             (headers::DETAIL, &self.detail[..end]),
@@ -67,7 +142,10 @@ impl Why<'_> {
                 value: Some(state),
             });
         }
-        h
+        match &self.lineage {
+            Some(l) => l.insert(h),
+            None => h,
+        }
     }
 }
 
@@ -109,6 +187,7 @@ pub struct DeadLetter {
     pub sqlstate: Option<String>,
     pub partition: i32,
     pub offset: i64,
+    pub lineage: Option<OwnedLineage>,
 }
 
 impl DeadLetter {
@@ -121,6 +200,7 @@ impl DeadLetter {
             source_offset: self.offset,
             stage,
             sqlstate: self.sqlstate.as_deref(),
+            lineage: self.lineage.as_ref().map(OwnedLineage::borrow),
         }
     }
 }

@@ -402,19 +402,29 @@ class DeadLetter:
     def source_partition(self) -> Optional[int]: ...
     @property
     def source_offset(self) -> Optional[int]: ...
+    @property
+    def replayed_from(self) -> Optional[str]:
+        """``<dead-letter topic>/<partition>/<offset>`` of the dead letter its record was replayed from
+        (None: an original)."""
+    @property
+    def generation(self) -> int:
+        """How many replays deep its record is (0: an original)."""
 
 @final
 class DeadLetterReport:
     """What :func:`dlq_inspect` found."""
 
     @property
-    def topic(self) -> str: ...
+    def dlq_topic(self) -> str: ...
     @property
     def scanned(self) -> int:
         """Dead letters read (before the filters)."""
     @property
     def counts(self) -> dict[tuple[str, str], int]:
         """Matching dead letters by (stage, reason)."""
+    @property
+    def from_replays(self) -> int:
+        """Of the matching ones, those made from a replayed record."""
     @property
     def samples(self) -> list[DeadLetter]:
         """The first few of each (stage, reason)."""
@@ -437,7 +447,22 @@ class ReplayStats:
     def no_source(self) -> int:
         """Matched but without a ``source.topic`` header: left where they are."""
     @property
+    def from_replays(self) -> int:
+        """Matched but made from a replayed record (an earlier run's, or this run's own): left where they
+        are unless ``include_replayed`` (this run's own never go round again)."""
+    @property
     def by_topic(self) -> dict[str, int]: ...
+    @property
+    def ranges(self) -> dict[int, tuple[int, int]]:
+        """Per partition of the dead-letter topic: the first and last offset replayed."""
+    @property
+    def started_at(self) -> dict[int, int]:
+        """Where this run resumed: the positions committed by an earlier replay (empty: from the start)."""
+    @property
+    def resumed(self) -> bool: ...
+    @property
+    def checkpoint_group(self) -> str:
+        """The consumer group holding the replay's position (one per reason/stage filter)."""
     @property
     def dry_run(self) -> bool: ...
     def __eq__(self, value: object, /) -> bool: ...
@@ -446,7 +471,7 @@ class ReplayStats:
 def dlq_inspect(
     *,
     bootstrap_servers: Optional[str] = None,
-    topic: str = "dead_letter_events",
+    dlq_topic: str = "dead_letter_events",
     reason: Optional[list[str]] = None,
     stage: Optional[list[str]] = None,
     since_ms: Optional[int] = None,
@@ -459,7 +484,7 @@ def dlq_inspect(
 def dlq_read(
     *,
     bootstrap_servers: Optional[str] = None,
-    topic: str = "dead_letter_events",
+    dlq_topic: str = "dead_letter_events",
     reason: Optional[list[str]] = None,
     stage: Optional[list[str]] = None,
     since_ms: Optional[int] = None,
@@ -472,14 +497,16 @@ def dlq_read(
 def dlq_replay(
     *,
     bootstrap_servers: Optional[str] = None,
-    topic: str = "dead_letter_events",
+    dlq_topic: str = "dead_letter_events",
     reason: Optional[list[str]] = None,
     stage: Optional[list[str]] = None,
     since_ms: Optional[int] = None,
     dry_run: bool = False,
+    include_replayed: bool = False,
+    from_beginning: bool = False,
     until_idle_s: Optional[float] = None,
     timeout_s: float = 30.0,
     extra_config: _ExtraConfig = None,
 ) -> ReplayStats:
-    """Sends the matching dead letters back to their ``source.topic`` with an
-    ``ecomlogs.replayed_from`` header; returns once all are acknowledged."""
+    """Sends the matching dead letters back to their ``source.topic`` with their lineage headers,
+    resuming where the last replay with the same filter stopped; returns once all are acknowledged."""

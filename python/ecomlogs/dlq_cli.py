@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ecomlogs import ops
 from ecomlogs import settings as S
-from ecomlogs._core import DeadLetter, DeadLetterReport
+from ecomlogs._core import DeadLetter, DeadLetterReport, ReplayStats
 
 
 def configure(
@@ -22,8 +22,10 @@ def configure(
     p.description = (
         "Dead letters you can act on. inspect: counts by stage and reason with a few samples (--json for "
         "scripts). replay: send the chosen dead letters back to the topic each came from (its source.topic "
-        "header) with their original key and value and an ecomlogs.replayed_from header; safe to repeat, the "
-        "loader stores each event_id once."
+        "header) with their original key and value and lineage headers (ecomlogs.replayed_from, "
+        "ecomlogs.replay_generation). A replay resumes where the last one with the same --reason/--stage "
+        "stopped, and leaves dead letters made from replayed records alone unless --include-replayed, so it "
+        "cannot feed itself; the loader stores each event_id once."
     )
     sub = p.add_subparsers(dest="dlq_command", required=True, metavar="inspect|replay")
     for name, helptext in (("inspect", "counts by stage and reason, with samples"),
@@ -33,9 +35,11 @@ def configure(
                        help="Kafka bootstrap servers " + env_help("KAFKA_BOOTSTRAP_SERVERS", S.DEFAULT_BOOTSTRAP_SERVERS))
         q.add_argument("--extra-config", metavar="KEY=VALUE", action="append", default=[],
                        help="a librdkafka setting passed as is (repeatable)")
-        q.add_argument("--topic", default=S.DLQ_TOPIC, help="the dead-letter topic (default %(default)s)")
+        q.add_argument("--dlq-topic", "--topic", dest="dlq_topic", default=S.DLQ_TOPIC,
+                       help="the dead-letter topic (default %(default)s; --topic is an alias)")
         q.add_argument("--reason", action="append", default=[],
-                       help="only this reason code, e.g. database_rejected (repeatable)")
+                       help="only this reason code, e.g. database_rejected (repeatable; an unknown code is an "
+                       "error that lists the known ones)")
         q.add_argument("--stage", action="append", default=[], choices=["processor", "loader"],
                        help="only dead letters of this stage (repeatable)")
         q.add_argument("--since", default=None, metavar="TIME",
@@ -46,10 +50,24 @@ def configure(
             q.add_argument("--samples", type=int, default=3, help="samples per stage and reason (default %(default)s)")
             q.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
         else:
-            q.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
-            q.add_argument("--until-idle", metavar="SECONDS", type=float, default=None,
-                           help="keep following the topic for new dead letters until none came for this long "
-                           "(default: stop at its end)")
+            q.add_argument("--dry-run", action="store_true",
+                           help="say exactly what a run would send (from the same position), send and commit nothing")
+            q.add_argument("--include-replayed", action="store_true",
+                           help="also send dead letters made from records replayed before (their generation "
+                           "grows by one); a record this run replayed is never sent again by it")
+            q.add_argument("--from-beginning", action="store_true",
+                           help="start at the beginning of the topic, not where the last replay with the same "
+                           "--reason/--stage stopped")
+            q.add_argument("--until-idle", metavar="SECONDS", type=_seconds, default=None,
+                           help="keep following the topic for new dead letters to replay until none came for this "
+                           "long (dead letters made from replayed records do not count; default: stop at its end)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
 
 
 def _text(b: Any, limit: int = 160) -> str:
@@ -70,13 +88,15 @@ def _letter_json(d: DeadLetter) -> dict[str, Any]:
         "partition": d.partition, "offset": d.offset, "timestamp": _when(d.timestamp_ms),
         "stage": d.stage, "reason": d.reason, "detail": d.detail, "source_topic": d.source_topic,
         "source_partition": d.source_partition, "source_offset": d.source_offset,
+        "replayed_from": d.replayed_from, "generation": d.generation,
         "key": None if d.key is None else _text(d.key, 10_000),
         "value": None if d.value is None else _text(d.value, 100_000), "headers": d.headers,
     }
 
 
 def _print_report(r: DeadLetterReport) -> None:
-    print(f"{r.topic}: {r.scanned:,} dead letters read, {r.total:,} match")
+    print(f"{r.dlq_topic}: {r.scanned:,} dead letters read, {r.total:,} match"
+          + (f" ({r.from_replays:,} made from replayed records)" if r.from_replays else ""))
     if not r.counts:
         return
     rows = [(stage, reason, f"{n:,}") for (stage, reason), n in sorted(r.counts.items())]
@@ -87,8 +107,9 @@ def _print_report(r: DeadLetterReport) -> None:
     if r.samples:
         print("\nsamples:")
     for d in r.samples:
-        print(f"  {d.stage}/{d.reason}  {r.topic}[{d.partition}]@{d.offset}  {_when(d.timestamp_ms)}  "
-              f"from {d.source_topic}[{d.source_partition}]@{d.source_offset}")
+        print(f"  {d.stage}/{d.reason}  {r.dlq_topic}[{d.partition}]@{d.offset}  {_when(d.timestamp_ms)}  "
+              f"from {d.source_topic}[{d.source_partition}]@{d.source_offset}"
+              + (f"  replay generation {d.generation} of {d.replayed_from}" if d.generation else ""))
         if d.detail:
             print(f"      detail: {d.detail}")
         print(f"      key: {_text(d.key)}  value: {_text(d.value)}")
@@ -96,14 +117,15 @@ def _print_report(r: DeadLetterReport) -> None:
 
 def run(args: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(
-        reason=args.reason or None, stage=args.stage or None, since=args.since, topic=args.topic,
+        reason=args.reason or None, stage=args.stage or None, since=args.since, dlq_topic=args.dlq_topic,
         bootstrap_servers=args.bootstrap_servers, extra_config=S.parse_extra_config(args.extra_config),
     )
     if args.dlq_command == "inspect":
         report = ops.dlq_inspect(samples=args.samples, **common)
         if args.json:
             json.dump({
-                "topic": report.topic, "scanned": report.scanned, "total": report.total,
+                "dlq_topic": report.dlq_topic, "scanned": report.scanned, "total": report.total,
+                "from_replays": report.from_replays,
                 "counts": [{"stage": s, "reason": r, "count": n} for (s, r), n in sorted(report.counts.items())],
                 "samples": [_letter_json(d) for d in report.samples],
             }, sys.stdout, indent=2)
@@ -111,10 +133,29 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_report(report)
         return 0
-    stats = ops.dlq_replay(dry_run=args.dry_run, until_idle_s=args.until_idle, **common)
-    where = ", ".join(f"{n:,} to {t}" for t, n in sorted(stats.by_topic.items())) or "nothing"
-    verb = "would replay" if stats.dry_run else "replayed"
-    print(f"{verb} {stats.replayed:,} of {stats.matched:,} matching dead letters ({stats.scanned:,} read): {where}"
-          + (f"; {stats.no_source:,} without a source topic left in place" if stats.no_source else ""),
-          file=sys.stderr)
+    stats = ops.dlq_replay(dry_run=args.dry_run, include_replayed=args.include_replayed,
+                           from_beginning=args.from_beginning, until_idle_s=args.until_idle, **common)
+    print(replay_summary(stats, args.dlq_topic), file=sys.stderr)
     return 0
+
+
+def replay_summary(stats: ReplayStats, dlq_topic: str) -> str:
+    """What a replay did (or would do), in a few lines: where it started, what it sent where, what it left
+    and why."""
+    verb = "would replay" if stats.dry_run else "replayed"
+    where = ", ".join(f"{n:,} to {t}" for t, n in sorted(stats.by_topic.items())) or "nothing"
+    lines = [f"{verb} {stats.replayed:,} of {stats.matched:,} matching dead letters ({stats.scanned:,} read): {where}"]
+    if stats.resumed:
+        at = ", ".join(f"[{p}]@{o}" for p, o in sorted(stats.started_at.items()))
+        lines.append(f"  resumed where the last replay stopped ({dlq_topic} {at}; --from-beginning starts over)")
+    if stats.ranges:
+        lines.append("  " + ("would send" if stats.dry_run else "sent") + ": "
+                     + ", ".join(f"{dlq_topic}[{p}] offsets {a}..{b}" for p, (a, b) in sorted(stats.ranges.items())))
+    if stats.from_replays:
+        lines.append(f"  {stats.from_replays:,} made from replayed records left in place (--include-replayed to send "
+                     "them once more)")
+    if stats.no_source:
+        lines.append(f"  {stats.no_source:,} without a source topic left in place")
+    if not stats.dry_run:
+        lines.append(f"  position committed for consumer group {stats.checkpoint_group}")
+    return "\n".join(lines)

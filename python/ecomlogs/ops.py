@@ -49,19 +49,26 @@ def since_ms(value: Since, now: Optional[dt.datetime] = None) -> Optional[int]:
     if isinstance(value, bool):
         raise ConfigError(f"since: expected a time, got {value!r}")
     if isinstance(value, (int, float)):
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"since: {value!r} ms is out of range")
         return int(value)
     if isinstance(value, dt.timedelta):
-        return int((now - value).timestamp() * 1000)
+        try:
+            return int((now - value).timestamp() * 1000)
+        except OverflowError:
+            raise ConfigError(f"since: {value} reaches back before the year 1") from None
     if isinstance(value, dt.datetime):
         when = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
         return int(when.timestamp() * 1000)
     text = value.strip()
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
-    if m:
-        return since_ms(dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]), now)
     try:
+        if m:
+            return since_ms(dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]), now)
         return since_ms(dt.datetime.fromisoformat(text.replace("Z", "+00:00")), now)
-    except ValueError:
+    except (OverflowError, ValueError):
+        if m:
+            raise ConfigError(f"since: {value!r} reaches back before the year 1") from None
         raise ConfigError(
             f"since: expected an ISO 8601 time or a duration such as 15m, 2h, 1d; got {value!r}"
         ) from None
@@ -81,7 +88,7 @@ def dlq_inspect(
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
     samples: int = 3,
-    topic: str = "dead_letter_events",
+    dlq_topic: str = "dead_letter_events",
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
     timeout_s: float = 30.0,
@@ -89,7 +96,7 @@ def dlq_inspect(
     """Reads the dead-letter topic to its end: counts by (stage, reason) of the dead letters that match
     the filters, with the first ``samples`` of each (headers, key, value, source coordinates)."""
     return _core.dlq_inspect(
-        bootstrap_servers=bootstrap_servers, topic=topic, reason=_names(reason), stage=_names(stage),
+        bootstrap_servers=bootstrap_servers, dlq_topic=dlq_topic, reason=_names(reason), stage=_names(stage),
         since_ms=since_ms(since), samples=samples, timeout_s=timeout_s,
         extra_config=dict(extra_config) if extra_config else None,
     )
@@ -101,14 +108,14 @@ def dead_letters(
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
     limit: Optional[int] = None,
-    topic: str = "dead_letter_events",
+    dlq_topic: str = "dead_letter_events",
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
     timeout_s: float = 30.0,
 ) -> list[DeadLetter]:
     """Every dead letter that matches the filters (at most ``limit``), in partition and offset order."""
     return _core.dlq_read(
-        bootstrap_servers=bootstrap_servers, topic=topic, reason=_names(reason), stage=_names(stage),
+        bootstrap_servers=bootstrap_servers, dlq_topic=dlq_topic, reason=_names(reason), stage=_names(stage),
         since_ms=since_ms(since), limit=limit, timeout_s=timeout_s,
         extra_config=dict(extra_config) if extra_config else None,
     )
@@ -120,19 +127,29 @@ def dlq_replay(
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
     dry_run: bool = False,
+    include_replayed: bool = False,
+    from_beginning: bool = False,
     until_idle_s: Optional[float] = None,
-    topic: str = "dead_letter_events",
+    dlq_topic: str = "dead_letter_events",
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
     timeout_s: float = 30.0,
 ) -> ReplayStats:
     """Sends the dead letters that match the filters back to the topic each came from (its
-    ``source.topic`` header), with the original key and value and an ``ecomlogs.replayed_from`` header
-    naming the dead letter; returns once all are acknowledged. Safe to repeat: the loader stores each
-    ``event_id`` once. ``dry_run`` only counts; ``until_idle_s`` keeps following the topic for new dead
-    letters until none came for that long."""
+    ``source.topic`` header), with the original key and value and the lineage headers
+    ``ecomlogs.replayed_from`` (the dead letter) and ``ecomlogs.replay_generation``; returns once all are
+    acknowledged.
+
+    A replay cannot feed itself: stages keep the lineage on the dead letters they make of a replayed
+    record, and those are left where they are unless ``include_replayed`` (a record this run replayed is
+    never sent again by it). It is resumable: the position reached is committed (once a second, after
+    what was sent is acknowledged) to a consumer group per reason/stage filter, so a replay run again
+    continues where the last one stopped (``from_beginning`` starts over). ``dry_run`` says exactly what
+    a real run would send and commits nothing; ``until_idle_s`` keeps following the topic for new dead
+    letters to replay until none came for that long."""
     return _core.dlq_replay(
-        bootstrap_servers=bootstrap_servers, topic=topic, reason=_names(reason), stage=_names(stage),
-        since_ms=since_ms(since), dry_run=dry_run, until_idle_s=until_idle_s, timeout_s=timeout_s,
+        bootstrap_servers=bootstrap_servers, dlq_topic=dlq_topic, reason=_names(reason), stage=_names(stage),
+        since_ms=since_ms(since), dry_run=dry_run, include_replayed=include_replayed,
+        from_beginning=from_beginning, until_idle_s=until_idle_s, timeout_s=timeout_s,
         extra_config=dict(extra_config) if extra_config else None,
     )

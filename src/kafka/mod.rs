@@ -12,7 +12,10 @@ mod topic_id;
 
 pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext, LastError};
 pub use input::{Assignment, InputState};
-pub use read::{read_to_end, topic_offsets, PartitionOffsets, ReadRequest, Record, TopicRead};
+pub use read::{
+    read_to_end, topic_offsets, Each, PartitionOffsets, ReadRequest, Reader, Record, Scan, ScanEnd,
+    Tick, TopicRead,
+};
 pub use topic_id::{cached_watermarks, topic_id};
 
 use std::time::Duration;

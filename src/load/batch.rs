@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::{LoadOptions, TICK};
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, Lineage, OwnedLineage};
 use crate::pg::{self, PartitionProgress};
 use crate::resume::Fingerprint;
 use crate::sink::Written;
@@ -27,6 +27,8 @@ pub(super) struct Batch {
     /// (partition, offset) of each row, for dead-lettering a row the database rejects.
     pub(super) origin: Vec<Source>,
     pub(super) dead: Vec<DeadLetter>,
+    /// The lineage of rows that were replayed from a dead letter, by row index (few or none).
+    pub(super) lineage: Vec<(usize, OwnedLineage)>,
     pub(super) progress: Vec<PartitionProgress>,
     pub(super) started: Option<Instant>,
 }
@@ -37,6 +39,7 @@ impl Batch {
             rows: pg::CopyRows::with_capacity(rows),
             origin: Vec::with_capacity(rows),
             dead: Vec::new(),
+            lineage: Vec::new(),
             progress: Vec::new(),
             started: None,
         }
@@ -66,8 +69,12 @@ impl Batch {
                 last,
             }),
         }
+        let lineage = Lineage::of(m.headers()).map(|l| l.to_owned());
         match validate(m.payload()) {
             Ok(e) => {
+                if let Some(l) = lineage {
+                    self.lineage.push((self.origin.len(), l));
+                }
                 if log_each {
                     log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
                 }
@@ -86,6 +93,7 @@ impl Batch {
                 sqlstate: None,
                 partition,
                 offset,
+                lineage,
             }),
         }
     }
@@ -137,6 +145,11 @@ impl Batch {
                     sqlstate: Some(r.sqlstate.clone()),
                     partition,
                     offset,
+                    lineage: self
+                        .lineage
+                        .iter()
+                        .find(|(i, _)| *i == r.index)
+                        .map(|(_, l)| l.clone()),
                 }
             })
             .collect()
@@ -146,6 +159,7 @@ impl Batch {
         self.rows.clear();
         self.origin.clear();
         self.dead.clear();
+        self.lineage.clear();
         self.progress.clear();
         self.started = None;
     }

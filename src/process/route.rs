@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 
 use super::ProcessOptions;
@@ -104,6 +104,8 @@ fn route(
     counts: &mut Counts,
 ) -> Result<()> {
     let key = m.key();
+    // A replayed record's lineage goes with whatever it becomes (records without headers cost nothing).
+    let lineage = dead_letter::Lineage::of(m.headers());
     match validate(m.payload()) {
         Ok(clean) => {
             canonical.clear();
@@ -115,6 +117,9 @@ fn route(
             let mut r = BaseRecord::to(&opts.output_topic).payload(canonical.as_slice());
             if let Some(k) = key {
                 r = r.key(k);
+            }
+            if let Some(l) = &lineage {
+                r = r.headers(l.insert(OwnedHeaders::new_with_capacity(2)));
             }
             send_blocking(producer, r)
                 .map_err(|e| Error::kafka("producing an output record (offsets not committed)", e))
@@ -133,6 +138,7 @@ fn route(
                 source_offset: m.offset(),
                 stage: "processor",
                 sqlstate: None,
+                lineage,
             };
             dead_letter::send(producer, &opts.dlq_topic, key, m.payload(), &why)
         }

@@ -9,7 +9,6 @@ use pyo3::types::{PyBytes, PyDict};
 use super::args;
 use super::errors::to_pyerr;
 use super::runner::Runner;
-use crate::config;
 use crate::dlq;
 use crate::metrics::server;
 use crate::stage;
@@ -93,6 +92,10 @@ pub struct DeadLetter {
     source_topic: Option<String>,
     source_partition: Option<i32>,
     source_offset: Option<i64>,
+    /// The dead letter this record's original was replayed from (None: not a replayed record).
+    replayed_from: Option<String>,
+    /// How many replays deep (0: an original).
+    generation: u32,
 }
 
 #[pymethods]
@@ -131,6 +134,8 @@ impl DeadLetter {
             source_topic: d.header(h::SOURCE_TOPIC).map(str::to_string),
             source_partition: d.header(h::SOURCE_PARTITION).and_then(|v| v.parse().ok()),
             source_offset: d.header(h::SOURCE_OFFSET).and_then(|v| v.parse().ok()),
+            replayed_from: d.header(h::REPLAYED_FROM).map(str::to_string),
+            generation: d.generation(),
         }
     }
 }
@@ -138,9 +143,10 @@ impl DeadLetter {
 /// `dlq_inspect`'s answer: dead letters read, counts by (stage, reason), the first samples of each.
 #[pyclass(frozen, get_all, module = "ecomlogs._core")]
 pub struct DeadLetterReport {
-    topic: String,
+    dlq_topic: String,
     scanned: u64,
     counts: BTreeMap<(String, String), u64>,
+    from_replays: u64,
     samples: Vec<Py<DeadLetter>>,
 }
 
@@ -154,10 +160,11 @@ impl DeadLetterReport {
 
     fn __repr__(&self) -> String {
         format!(
-            "DeadLetterReport(topic={:?}, scanned={}, total={}, counts={:?})",
-            self.topic,
+            "DeadLetterReport(dlq_topic={:?}, scanned={}, total={}, from_replays={}, counts={:?})",
+            self.dlq_topic,
             self.scanned,
             self.total(),
+            self.from_replays,
             self.counts
         )
     }
@@ -171,41 +178,91 @@ pub struct ReplayStats {
     matched: u64,
     replayed: u64,
     no_source: u64,
+    from_replays: u64,
     by_topic: BTreeMap<String, u64>,
+    ranges: BTreeMap<i32, (i64, i64)>,
+    started_at: BTreeMap<i32, i64>,
+    resumed: bool,
+    checkpoint_group: String,
     dry_run: bool,
 }
 
 #[pymethods]
 impl ReplayStats {
     fn __repr__(&self) -> String {
+        let py_bool = |b: bool| if b { "True" } else { "False" };
         format!(
-            "ReplayStats(scanned={}, matched={}, replayed={}, no_source={}, by_topic={:?}, dry_run={})",
+            "ReplayStats(scanned={}, matched={}, replayed={}, no_source={}, from_replays={}, by_topic={:?}, \
+             resumed={}, checkpoint_group={:?}, dry_run={})",
             self.scanned,
             self.matched,
             self.replayed,
             self.no_source,
+            self.from_replays,
             self.by_topic,
-            if self.dry_run { "True" } else { "False" }
+            py_bool(self.resumed),
+            self.checkpoint_group,
+            py_bool(self.dry_run)
         )
     }
 }
 
+impl From<dlq::ReplayStats> for ReplayStats {
+    fn from(s: dlq::ReplayStats) -> Self {
+        ReplayStats {
+            scanned: s.scanned,
+            matched: s.matched,
+            replayed: s.replayed,
+            no_source: s.no_source,
+            from_replays: s.from_replays,
+            by_topic: s.by_topic,
+            ranges: s.ranges,
+            started_at: s.started_at,
+            resumed: s.resumed,
+            checkpoint_group: s.checkpoint_group,
+            dry_run: s.dry_run,
+        }
+    }
+}
+
+/// The stages that write dead letters.
+const STAGES: [&str; 2] = ["processor", "loader"];
+
+/// The filters, checked: an unknown reason code or stage is a mistake to say, not a filter that
+/// matches nothing.
 fn filter(
     reason: Option<Vec<String>>,
     stage: Option<Vec<String>>,
     since_ms: Option<i64>,
-) -> dlq::Filter {
-    dlq::Filter {
-        reasons: reason.unwrap_or_default(),
-        stages: stage.unwrap_or_default(),
-        since_ms,
+) -> PyResult<dlq::Filter> {
+    let reasons = reason.unwrap_or_default();
+    let known: Vec<&str> = crate::validate::Reason::ALL
+        .iter()
+        .map(|r| r.code())
+        .collect();
+    if let Some(bad) = reasons.iter().find(|r| !known.contains(&r.as_str())) {
+        return Err(args::config_error(format!(
+            "reason: unknown reason code {bad:?}; the known ones are {}",
+            known.join(", ")
+        )));
     }
+    let stages = stage.unwrap_or_default();
+    if let Some(bad) = stages.iter().find(|s| !STAGES.contains(&s.as_str())) {
+        return Err(args::config_error(format!(
+            "stage: unknown stage {bad:?}; dead letters come from {}",
+            STAGES.join(" or ")
+        )));
+    }
+    Ok(dlq::Filter {
+        reasons,
+        stages,
+        since_ms,
+    })
 }
 
-fn scan_of(topic: &str, until_idle_s: Option<f64>, timeout_s: f64) -> PyResult<dlq::Scan> {
-    Ok(dlq::Scan {
-        topic: args::topic("topic", topic)?,
-        until_idle: args::opt_seconds("until_idle_s", until_idle_s, 0.0..=config::MAX_SECONDS)?,
+fn source_of(dlq_topic: &str, timeout_s: f64) -> PyResult<dlq::Source> {
+    Ok(dlq::Source {
+        topic: args::topic("dlq_topic", dlq_topic)?,
         timeout: args::seconds("timeout_s", timeout_s, 0.1..=3600.0)?,
     })
 }
@@ -213,7 +270,7 @@ fn scan_of(topic: &str, until_idle_s: Option<f64>, timeout_s: f64) -> PyResult<d
 /// Runs a dead-letter scan with the GIL released, Ctrl-C stopping it.
 fn scanning<T: Send>(
     py: Python<'_>,
-    body: impl FnOnce(&stage::StopToken, dlq::Tick<'_>) -> crate::error::Result<T> + Send,
+    body: impl FnOnce(&stage::StopToken, crate::kafka::Tick<'_>) -> crate::error::Result<T> + Send,
 ) -> PyResult<T> {
     let mut runner = Runner::new(None, Duration::from_secs(1));
     let token = stage::StopToken::new();
@@ -228,13 +285,13 @@ fn scanning<T: Send>(
 /// (`reason`, `stage`: lists of accepted values; `since_ms`: written at or after), with the first
 /// `samples` of each.
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, topic="dead_letter_events", reason=None,
+#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic="dead_letter_events", reason=None,
                     stage=None, since_ms=None, samples=3, timeout_s=30.0, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_inspect(
     py: Python<'_>,
     bootstrap_servers: Option<&str>,
-    topic: &str,
+    dlq_topic: &str,
     reason: Option<Vec<String>>,
     stage: Option<Vec<String>>,
     since_ms: Option<i64>,
@@ -244,15 +301,16 @@ pub fn dlq_inspect(
 ) -> PyResult<DeadLetterReport> {
     let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
     let samples: usize = args::int("samples", samples, 0..=100_000)?;
-    let scan = scan_of(topic, None, timeout_s)?;
-    let f = filter(reason, stage, since_ms);
+    let src = source_of(dlq_topic, timeout_s)?;
+    let f = filter(reason, stage, since_ms)?;
     let r = scanning(py, |token, tick| {
-        dlq::inspect(&settings, &scan, &f, samples, token, tick)
+        dlq::inspect(&settings, &src, &f, samples, token, tick)
     })?;
     Ok(DeadLetterReport {
-        topic: scan.topic,
+        dlq_topic: src.topic,
         scanned: r.scanned,
         counts: r.counts,
+        from_replays: r.from_replays,
         samples: r
             .samples
             .iter()
@@ -263,13 +321,13 @@ pub fn dlq_inspect(
 
 /// Every dead letter that matches the filters (at most `limit`), in partition and offset order.
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, topic="dead_letter_events", reason=None,
+#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic="dead_letter_events", reason=None,
                     stage=None, since_ms=None, limit=None, timeout_s=30.0, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_read(
     py: Python<'_>,
     bootstrap_servers: Option<&str>,
-    topic: &str,
+    dlq_topic: &str,
     reason: Option<Vec<String>>,
     stage: Option<Vec<String>>,
     since_ms: Option<i64>,
@@ -282,11 +340,11 @@ pub fn dlq_read(
         Some(l) => args::int("limit", l, 0..=100_000_000)?,
         None => usize::MAX,
     };
-    let scan = scan_of(topic, None, timeout_s)?;
-    let f = filter(reason, stage, since_ms);
+    let src = source_of(dlq_topic, timeout_s)?;
+    let f = filter(reason, stage, since_ms)?;
     let found = scanning(py, |token, tick| {
         let mut out = Vec::new();
-        dlq::scan(&settings, &scan, token, tick, &mut |d| {
+        dlq::scan(&settings, &src, token, tick, &mut |d| {
             if out.len() < limit && f.matches(&d) {
                 out.push(d);
             }
@@ -298,38 +356,41 @@ pub fn dlq_read(
 }
 
 /// Sends the dead letters that match the filters back to the topic each came from (its
-/// `source.topic` header) with the original key and value and an `ecomlogs.replayed_from` header;
-/// returns once every one is acknowledged. `dry_run`: count only. `until_idle_s`: keep following the
-/// topic for new dead letters until none came for that long.
+/// `source.topic` header) with the original key and value and the lineage headers; returns once every
+/// one is acknowledged. Resumes where the last replay with the same reason/stage filter stopped
+/// (`from_beginning`: from the start of the topic); leaves dead letters made from replayed records
+/// where they are unless `include_replayed`. `dry_run`: counts only. `until_idle_s`: keep following
+/// the topic for new dead letters to replay until none came for that long.
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, topic="dead_letter_events", reason=None,
-                    stage=None, since_ms=None, dry_run=false, until_idle_s=None,
-                    timeout_s=30.0, extra_config=None))]
+#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic="dead_letter_events", reason=None,
+                    stage=None, since_ms=None, dry_run=false, include_replayed=false,
+                    from_beginning=false, until_idle_s=None, timeout_s=30.0, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_replay(
     py: Python<'_>,
     bootstrap_servers: Option<&str>,
-    topic: &str,
+    dlq_topic: &str,
     reason: Option<Vec<String>>,
     stage: Option<Vec<String>>,
     since_ms: Option<i64>,
     dry_run: bool,
+    include_replayed: bool,
+    from_beginning: bool,
     until_idle_s: Option<f64>,
     timeout_s: f64,
     extra_config: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<ReplayStats> {
     let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    let scan = scan_of(topic, until_idle_s, timeout_s)?;
-    let f = filter(reason, stage, since_ms);
+    let src = source_of(dlq_topic, timeout_s)?;
+    let opts = dlq::ReplayOptions {
+        filter: filter(reason, stage, since_ms)?,
+        dry_run,
+        include_replayed,
+        from_beginning,
+        until_idle: args::opt_seconds("until_idle_s", until_idle_s, args::UNTIL_IDLE)?,
+    };
     let s = scanning(py, |token, tick| {
-        dlq::replay(&settings, &scan, &f, dry_run, token, tick)
+        dlq::replay(&settings, &src, &opts, token, tick)
     })?;
-    Ok(ReplayStats {
-        scanned: s.scanned,
-        matched: s.matched,
-        replayed: s.replayed,
-        no_source: s.no_source,
-        by_topic: s.by_topic,
-        dry_run: s.dry_run,
-    })
+    Ok(s.into())
 }
