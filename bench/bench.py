@@ -676,7 +676,7 @@ def bench_produce(cfg: BenchConfig) -> SectionResult:
     def side(name: str, cmd: list[str], run: int) -> Callable[[], Sample]:
         def measure() -> Sample:
             topic = f"bench_raw_{tag}_{run}_{name}"
-            ecomlogs.ensure_topics([topic], bootstrap_servers=cfg.bootstrap_servers, partitions=int(S.DEFAULTS['partitions']))
+            ecomlogs.ensure_topics([topic], bootstrap_servers=cfg.bootstrap_servers, partitions=int(S.DEFAULTS['load']['partitions']))
             created.append(topic)
             try:
                 child = run_child([*cmd, *common, "--topic", topic], cwd=cfg.repo_root)
@@ -712,7 +712,7 @@ def bench_produce(cfg: BenchConfig) -> SectionResult:
     return SectionResult(
         details={
             "events": n,
-            "partitions": int(S.DEFAULTS['partitions']),
+            "partitions": int(S.DEFAULTS['load']['partitions']),
             "topics": created,
             "topics_kept": cfg.keep_topics,
             "commands": {"ecomlogs": ours_cmd, "baseline": theirs_cmd},
@@ -798,7 +798,7 @@ class Workspace:
         import ecomlogs
 
         names = [self.name(k) for k in kinds]
-        ecomlogs.ensure_topics(names, bootstrap_servers=self.cfg.bootstrap_servers, partitions=int(S.DEFAULTS['partitions']))
+        ecomlogs.ensure_topics(names, bootstrap_servers=self.cfg.bootstrap_servers, partitions=int(S.DEFAULTS['load']['partitions']))
         self.topics.extend(names)
         return names
 
@@ -1033,7 +1033,7 @@ def loader_cmd(cfg: BenchConfig, side: str, clean: str, dlq: str, group: str, ds
               "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
         tuning = [] if cfg.defaults_only else [
-            "--batch-size", str(batch_size), "--flush-interval-ms", str(int(S.DEFAULTS['flush_interval_ms'])),
+            "--batch-size", str(batch_size), "--flush-interval-ms", str(int(S.DEFAULTS['load']['flush_interval_ms'])),
             "--workers", str(cfg.loader_workers)]
         return [*_script(cfg, "psqlConsumer.py", "load"), *common, "--dlq-topic", dlq, *tuning]
     common += ["--batch-size", str(batch_size)]
@@ -1739,7 +1739,7 @@ def latency_once(cfg: BenchConfig, ws: Workspace, side: str, rate: int, seconds:
         "producer_elapsed_s": round(producer_s, 3),
         "achieved_rate": round(n / producer_s, 1) if producer_s else None,
         "loader_batch_size": batch,
-        "loader_flush_interval_ms": int(S.DEFAULTS['flush_interval_ms']) if side == "ecomlogs" else None,
+        "loader_flush_interval_ms": int(S.DEFAULTS['load']['flush_interval_ms']) if side == "ecomlogs" else None,
         "cut_off_after_producer_s": round(cut_off - produced_at, 3),
         "rows_seen_at_cut_off": arrived_rows,
         "arrived": arrived,

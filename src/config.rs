@@ -4,46 +4,16 @@
 //! numeric option, checked at the edge with one readable error.
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
-use crate::error::{Error, Result};
-
-/// The defaults: the original system's names and settings (our contract), and this crate's own.
-pub mod defaults {
-    pub const BOOTSTRAP_SERVERS: &str = "localhost:29092";
-    pub const DATABASE: &str = "postgresql://postgres@localhost:5432/ecom_kafka";
-    pub const RAW_TOPIC: &str = "raw_events";
-    pub const CLEAN_TOPIC: &str = "clean_events";
-    pub const DLQ_TOPIC: &str = "dead_letter_events";
-    pub const PROCESSOR_GROUP: &str = "silver-stream-processor";
-    pub const LOADER_GROUP: &str = "postgres-loader";
-    /// Partitions of the topics a stage creates when they are missing.
-    pub const PARTITIONS: i32 = 3;
-    /// Copies of each partition for the topics a stage creates: 1 fits a single broker (the dev stack);
-    /// a production cluster wants 3.
-    pub const REPLICATION_FACTOR: i32 = 1;
-    /// How long a consumer may keep failing to fetch or decode records (a corrupt batch, a codec or a
-    /// permission problem) before its stage ends with an error.
-    pub const UNREADABLE_TIMEOUT_S: f64 = 60.0;
-    /// The original producer's pace: one event every 500 ms.
-    pub const INTERVAL_MS: u64 = 500;
-    pub const INVALID_RATIO: f64 = 0.25;
-    /// Rows per loader transaction at most: large when the loader is behind; when it has caught up the
-    /// input goes quiet and a partial batch is written at once, so a trickle still reaches the table
-    /// within about a second. The original's 500 is a flag away.
-    pub const BATCH_SIZE: usize = 50_000;
-    /// A batch is written at the latest this long after its first record.
-    pub const FLUSH_INTERVAL_MS: u64 = 1000;
-    /// Records per processor batch at most.
-    pub const BATCH_MAX: usize = 10_000;
-    /// Longest pause between reconnection attempts during a database outage.
-    pub const MAX_BACKOFF_S: f64 = 10.0;
-    pub const WORKERS: usize = 1;
-}
+use crate::error::Result;
+use crate::options::Values;
+pub use crate::options::{
+    bootstrap_servers_from, bounded, database_from, defaults, group_id, seconds, topic_name,
+    MAX_SECONDS,
+};
 
 /// Where the broker is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -79,10 +49,24 @@ impl KafkaSettings {
         KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
             extra: BTreeMap::new(),
-            replication_factor: defaults::REPLICATION_FACTOR,
-            unreadable_timeout: Duration::from_secs_f64(defaults::UNREADABLE_TIMEOUT_S),
+            replication_factor: 1,
+            unreadable_timeout: Duration::from_secs(60),
             session_timeout_ms: None,
         }
+    }
+
+    /// From a command's options (see `options`): the broker, the user's pairs, and, where the command
+    /// has them, the replication factor of the topics it creates and the unreadable-input timeout.
+    pub fn from_values(v: &Values) -> Result<Self> {
+        let mut s = KafkaSettings::new(v.text("bootstrap_servers")?);
+        s.extra = v.pairs("extra_config")?;
+        if v.has("replication_factor") {
+            s.replication_factor = v.int("replication_factor")?;
+        }
+        if v.has("unreadable_timeout_s") {
+            s.unreadable_timeout = v.seconds("unreadable_timeout_s")?;
+        }
+        Ok(s)
     }
 
     /// From a flag (None: `KAFKA_BOOTSTRAP_SERVERS`, else the default) and the user's pairs.
@@ -169,120 +153,6 @@ const CONSUMER: &[(&str, &str)] = &[
     // of 0.5 s to read with the bounds above).
     ("fetch.queue.backoff.ms", "10"),
 ];
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// The flag, else `KAFKA_BOOTSTRAP_SERVERS`, else `localhost:29092`.
-pub fn bootstrap_servers_from(flag: Option<&str>) -> String {
-    flag.filter(|f| !f.trim().is_empty())
-        .map(str::to_string)
-        .or_else(|| env("KAFKA_BOOTSTRAP_SERVERS"))
-        .unwrap_or_else(|| defaults::BOOTSTRAP_SERVERS.to_string())
-}
-
-/// The flag, else `DATABASE_URL`, else the standard `PG*` variables over the original's defaults
-/// (localhost:5432, user postgres, database ecom_kafka), as libpq users expect. A password only ever
-/// comes from the DSN or `PGPASSWORD`.
-pub fn database_from(flag: Option<&str>) -> String {
-    if let Some(f) = flag.filter(|f| !f.trim().is_empty()) {
-        return f.to_string();
-    }
-    if let Some(url) = env("DATABASE_URL") {
-        return url;
-    }
-    let mut parts = vec![
-        ("host", "localhost".to_string()),
-        ("port", "5432".to_string()),
-        ("user", "postgres".to_string()),
-        ("dbname", "ecom_kafka".to_string()),
-    ];
-    for (var, key) in PG_ENV {
-        if let Some(v) = env(var) {
-            match parts.iter_mut().find(|(k, _)| *k == key) {
-                Some(p) => p.1 = v,
-                None => parts.push((key, v)),
-            }
-        }
-    }
-    parts
-        .iter()
-        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-const PG_ENV: [(&str, &str); 9] = [
-    ("PGHOST", "host"),
-    ("PGPORT", "port"),
-    ("PGUSER", "user"),
-    ("PGPASSWORD", "password"),
-    ("PGDATABASE", "dbname"),
-    ("PGSSLMODE", "sslmode"),
-    ("PGSSLROOTCERT", "sslrootcert"),
-    ("PGCONNECT_TIMEOUT", "connect_timeout"),
-    ("PGAPPNAME", "application_name"),
-];
-
-/// `value` if it lies in `range`, else a `ConfigError` naming the option and its range.
-pub fn bounded<T: PartialOrd + Display + Copy>(
-    name: &str,
-    value: T,
-    range: RangeInclusive<T>,
-) -> Result<T> {
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        Err(Error::Config(format!(
-            "{name} must be between {} and {}, got {value}",
-            range.start(),
-            range.end()
-        )))
-    }
-}
-
-/// Seconds as a `Duration`, checked against `range` (NaN, infinities and negatives never get through).
-pub fn seconds(name: &str, value: f64, range: RangeInclusive<f64>) -> Result<Duration> {
-    if value.is_nan() {
-        return Err(Error::Config(format!(
-            "{name} must be a number of seconds, got NaN"
-        )));
-    }
-    bounded(name, value, range).map(Duration::from_secs_f64)
-}
-
-/// The longest wait any option may ask for: a year.
-pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
-
-/// Topic names as Kafka allows them: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn topic_name(name: &str, value: &str) -> Result<String> {
-    let legal = !value.is_empty()
-        && value.len() <= 249
-        && value != "."
-        && value != ".."
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if legal {
-        Ok(value.to_string())
-    } else {
-        Err(Error::Config(format!(
-            "{name} {value:?} is not a legal Kafka topic name (1 to 249 of letters, digits, '.', '_' \
-             and '-'; not '.' or '..')"
-        )))
-    }
-}
-
-/// A consumer group id: not empty.
-pub fn group_id(value: &str) -> Result<String> {
-    if value.trim().is_empty() {
-        return Err(Error::Config(
-            "the consumer group id cannot be empty".into(),
-        ));
-    }
-    Ok(value.to_string())
-}
 
 #[cfg(test)]
 mod tests {

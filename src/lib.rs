@@ -11,6 +11,7 @@ pub mod generate;
 pub mod kafka;
 pub mod load;
 pub mod metrics;
+pub mod options;
 pub mod pg;
 pub mod process;
 pub mod produce;

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::config::{defaults, ClientKind, KafkaSettings};
+use crate::config::{ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
 use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka::{ensure_topics, send_blocking, BrokerWatch, DeliveryTracker};
 use crate::metrics::{self, Export, Exporter};
+use crate::options::{cmd, Values};
 use crate::stage::{StopToken, TICK};
 
 #[derive(Debug, Clone)]
@@ -30,15 +31,32 @@ pub struct ProduceOptions {
 
 impl Default for ProduceOptions {
     fn default() -> Self {
-        ProduceOptions {
-            topic: defaults::RAW_TOPIC.to_string(),
-            count: None,
-            interval: Duration::from_millis(500),
-            generator: GeneratorConfig::default(),
-            log_each: true,
-            partitions: defaults::PARTITIONS,
+        Self::from_values(&Values::defaults(cmd::PRODUCE)).expect("the table's defaults are valid")
+    }
+}
+
+impl ProduceOptions {
+    /// From the producer's options (see `options`): `rate` wins over `interval_ms`.
+    pub fn from_values(v: &Values) -> Result<Self> {
+        let interval = match v.opt_float("rate")? {
+            Some(rate) => Duration::from_secs_f64(1.0 / rate),
+            None => Duration::from_secs_f64(v.float("interval_ms")? / 1000.0),
+        };
+        Ok(ProduceOptions {
+            topic: v.text("topic")?,
+            count: v.opt_int("count")?,
+            interval,
+            generator: GeneratorConfig {
+                invalid_ratio: v.float("invalid_ratio")?,
+                seed: v.opt_int("seed")?,
+                ..GeneratorConfig::default()
+            },
+            log_each: v
+                .opt_flag("log_each")?
+                .unwrap_or(interval >= Duration::from_millis(50)),
+            partitions: v.int("partitions")?,
             flush_timeout: Duration::from_secs(30),
-        }
+        })
     }
 }
 

@@ -7,18 +7,13 @@ import argparse
 import datetime as dt
 import json
 import sys
-from typing import Any, Callable
+from typing import Any
 
-from ecomlogs import ops
-from ecomlogs import settings as S
+from ecomlogs import _core, flags, ops
 from ecomlogs._core import DeadLetter, DeadLetterReport, ReplayStats
 
 
-def configure(
-    p: argparse.ArgumentParser,
-    add_verbosity: Callable[[argparse.ArgumentParser], None],
-    env_help: Callable[[str, object], str],
-) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Dead letters you can act on. inspect: counts by stage and reason with a few samples (--json for "
         "scripts). replay: send the chosen dead letters back to the topic each came from (its source.topic "
@@ -27,47 +22,11 @@ def configure(
         "stopped, and leaves dead letters made from replayed records alone unless --include-replayed, so it "
         "cannot feed itself; the loader stores each event_id once."
     )
-    sub = p.add_subparsers(dest="dlq_command", required=True, metavar="inspect|replay")
+    sub = p.add_subparsers(dest="dlq_command", required=True, metavar="inspect|replay",
+                           parser_class=flags.Parser)
     for name, helptext in (("inspect", "counts by stage and reason, with samples"),
                            ("replay", "send dead letters back to their source topic")):
-        q = sub.add_parser(name, help=helptext, description=helptext)
-        q.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", default=None,
-                       help="Kafka bootstrap servers " + env_help("KAFKA_BOOTSTRAP_SERVERS", S.DEFAULT_BOOTSTRAP_SERVERS))
-        q.add_argument("--extra-config", metavar="KEY=VALUE", action="append", default=[],
-                       help="a librdkafka setting passed as is (repeatable)")
-        q.add_argument("--dlq-topic", "--topic", dest="dlq_topic", default=S.DLQ_TOPIC,
-                       help="the dead-letter topic (default %(default)s; --topic is an alias)")
-        q.add_argument("--reason", action="append", default=[],
-                       help="only this reason code, e.g. database_rejected (repeatable; an unknown code is an "
-                       "error that lists the known ones)")
-        q.add_argument("--stage", action="append", default=[], choices=["processor", "loader"],
-                       help="only dead letters of this stage (repeatable)")
-        q.add_argument("--since", default=None, metavar="TIME",
-                       help="only dead letters written since: ISO 8601 (2026-11-27T08:00Z) or a duration back "
-                       "from now (90s, 15m, 2h, 1d)")
-        add_verbosity(q)
-        if name == "inspect":
-            q.add_argument("--samples", type=int, default=3, help="samples per stage and reason (default %(default)s)")
-            q.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
-        else:
-            q.add_argument("--dry-run", action="store_true",
-                           help="say exactly what a run would send (from the same position), send and commit nothing")
-            q.add_argument("--include-replayed", action="store_true",
-                           help="also send dead letters made from records replayed before (their generation "
-                           "grows by one); a record this run replayed is never sent again by it")
-            q.add_argument("--from-beginning", action="store_true",
-                           help="start at the beginning of the topic, not where the last replay with the same "
-                           "--reason/--stage stopped")
-            q.add_argument("--until-idle", metavar="SECONDS", type=_seconds, default=None,
-                           help="keep following the topic for new dead letters to replay until none came for this "
-                           "long (dead letters made from replayed records do not count; default: stop at its end)")
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        flags.add_options(sub.add_parser(name, help=helptext, description=helptext), f"dlq {name}")
 
 
 def _text(b: Any, limit: int = 160) -> str:
@@ -116,12 +75,12 @@ def _print_report(r: DeadLetterReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    common: dict[str, Any] = dict(
-        reason=args.reason or None, stage=args.stage or None, since=args.since, dlq_topic=args.dlq_topic,
-        bootstrap_servers=args.bootstrap_servers, extra_config=S.parse_extra_config(args.extra_config),
-    )
+    command = f"dlq {args.dlq_command}"
+    options = flags.given(args, command)
+    dlq_topic = _core.resolve_options(command, options)["dlq_topic"]
+    since = ops.since_ms(args.since)
     if args.dlq_command == "inspect":
-        report = ops.dlq_inspect(samples=args.samples, **common)
+        report = _core.dlq_inspect(**options, since_ms=since)
         if args.json:
             json.dump({
                 "dlq_topic": report.dlq_topic, "scanned": report.scanned, "total": report.total,
@@ -133,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_report(report)
         return 0
-    stats = ops.dlq_replay(dry_run=args.dry_run, include_replayed=args.include_replayed,
-                           from_beginning=args.from_beginning, until_idle_s=args.until_idle, **common)
-    print(replay_summary(stats, args.dlq_topic), file=sys.stderr)
+    stats = _core.dlq_replay(**options, since_ms=since)
+    print(replay_summary(stats, dlq_topic), file=sys.stderr)
     return 0
 
 

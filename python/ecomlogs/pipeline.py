@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ecomlogs import api
+from ecomlogs import _core, api
 from ecomlogs import settings as S
 from ecomlogs._core import StopToken
 from ecomlogs.exceptions import StalledError
@@ -176,49 +176,32 @@ def _result(producer: _Stage, processor: _Stage, loader: _Stage, elapsed_s: floa
     )
 
 
-def run_pipeline(
-    *,
-    count: Optional[int] = 200_000,
-    duration_s: Optional[float] = None,
-    rate: Optional[float] = None,
-    bootstrap_servers: Optional[str] = None,
-    dsn: Optional[str] = None,
-    invalid_ratio: float = 0.25,
-    seed: Optional[int] = None,
-    batch_size: int = int(S.DEFAULTS["batch_size"]),
-    flush_interval_ms: int = int(S.DEFAULTS["flush_interval_ms"]),
-    exactly_once: bool = False,
-    partitions: int = int(S.DEFAULTS["partitions"]),
-    replication_factor: int = int(S.DEFAULTS["replication_factor"]),
-    processor_workers: int = 1,
-    loader_workers: int = 1,
-    extra_config: Optional[dict[str, str]] = None,
-    status: Optional[Callable[[str], None]] = None,
-    stall_timeout_s: float = 60.0,
-) -> PipelineResult:
+def run_pipeline(*, status: Optional[Callable[[str], None]] = None, **options: Any) -> PipelineResult:
     """Runs producer -> processor -> loader on the default topics and table until ``count`` events were
-    produced (None: until ``duration_s`` or Ctrl-C), then lets the processor and loader drain and stop
+    produced (0: until ``duration_s`` or Ctrl-C), then lets the processor and loader drain and stop
     cleanly: the processor reads ``raw_events`` to its end, then the loader ``clean_events`` (with a fresh
     database that includes what earlier runs left there: PostgreSQL alone says what is loaded).
-    ``status`` receives a one-line status about once a second; a stage that makes no progress while
-    records wait for it for 10 s is marked there as stuck, with what it waits for. A drain during which
-    the stage it waits for does not move for ``stall_timeout_s`` raises
+
+    ``options`` are those of ``ecomlogs run`` by their Python names (``ecomlogs.options("run")``: count,
+    duration_s, rate, invalid_ratio, seed, the loader's batch settings, exactly_once, bootstrap_servers,
+    dsn, ...); each is checked before anything is started, and one left out takes its environment variable
+    or default. ``status`` receives a one-line status about once a second; a stage that makes no progress
+    while records wait for it for 10 s is marked there as stuck, with what it waits for. A drain during
+    which the stage it waits for does not move for ``stall_timeout_s`` raises
     :class:`~ecomlogs.exceptions.StalledError` instead of waiting forever."""
-    servers = S.bootstrap_servers(bootstrap_servers)
-    database = S.dsn(dsn)
-    extra = dict(extra_config or {})
-    api.ensure_topics([S.RAW_TOPIC, S.CLEAN_TOPIC, S.DLQ_TOPIC], bootstrap_servers=servers, partitions=partitions,
-                      replication_factor=replication_factor, extra_config=extra)
+    run = _core.resolve_options("run", options)
+    stage_options = {stage: _for_stage(stage, run) for stage in ("produce", "process", "load")}
+    if run["count"] == 0 or run["duration_s"] is not None:
+        stage_options["produce"]["count"] = None
+    stage_options["produce"].update(interval_ms=0, log_each=False)
+    stage_options["process"]["workers"] = run["processor_workers"]
+    stage_options["load"].update(workers=run["loader_workers"], migrate=False)
+    database = run["dsn"]
+    api.ensure_topics([S.RAW_TOPIC, S.CLEAN_TOPIC, S.DLQ_TOPIC], **_for_stage("topics", run))
     api.migrate(database)
     before = _row_count(database)
-
-    loader, processor, producer = stages = _start_stages(
-        load=dict(bootstrap_servers=servers, dsn=database, batch_size=batch_size,
-                  flush_interval_ms=flush_interval_ms, migrate=False, extra_config=extra, workers=loader_workers),
-        process=dict(bootstrap_servers=servers, exactly_once=exactly_once, extra_config=extra,
-                     workers=processor_workers),
-        produce=dict(count=count, bootstrap_servers=servers, rate=rate, interval_ms=0, invalid_ratio=invalid_ratio,
-                     seed=seed, log_each=False, extra_config=extra))
+    duration_s, stall_timeout_s = run["duration_s"], run["stall_timeout_s"]
+    loader, processor, producer = stages = _start_stages(**stage_options)
 
     start = time.monotonic()
     interrupted = False
@@ -273,6 +256,13 @@ def run_pipeline(
         if s.error is not None and not isinstance(s.error, KeyboardInterrupt):
             raise s.error
     return _result(producer, processor, loader, time.monotonic() - start, interrupted, database)
+
+def _for_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``run`` that ``stage`` takes under the same name (the services, the loader's batch
+    settings, the producer's pace, ...)."""
+    names = {o["name"] for o in _core.OPTIONS if o["command"] == stage and o["python"]}
+    return {k: v for k, v in run.items() if k in names}
+
 
 def _start_stages(load: dict[str, Any], process: dict[str, Any],
                   produce: dict[str, Any]) -> tuple[_Stage, _Stage, _Stage]:
@@ -338,11 +328,3 @@ def format_report(report: dict[str, list[dict[str, Optional[str]]]]) -> str:
         for r in rows:
             out.append("  " + "  ".join(cell(r[c], w) for c, w in zip(cols, widths)))
     return "\n".join(out)
-
-
-def _print_status(text: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[2K" + text)
-        sys.stderr.flush()
-    else:
-        print(text, file=sys.stderr)

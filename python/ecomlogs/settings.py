@@ -11,13 +11,14 @@ from ecomlogs import _core
 from ecomlogs.exceptions import ConfigError
 
 DEFAULTS = _core.DEFAULTS
-DEFAULT_BOOTSTRAP_SERVERS = str(DEFAULTS["bootstrap_servers"])
-DEFAULT_DSN = str(DEFAULTS["dsn"])
-RAW_TOPIC = str(DEFAULTS["raw_topic"])
-CLEAN_TOPIC = str(DEFAULTS["clean_topic"])
-DLQ_TOPIC = str(DEFAULTS["dlq_topic"])
-PROCESSOR_GROUP = str(DEFAULTS["processor_group"])
-LOADER_GROUP = str(DEFAULTS["loader_group"])
+"""``{command: {option: default}}``, from the options table."""
+DEFAULT_BOOTSTRAP_SERVERS = str(DEFAULTS["load"]["bootstrap_servers"])
+DEFAULT_DSN = str(DEFAULTS["load"]["dsn"])
+RAW_TOPIC = str(DEFAULTS["process"]["input_topic"])
+CLEAN_TOPIC = str(DEFAULTS["process"]["output_topic"])
+DLQ_TOPIC = str(DEFAULTS["process"]["dlq_topic"])
+PROCESSOR_GROUP = str(DEFAULTS["process"]["group_id"])
+LOADER_GROUP = str(DEFAULTS["load"]["group_id"])
 
 
 def bootstrap_servers(value: Optional[str] = None) -> str:
@@ -30,17 +31,6 @@ def dsn(value: Optional[str] = None) -> str:
     defaults (localhost:5432, user postgres, database ecom_kafka). A password only ever comes from the
     DSN or ``PGPASSWORD``."""
     return _core.resolve_dsn(value)
-
-
-def parse_extra_config(pairs: Optional[Iterable[str]]) -> dict[str, str]:
-    """Turns repeated ``key=value`` flags into a dict of librdkafka settings."""
-    out: dict[str, str] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--extra-config expects key=value, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def redact(dsn_text: str) -> str:

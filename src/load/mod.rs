@@ -19,11 +19,12 @@ use rdkafka::message::Message;
 use rdkafka::producer::BaseProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::{defaults, ClientKind, KafkaSettings};
+use crate::config::{ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
 use crate::kafka::{ensure_topics, Assignment, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
+use crate::options::{cmd, Values};
 use crate::pg::{self, Config};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, Written};
@@ -65,22 +66,29 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            topic: defaults::CLEAN_TOPIC.into(),
-            group_id: defaults::LOADER_GROUP.into(),
-            dsn: defaults::DATABASE.into(),
-            dlq_topic: defaults::DLQ_TOPIC.into(),
-            batch_size: 500,
-            flush_interval: Duration::from_millis(1000),
+        Self::from_values(&Values::defaults(cmd::LOAD)).expect("the table's defaults are valid")
+    }
+}
+
+impl LoadOptions {
+    /// From the loader's options (see `options`).
+    pub fn from_values(v: &Values) -> Result<Self> {
+        Ok(LoadOptions {
+            topic: v.text("topic")?,
+            group_id: v.text("group_id")?,
+            dsn: v.text("dsn")?,
+            dlq_topic: v.text("dlq_topic")?,
+            batch_size: v.int("batch_size")?,
+            flush_interval: v.millis("flush_interval_ms")?,
             quiet_flush: QUIET_FLUSH,
-            until_idle: None,
-            until_caught_up: false,
-            partitions: defaults::PARTITIONS,
-            migrate: true,
-            max_backoff: Duration::from_secs(10),
-            log_each: false,
-            workers: 1,
-        }
+            until_idle: v.opt_seconds("until_idle_s")?,
+            until_caught_up: v.flag("until_caught_up")?,
+            partitions: v.int("partitions")?,
+            migrate: v.flag("migrate")?,
+            max_backoff: v.seconds("max_backoff_s")?,
+            log_each: v.flag("log_each")?,
+            workers: v.int("workers")?,
+        })
     }
 }
 

@@ -14,10 +14,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::{defaults, ClientKind, KafkaSettings};
+use crate::config::{ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
 use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, GroupContext, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
+use crate::options::{cmd, Values};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
 use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
 use crate::validate::Reason;
@@ -58,22 +59,29 @@ pub struct ProcessOptions {
 
 impl Default for ProcessOptions {
     fn default() -> Self {
-        ProcessOptions {
-            input_topic: defaults::RAW_TOPIC.into(),
-            output_topic: defaults::CLEAN_TOPIC.into(),
-            dlq_topic: defaults::DLQ_TOPIC.into(),
-            group_id: defaults::PROCESSOR_GROUP.into(),
-            until_idle: None,
-            until_caught_up: false,
-            exactly_once: false,
-            transactional_id: None,
-            batch_max: defaults::BATCH_MAX,
+        Self::from_values(&Values::defaults(cmd::PROCESS)).expect("the table's defaults are valid")
+    }
+}
+
+impl ProcessOptions {
+    /// From the processor's options (see `options`).
+    pub fn from_values(v: &Values) -> Result<Self> {
+        Ok(ProcessOptions {
+            input_topic: v.text("input_topic")?,
+            output_topic: v.text("output_topic")?,
+            dlq_topic: v.text("dlq_topic")?,
+            group_id: v.text("group_id")?,
+            until_idle: v.opt_seconds("until_idle_s")?,
+            until_caught_up: v.flag("until_caught_up")?,
+            exactly_once: v.flag("exactly_once")?,
+            transactional_id: v.opt_text("transactional_id")?,
+            batch_max: v.int("batch_max")?,
             batch_wait: Duration::from_millis(100),
-            log_each: false,
-            partitions: defaults::PARTITIONS,
-            workers: 1,
-            threads: 0,
-        }
+            log_each: v.flag("log_each")?,
+            partitions: v.int("partitions")?,
+            workers: v.int("workers")?,
+            threads: v.int("threads")?,
+        })
     }
 }
 

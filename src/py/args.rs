@@ -12,11 +12,97 @@ use pyo3::types::{PyBool, PyDict, PyString};
 use crate::config::{self, KafkaSettings};
 use crate::error::Error;
 use crate::kafka;
+use crate::options::{self, Kind, Origin, Value, Values};
 
 use super::errors::to_pyerr;
 
 pub fn config_error(message: String) -> PyErr {
     to_pyerr(Error::Config(message))
+}
+
+/// A keyword argument of an option (None: not given).
+pub type Arg<'py> = Option<Bound<'py, PyAny>>;
+
+/// A command's options from its keyword arguments: `values!(cmd::LOAD, batch_size, topic, ...)` resolves
+/// each over the environment and the defaults and checks it (see `options::Values::resolve`).
+#[macro_export]
+macro_rules! values {
+    ($command:expr, $($name:ident),+ $(,)?) => {
+        $crate::py::args::values($command, &[$((stringify!($name), $name.as_ref())),+])
+    };
+}
+
+/// See `values!`. Every option of the command that Python takes must be given (a missing one is a bug
+/// in the binding, caught by its tests).
+pub fn values(
+    command: &'static str,
+    given: &[(&str, Option<&Bound<'_, PyAny>>)],
+) -> PyResult<Values> {
+    let mut pairs = Vec::new();
+    for o in options::of(command).filter(|o| o.in_python()) {
+        let Some((_, v)) = given.iter().find(|(n, _)| *n == o.name) else {
+            return Err(to_pyerr(Error::Internal(format!(
+                "the binding of `{command}` does not pass its option {}",
+                o.name
+            ))));
+        };
+        if let Some(v) = v {
+            pairs.push((o.name.to_string(), value(o, v)?));
+        }
+    }
+    Values::resolve(command, pairs, Origin::Python).map_err(to_pyerr)
+}
+
+/// A Python value as an option's value (its kind says how to read it; the table checks it).
+pub fn value(o: &options::Opt, v: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if v.is_none() {
+        return Ok(Value::Null);
+    }
+    let wrong = |what: &str| {
+        config_error(format!(
+            "{} must be {what}, got {}",
+            o.name,
+            v.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    };
+    if o.kind == Kind::Pairs {
+        let d = v.cast::<PyDict>().map_err(|_| wrong("a dict"))?;
+        return Ok(Value::Pairs(extra_pairs(Some(d))?));
+    }
+    if v.is_instance_of::<PyBool>() {
+        return Ok(Value::Bool(v.is_truthy()?));
+    }
+    if let Ok(n) = v.extract::<i128>() {
+        if v.is_instance_of::<pyo3::types::PyInt>() {
+            return Ok(Value::Int(n));
+        }
+    }
+    if v.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(config_error(format!("{} is out of range: {v}", o.name)));
+    }
+    if let Ok(f) = v.extract::<f64>() {
+        if !v.is_instance_of::<PyString>() {
+            return Ok(Value::Float(f));
+        }
+    }
+    if let Ok(t) = v.extract::<String>() {
+        return Ok(Value::Text(t));
+    }
+    if o.repeat {
+        if let Ok(items) = v.extract::<Vec<String>>() {
+            return Ok(Value::List(items));
+        }
+        return Err(wrong("a string or a list of strings"));
+    }
+    Err(wrong("a number, a string or a bool"))
+}
+
+/// Broker settings of a command's resolved options, the user's librdkafka pairs checked by librdkafka
+/// itself.
+pub fn kafka_of(v: &Values) -> PyResult<KafkaSettings> {
+    let settings = KafkaSettings::from_values(v).map_err(to_pyerr)?;
+    kafka::check_extra(&settings).map_err(to_pyerr)?;
+    Ok(settings)
 }
 
 /// Broker settings: the flag, else `KAFKA_BOOTSTRAP_SERVERS`, else the default; the user's librdkafka
@@ -64,14 +150,6 @@ pub fn seconds(name: &str, value: f64, range: RangeInclusive<f64>) -> PyResult<D
     config::seconds(name, value, range).map_err(to_pyerr)
 }
 
-pub fn opt_seconds(
-    name: &str,
-    value: Option<f64>,
-    range: RangeInclusive<f64>,
-) -> PyResult<Option<Duration>> {
-    value.map(|v| seconds(name, v, range)).transpose()
-}
-
 pub fn ratio(name: &str, value: f64) -> PyResult<f64> {
     if value.is_nan() {
         return Err(config_error(format!(
@@ -87,32 +165,4 @@ pub fn topic(name: &str, value: &str) -> PyResult<String> {
 
 pub fn group(value: &str) -> PyResult<String> {
     config::group_id(value).map_err(to_pyerr)
-}
-
-/// Workers per stage: a worker beyond the partition count only waits, and thousands of them would
-/// time out in the group; 64 is far above any partition count this pipeline uses.
-pub const WORKERS: RangeInclusive<i128> = 1..=64;
-pub const THREADS: RangeInclusive<i128> = 0..=64;
-pub const PARTITIONS: RangeInclusive<i128> = 1..=10_000;
-pub const BATCH: RangeInclusive<i128> = 1..=1_000_000;
-pub const COUNT: RangeInclusive<i128> = 0..=(u64::MAX as i128);
-pub const UNTIL_IDLE: RangeInclusive<f64> = 0.001..=config::MAX_SECONDS;
-/// Kafka holds a replication factor in 16 bits; a cluster has far fewer brokers anyway.
-pub const REPLICATION: RangeInclusive<i128> = 1..=(i16::MAX as i128);
-pub const UNREADABLE_TIMEOUT: RangeInclusive<f64> = 0.1..=config::MAX_SECONDS;
-
-/// How the topics a stage creates are replicated.
-pub fn replication(settings: &mut KafkaSettings, replication_factor: i128) -> PyResult<()> {
-    settings.replication_factor = int("replication_factor", replication_factor, REPLICATION)?;
-    Ok(())
-}
-
-/// How long a consumer may keep failing to read its input.
-pub fn unreadable(settings: &mut KafkaSettings, unreadable_timeout_s: f64) -> PyResult<()> {
-    settings.unreadable_timeout = seconds(
-        "unreadable_timeout_s",
-        unreadable_timeout_s,
-        UNREADABLE_TIMEOUT,
-    )?;
-    Ok(())
 }

@@ -8,16 +8,16 @@ mod query;
 mod runner;
 mod stages;
 
-use std::time::Duration;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::config::{self, defaults};
+use crate::config;
 use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka;
+use crate::options;
 use crate::pg;
 use crate::validate;
+use crate::values;
 use errors::to_pyerr;
 
 static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
@@ -135,20 +135,26 @@ fn reason_codes() -> Vec<&'static str> {
 
 /// Creates the topics that do not exist yet, through the Kafka admin API.
 #[pyfunction]
-#[pyo3(signature = (topics, *, bootstrap_servers=None, partitions=3, replication_factor=1,
+#[pyo3(signature = (topics, *, bootstrap_servers=None, partitions=None, replication_factor=None,
                     timeout_s=15.0, extra_config=None))]
 fn ensure_topics(
     py: Python<'_>,
     topics: Vec<String>,
-    bootstrap_servers: Option<&str>,
-    partitions: i128,
-    replication_factor: i128,
+    bootstrap_servers: args::Arg<'_>,
+    partitions: args::Arg<'_>,
+    replication_factor: args::Arg<'_>,
     timeout_s: f64,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    extra_config: args::Arg<'_>,
 ) -> PyResult<()> {
-    let mut s = args::kafka_settings(bootstrap_servers, extra_config)?;
-    args::replication(&mut s, replication_factor)?;
-    let partitions = args::int("partitions", partitions, args::PARTITIONS)?;
+    let v = values!(
+        options::cmd::TOPICS,
+        bootstrap_servers,
+        partitions,
+        replication_factor,
+        extra_config
+    )?;
+    let s = args::kafka_of(&v)?;
+    let partitions = v.int("partitions").map_err(to_pyerr)?;
     let timeout = args::seconds("timeout_s", timeout_s, 0.1..=3600.0)?;
     let names = topics
         .iter()
@@ -207,31 +213,160 @@ fn reset_log_cache() {
     }
 }
 
-/// The defaults of every option, for the command line and the Python API to share.
+/// An option's default as a Python value.
+fn default_of<'py>(py: Python<'py>, o: &options::Opt) -> PyResult<Bound<'py, PyAny>> {
+    use options::Default as D;
+    Ok(match o.default {
+        D::None => py.None().into_bound(py),
+        D::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        D::Int(n) => n.into_pyobject(py)?.into_any(),
+        D::Float(f) => f.into_pyobject(py)?.into_any(),
+        D::Text(t) => t.into_pyobject(py)?.into_any(),
+    })
+}
+
+/// `{command: {option: default}}`, from the options table.
 fn defaults_dict(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("bootstrap_servers", defaults::BOOTSTRAP_SERVERS)?;
-    d.set_item("dsn", defaults::DATABASE)?;
-    d.set_item("raw_topic", defaults::RAW_TOPIC)?;
-    d.set_item("clean_topic", defaults::CLEAN_TOPIC)?;
-    d.set_item("dlq_topic", defaults::DLQ_TOPIC)?;
-    d.set_item("processor_group", defaults::PROCESSOR_GROUP)?;
-    d.set_item("loader_group", defaults::LOADER_GROUP)?;
-    d.set_item("partitions", defaults::PARTITIONS)?;
-    d.set_item("replication_factor", defaults::REPLICATION_FACTOR)?;
-    d.set_item("unreadable_timeout_s", defaults::UNREADABLE_TIMEOUT_S)?;
-    d.set_item("interval_ms", defaults::INTERVAL_MS)?;
-    d.set_item("invalid_ratio", defaults::INVALID_RATIO)?;
-    d.set_item("batch_size", defaults::BATCH_SIZE)?;
-    d.set_item("flush_interval_ms", defaults::FLUSH_INTERVAL_MS)?;
-    d.set_item("batch_max", defaults::BATCH_MAX)?;
-    d.set_item("max_backoff_s", defaults::MAX_BACKOFF_S)?;
-    d.set_item("workers", defaults::WORKERS)?;
-    d.set_item(
-        "quiet_flush_ms",
-        Duration::as_millis(&crate::load::QUIET_FLUSH) as u64,
-    )?;
+    for o in options::OPTIONS {
+        for &command in o.commands {
+            let per = match d.get_item(command)? {
+                Some(per) => per.cast_into::<PyDict>()?,
+                None => {
+                    let per = PyDict::new(py);
+                    d.set_item(command, &per)?;
+                    per
+                }
+            };
+            per.set_item(o.name, default_of(py, o)?)?;
+        }
+    }
     Ok(d)
+}
+
+/// The options table, for the command line to build its flags from: one dict per option and command.
+fn options_list(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyList>> {
+    use options::{Kind, Surface};
+    let out = pyo3::types::PyList::empty(py);
+    for o in options::OPTIONS {
+        for &command in o.commands {
+            let d = PyDict::new(py);
+            let (kind, choices): (&str, Vec<&str>) = match o.kind {
+                Kind::Bool => ("bool", vec![]),
+                Kind::Int { .. } => ("int", vec![]),
+                Kind::Float { .. } => ("float", vec![]),
+                Kind::Seconds { .. } => ("seconds", vec![]),
+                Kind::Choice(words) => ("choice", words.to_vec()),
+                Kind::Reason => (
+                    "choice",
+                    validate::Reason::ALL.iter().map(|r| r.code()).collect(),
+                ),
+                Kind::Pairs => ("pairs", vec![]),
+                _ => ("text", vec![]),
+            };
+            d.set_item("command", command)?;
+            d.set_item("name", o.name)?;
+            d.set_item("flag", o.flag_name())?;
+            d.set_item("aliases", options::aliases_for(command, o).to_vec())?;
+            d.set_item("kind", kind)?;
+            d.set_item("choices", choices)?;
+            d.set_item("default", default_of(py, o)?)?;
+            d.set_item("default_text", o.default_text())?;
+            d.set_item("env", o.env)?;
+            d.set_item("help", o.help)?;
+            d.set_item("metavar", o.metavar)?;
+            d.set_item("repeat", o.repeat)?;
+            d.set_item("cli", o.surface != Surface::Python)?;
+            d.set_item("python", o.surface != Surface::Cli)?;
+            d.set_item("group", o.group)?;
+            out.append(d)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses and checks one value of `command`'s option `name` as the command line gives it (text); the
+/// error names the flag.
+#[pyfunction]
+fn parse_option<'py>(
+    py: Python<'py>,
+    command: &str,
+    name: &str,
+    text: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let o = options::find(command, name).map_err(to_pyerr)?;
+    let v = o.parse(text, options::Origin::Cli).map_err(to_pyerr)?;
+    value_to_py(py, v)
+}
+
+/// The value of a command's option as the command line resolves it: the flag's (already parsed; None:
+/// not given), else its environment variable, else its default.
+#[pyfunction]
+#[pyo3(signature = (command, name, given=None))]
+fn resolve_option<'py>(
+    py: Python<'py>,
+    command: &str,
+    name: &str,
+    given: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let o = options::find(command, name).map_err(to_pyerr)?;
+    let command = o
+        .commands
+        .iter()
+        .find(|c| **c == command)
+        .copied()
+        .expect("found in this command");
+    let mut pairs = Vec::new();
+    if let Some(g) = &given {
+        pairs.push((o.name.to_string(), args::value(o, g)?));
+    }
+    let origin = options::Origin::Cli;
+    let v = options::Values::resolve(command, pairs, origin).map_err(to_pyerr)?;
+    value_to_py(py, v.value(o.name).map_err(to_pyerr)?)
+}
+
+/// Every option of `command`, resolved: `given` (by name; None: not given), else the environment, else
+/// the default; each checked (an unknown name is a `ConfigError` listing the command's options).
+#[pyfunction]
+#[pyo3(signature = (command, given=None))]
+fn resolve_options<'py>(
+    py: Python<'py>,
+    command: &str,
+    given: Option<Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let command = options::OPTIONS
+        .iter()
+        .flat_map(|o| o.commands.iter())
+        .find(|c| **c == command)
+        .copied()
+        .ok_or_else(|| errors::to_pyerr(crate::error::Error::Config(format!("no command {command:?}"))))?;
+    let mut pairs = Vec::new();
+    for (k, v) in given.iter().flat_map(|d| d.iter()) {
+        let name: String = k.extract()?;
+        match options::find(command, &name) {
+            Ok(o) => pairs.push((name, args::value(o, &v)?)),
+            Err(_) => pairs.push((name, options::Value::Null)), // refused by `resolve`, naming it
+        }
+    }
+    let v = options::Values::resolve(command, pairs, options::Origin::Python).map_err(to_pyerr)?;
+    let out = PyDict::new(py);
+    for o in options::of(command) {
+        out.set_item(o.name, value_to_py(py, v.value(o.name).map_err(to_pyerr)?)?)?;
+    }
+    Ok(out)
+}
+
+fn value_to_py(py: Python<'_>, v: options::Value) -> PyResult<Bound<'_, PyAny>> {
+    use options::Value as V;
+    Ok(match v {
+        V::Null => py.None().into_bound(py),
+        V::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        V::Int(n) => n.into_pyobject(py)?.into_any(),
+        V::Float(f) => f.into_pyobject(py)?.into_any(),
+        V::Text(t) => t.into_pyobject(py)?.into_any(),
+        V::List(l) => l.into_pyobject(py)?.into_any(),
+        V::Pairs(p) => p.into_pyobject(py)?.into_any(),
+    })
 }
 
 #[pymodule]
@@ -247,6 +382,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULTS", defaults_dict(m.py())?)?;
+    m.add("OPTIONS", options_list(m.py())?)?;
+    m.add_function(wrap_pyfunction!(parse_option, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_option, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_options, m)?)?;
     m.add_class::<stages::StopToken>()?;
     m.add_class::<stages::ProduceStats>()?;
     m.add_class::<stages::ProcessStats>()?;

@@ -4,14 +4,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyBytes;
 
-use super::args;
+use super::args::{self, Arg};
 use super::errors::to_pyerr;
 use super::runner::Runner;
 use crate::dlq;
 use crate::metrics::server;
+use crate::options::{cmd, Values};
 use crate::stage;
+use crate::values;
 
 /// A running `/metrics` + `/healthz` endpoint (see `serve_metrics`). Closing it (or leaving its `with`
 /// block) stops it.
@@ -225,45 +227,19 @@ impl From<dlq::ReplayStats> for ReplayStats {
     }
 }
 
-/// The stages that write dead letters.
-const STAGES: [&str; 2] = ["processor", "loader"];
-
-/// The filters, checked: an unknown reason code or stage is a mistake to say, not a filter that
-/// matches nothing.
-fn filter(
-    reason: Option<Vec<String>>,
-    stage: Option<Vec<String>>,
-    since_ms: Option<i64>,
-) -> PyResult<dlq::Filter> {
-    let reasons = reason.unwrap_or_default();
-    let known: Vec<&str> = crate::validate::Reason::ALL
-        .iter()
-        .map(|r| r.code())
-        .collect();
-    if let Some(bad) = reasons.iter().find(|r| !known.contains(&r.as_str())) {
-        return Err(args::config_error(format!(
-            "reason: unknown reason code {bad:?}; the known ones are {}",
-            known.join(", ")
-        )));
-    }
-    let stages = stage.unwrap_or_default();
-    if let Some(bad) = stages.iter().find(|s| !STAGES.contains(&s.as_str())) {
-        return Err(args::config_error(format!(
-            "stage: unknown stage {bad:?}; dead letters come from {}",
-            STAGES.join(" or ")
-        )));
-    }
+/// The filters of a dead-letter command's resolved options (`since_ms`: Python's, converted there).
+fn filter(v: &Values, since_ms: Option<i64>) -> PyResult<dlq::Filter> {
     Ok(dlq::Filter {
-        reasons,
-        stages,
+        reasons: v.list("reason").map_err(to_pyerr)?,
+        stages: v.list("stage").map_err(to_pyerr)?,
         since_ms,
     })
 }
 
-fn source_of(dlq_topic: &str, timeout_s: f64) -> PyResult<dlq::Source> {
+fn source(v: &Values) -> PyResult<dlq::Source> {
     Ok(dlq::Source {
-        topic: args::topic("dlq_topic", dlq_topic)?,
-        timeout: args::seconds("timeout_s", timeout_s, 0.1..=3600.0)?,
+        topic: v.text("dlq_topic").map_err(to_pyerr)?,
+        timeout: v.seconds("timeout_s").map_err(to_pyerr)?,
     })
 }
 
@@ -285,24 +261,34 @@ fn scanning<T: Send>(
 /// (`reason`, `stage`: lists of accepted values; `since_ms`: written at or after), with the first
 /// `samples` of each.
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic="dead_letter_events", reason=None,
-                    stage=None, since_ms=None, samples=3, timeout_s=30.0, extra_config=None))]
+#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic=None, reason=None, stage=None,
+                    since_ms=None, samples=None, timeout_s=None, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_inspect(
     py: Python<'_>,
-    bootstrap_servers: Option<&str>,
-    dlq_topic: &str,
-    reason: Option<Vec<String>>,
-    stage: Option<Vec<String>>,
+    bootstrap_servers: Arg<'_>,
+    dlq_topic: Arg<'_>,
+    reason: Arg<'_>,
+    stage: Arg<'_>,
     since_ms: Option<i64>,
-    samples: i128,
-    timeout_s: f64,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    samples: Arg<'_>,
+    timeout_s: Arg<'_>,
+    extra_config: Arg<'_>,
 ) -> PyResult<DeadLetterReport> {
-    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    let samples: usize = args::int("samples", samples, 0..=100_000)?;
-    let src = source_of(dlq_topic, timeout_s)?;
-    let f = filter(reason, stage, since_ms)?;
+    let v = values!(
+        cmd::DLQ_INSPECT,
+        bootstrap_servers,
+        dlq_topic,
+        reason,
+        stage,
+        samples,
+        timeout_s,
+        extra_config
+    )?;
+    let settings = args::kafka_of(&v)?;
+    let samples: usize = v.int("samples").map_err(to_pyerr)?;
+    let src = source(&v)?;
+    let f = filter(&v, since_ms)?;
     let r = scanning(py, |token, tick| {
         dlq::inspect(&settings, &src, &f, samples, token, tick)
     })?;
@@ -321,27 +307,34 @@ pub fn dlq_inspect(
 
 /// Every dead letter that matches the filters (at most `limit`), in partition and offset order.
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic="dead_letter_events", reason=None,
-                    stage=None, since_ms=None, limit=None, timeout_s=30.0, extra_config=None))]
+#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic=None, reason=None, stage=None,
+                    since_ms=None, limit=None, timeout_s=None, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_read(
     py: Python<'_>,
-    bootstrap_servers: Option<&str>,
-    dlq_topic: &str,
-    reason: Option<Vec<String>>,
-    stage: Option<Vec<String>>,
+    bootstrap_servers: Arg<'_>,
+    dlq_topic: Arg<'_>,
+    reason: Arg<'_>,
+    stage: Arg<'_>,
     since_ms: Option<i64>,
-    limit: Option<i128>,
-    timeout_s: f64,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    limit: Arg<'_>,
+    timeout_s: Arg<'_>,
+    extra_config: Arg<'_>,
 ) -> PyResult<Vec<DeadLetter>> {
-    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    let limit: usize = match limit {
-        Some(l) => args::int("limit", l, 0..=100_000_000)?,
-        None => usize::MAX,
-    };
-    let src = source_of(dlq_topic, timeout_s)?;
-    let f = filter(reason, stage, since_ms)?;
+    let v = values!(
+        cmd::DLQ_READ,
+        bootstrap_servers,
+        dlq_topic,
+        reason,
+        stage,
+        limit,
+        timeout_s,
+        extra_config
+    )?;
+    let settings = args::kafka_of(&v)?;
+    let limit: usize = v.opt_int("limit").map_err(to_pyerr)?.unwrap_or(usize::MAX);
+    let src = source(&v)?;
+    let f = filter(&v, since_ms)?;
     let found = scanning(py, |token, tick| {
         let mut out = Vec::new();
         dlq::scan(&settings, &src, token, tick, &mut |d| {
@@ -362,32 +355,45 @@ pub fn dlq_read(
 /// where they are unless `include_replayed`. `dry_run`: counts only. `until_idle_s`: keep following
 /// the topic for new dead letters to replay until none came for that long.
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic="dead_letter_events", reason=None,
-                    stage=None, since_ms=None, dry_run=false, include_replayed=false,
-                    from_beginning=false, until_idle_s=None, timeout_s=30.0, extra_config=None))]
+#[pyo3(signature = (*, bootstrap_servers=None, dlq_topic=None, reason=None, stage=None,
+                    since_ms=None, dry_run=None, include_replayed=None, from_beginning=None,
+                    until_idle_s=None, timeout_s=None, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_replay(
     py: Python<'_>,
-    bootstrap_servers: Option<&str>,
-    dlq_topic: &str,
-    reason: Option<Vec<String>>,
-    stage: Option<Vec<String>>,
+    bootstrap_servers: Arg<'_>,
+    dlq_topic: Arg<'_>,
+    reason: Arg<'_>,
+    stage: Arg<'_>,
     since_ms: Option<i64>,
-    dry_run: bool,
-    include_replayed: bool,
-    from_beginning: bool,
-    until_idle_s: Option<f64>,
-    timeout_s: f64,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    dry_run: Arg<'_>,
+    include_replayed: Arg<'_>,
+    from_beginning: Arg<'_>,
+    until_idle_s: Arg<'_>,
+    timeout_s: Arg<'_>,
+    extra_config: Arg<'_>,
 ) -> PyResult<ReplayStats> {
-    let settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    let src = source_of(dlq_topic, timeout_s)?;
-    let opts = dlq::ReplayOptions {
-        filter: filter(reason, stage, since_ms)?,
+    let v = values!(
+        cmd::DLQ_REPLAY,
+        bootstrap_servers,
+        dlq_topic,
+        reason,
+        stage,
         dry_run,
         include_replayed,
         from_beginning,
-        until_idle: args::opt_seconds("until_idle_s", until_idle_s, args::UNTIL_IDLE)?,
+        until_idle_s,
+        timeout_s,
+        extra_config
+    )?;
+    let settings = args::kafka_of(&v)?;
+    let src = source(&v)?;
+    let opts = dlq::ReplayOptions {
+        filter: filter(&v, since_ms)?,
+        dry_run: v.flag("dry_run").map_err(to_pyerr)?,
+        include_replayed: v.flag("include_replayed").map_err(to_pyerr)?,
+        from_beginning: v.flag("from_beginning").map_err(to_pyerr)?,
+        until_idle: v.opt_seconds("until_idle_s").map_err(to_pyerr)?,
     };
     let s = scanning(py, |token, tick| {
         dlq::replay(&settings, &src, &opts, token, tick)

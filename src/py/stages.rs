@@ -1,25 +1,25 @@
 //! The three stages for Python: keyword options (checked in `args`), the GIL released around the Rust
 //! loop, progress and Ctrl-C through `Runner`, and typed, frozen stats as the result.
 //!
-//! The defaults in the signatures are literals (so that Python's `help()` and the stubs show them); a
-//! test checks each against `_core.DEFAULTS`, which comes from `config::defaults`, where they are defined.
+//! The options are declared once, in `options`: the signatures take None for "default" (the stubs write
+//! `= ...`) and hand what they are given to the table, which resolves the environment and the defaults
+//! and checks every value; a test checks that each signature names exactly its command's options.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use super::args::{self, BATCH, COUNT, PARTITIONS, THREADS, UNTIL_IDLE, WORKERS};
+use super::args::{self, Arg};
 use super::errors::to_pyerr;
 use super::runner::Runner;
 use crate::config;
-use crate::generate::GeneratorConfig;
 use crate::load::{self as loader, LoadOptions};
+use crate::options::cmd;
 use crate::process::{self as processor, ProcessOptions};
 use crate::produce::{self as producer, ProduceOptions};
 use crate::stage;
 use crate::validate::Reason;
+use crate::values;
 
 /// Tells a running stage how to finish, from another thread: `stop()` finishes the batch in flight,
 /// commits and returns; `drain()` keeps going until every assigned partition has been read to its end.
@@ -292,54 +292,47 @@ where
 /// Generates events and produces them to `topic`, keyed by customer id: `count` of them (None: until
 /// stopped), one every `interval_ms` (0: as fast as the broker takes them; `rate` events/s is the same
 /// as `interval_ms = 1000 / rate`). `log_each` (default: when paced at 20 events/s or slower) logs every
-/// event on `ecomlogs.producer`. Ctrl-C or `stop.stop()` flushes what is queued and returns.
+/// event on `ecomlogs.producer`. Ctrl-C or `stop.stop()` flushes what is queued and returns. Options
+/// left at None take their environment variable or default (`ecomlogs.options("produce")`).
 #[pyfunction]
-#[pyo3(signature = (count=None, *, bootstrap_servers=None, topic="raw_events",
-                    interval_ms=0.0, rate=None, invalid_ratio=0.25, seed=None,
-                    log_each=None, partitions=3, replication_factor=1, extra_config=None,
-                    progress=None, progress_every_s=1.0, stop=None))]
+#[pyo3(signature = (count=None, *, bootstrap_servers=None, topic=None, interval_ms=None, rate=None,
+                    invalid_ratio=None, seed=None, log_each=None, partitions=None,
+                    replication_factor=None, extra_config=None, progress=None, progress_every_s=1.0,
+                    stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn produce(
     py: Python<'_>,
-    count: Option<i128>,
-    bootstrap_servers: Option<&str>,
-    topic: &str,
-    interval_ms: f64,
-    rate: Option<f64>,
-    invalid_ratio: f64,
-    seed: Option<u64>,
-    log_each: Option<bool>,
-    partitions: i128,
-    replication_factor: i128,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    count: Arg<'_>,
+    bootstrap_servers: Arg<'_>,
+    topic: Arg<'_>,
+    interval_ms: Arg<'_>,
+    rate: Arg<'_>,
+    invalid_ratio: Arg<'_>,
+    seed: Arg<'_>,
+    log_each: Arg<'_>,
+    partitions: Arg<'_>,
+    replication_factor: Arg<'_>,
+    extra_config: Arg<'_>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<ProduceStats> {
-    let mut settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    args::replication(&mut settings, replication_factor)?;
-    let interval = match rate {
-        Some(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Duration::from_secs_f64(1.0 / r),
-        Some(r) => {
-            return Err(args::config_error(format!(
-                "rate must be above 0 and at most 1e9 events/s, got {r}"
-            )))
-        }
-        None => args::seconds("interval_ms", interval_ms / 1000.0, 0.0..=3600.0)?,
-    };
-    let opts = ProduceOptions {
-        topic: args::topic("topic", topic)?,
-        count: count.map(|c| args::int("count", c, COUNT)).transpose()?,
-        interval,
-        generator: GeneratorConfig {
-            invalid_ratio: args::ratio("invalid_ratio", invalid_ratio)?,
-            seed,
-            ..Default::default()
-        },
-        log_each: log_each.unwrap_or(interval >= Duration::from_millis(50)),
-        partitions: args::int("partitions", partitions, PARTITIONS)?,
-        ..Default::default()
-    };
+    let v = values!(
+        cmd::PRODUCE,
+        count,
+        bootstrap_servers,
+        topic,
+        interval_ms,
+        rate,
+        invalid_ratio,
+        seed,
+        log_each,
+        partitions,
+        replication_factor,
+        extra_config
+    )?;
+    let settings = args::kafka_of(&v)?;
+    let opts = ProduceOptions::from_values(&v).map_err(to_pyerr)?;
     let stop = token(stop);
     run_stage(py, progress, progress_every_s, |tick| {
         producer::run_producer(&settings, &opts, &stop, tick)
@@ -351,61 +344,62 @@ pub fn produce(
 /// are committed only after the outputs are acknowledged (or with them in one Kafka transaction with
 /// `exactly_once`). `workers` consumers (group members, default one) share the group's partitions;
 /// each routes a large batch on `threads` threads, whole partitions each (0: one per core). Runs until
-/// every
-/// assigned partition has been read to its end (`until_caught_up`), `until_idle_s` without input,
-/// Ctrl-C, or `stop.stop()` / `stop.drain()` from another thread (the batch in flight is finished and
-/// committed first).
+/// every assigned partition has been read to its end (`until_caught_up`), `until_idle_s` without
+/// input, Ctrl-C, or `stop.stop()` / `stop.drain()` from another thread (the batch in flight is
+/// finished and committed first). Options left at None take their environment variable or default
+/// (`ecomlogs.options("process")`).
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, input_topic="raw_events",
-                    output_topic="clean_events", dlq_topic="dead_letter_events",
-                    group_id="silver-stream-processor", until_idle_s=None, until_caught_up=false,
-                    exactly_once=false, transactional_id=None, batch_max=10000,
-                    workers=1, threads=0, log_each=false, partitions=3, replication_factor=1,
-                    unreadable_timeout_s=60.0, extra_config=None, progress=None,
-                    progress_every_s=1.0, stop=None))]
+#[pyo3(signature = (*, bootstrap_servers=None, input_topic=None, output_topic=None, dlq_topic=None,
+                    group_id=None, until_idle_s=None, until_caught_up=None, exactly_once=None,
+                    transactional_id=None, batch_max=None, workers=None, threads=None, log_each=None,
+                    partitions=None, replication_factor=None, unreadable_timeout_s=None,
+                    extra_config=None, progress=None, progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn process(
     py: Python<'_>,
-    bootstrap_servers: Option<&str>,
-    input_topic: &str,
-    output_topic: &str,
-    dlq_topic: &str,
-    group_id: &str,
-    until_idle_s: Option<f64>,
-    until_caught_up: bool,
-    exactly_once: bool,
-    transactional_id: Option<String>,
-    batch_max: i128,
-    workers: i128,
-    threads: i128,
-    log_each: bool,
-    partitions: i128,
-    replication_factor: i128,
-    unreadable_timeout_s: f64,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    bootstrap_servers: Arg<'_>,
+    input_topic: Arg<'_>,
+    output_topic: Arg<'_>,
+    dlq_topic: Arg<'_>,
+    group_id: Arg<'_>,
+    until_idle_s: Arg<'_>,
+    until_caught_up: Arg<'_>,
+    exactly_once: Arg<'_>,
+    transactional_id: Arg<'_>,
+    batch_max: Arg<'_>,
+    workers: Arg<'_>,
+    threads: Arg<'_>,
+    log_each: Arg<'_>,
+    partitions: Arg<'_>,
+    replication_factor: Arg<'_>,
+    unreadable_timeout_s: Arg<'_>,
+    extra_config: Arg<'_>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<ProcessStats> {
-    let mut settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    args::replication(&mut settings, replication_factor)?;
-    args::unreadable(&mut settings, unreadable_timeout_s)?;
-    let opts = ProcessOptions {
-        input_topic: args::topic("input_topic", input_topic)?,
-        output_topic: args::topic("output_topic", output_topic)?,
-        dlq_topic: args::topic("dlq_topic", dlq_topic)?,
-        group_id: args::group(group_id)?,
-        until_idle: args::opt_seconds("until_idle_s", until_idle_s, UNTIL_IDLE)?,
+    let v = values!(
+        cmd::PROCESS,
+        bootstrap_servers,
+        input_topic,
+        output_topic,
+        dlq_topic,
+        group_id,
+        until_idle_s,
         until_caught_up,
         exactly_once,
         transactional_id,
-        batch_max: args::int("batch_max", batch_max, BATCH)?,
+        batch_max,
+        workers,
+        threads,
         log_each,
-        partitions: args::int("partitions", partitions, PARTITIONS)?,
-        workers: args::int("workers", workers, WORKERS)?,
-        threads: args::int("threads", threads, THREADS)?,
-        ..ProcessOptions::default()
-    };
+        partitions,
+        replication_factor,
+        unreadable_timeout_s,
+        extra_config
+    )?;
+    let settings = args::kafka_of(&v)?;
+    let opts = ProcessOptions::from_values(&v).map_err(to_pyerr)?;
     let stop = token(stop);
     run_stage(py, progress, progress_every_s, |tick| {
         processor::run_processor(&settings, &opts, &stop, tick)
@@ -419,62 +413,61 @@ pub fn process(
 /// attempts); a row the database rejects goes to `dlq_topic` with its SQLSTATE; a fault (missing table,
 /// no permission) raises `DatabaseError`. Pending migrations are applied first unless `migrate=False`.
 /// `workers` consumers (threads, each with its own connection) share the partitions. Runs until
-/// `until_caught_up`, `until_idle_s`, Ctrl-C, or `stop.stop()` / `stop.drain()`.
+/// `until_caught_up`, `until_idle_s`, Ctrl-C, or `stop.stop()` / `stop.drain()`. Options left at None
+/// take their environment variable or default (`ecomlogs.options("load")`).
 #[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, dsn=None, topic="clean_events",
-                    group_id="postgres-loader", dlq_topic="dead_letter_events",
-                    batch_size=50000, flush_interval_ms=1000,
-                    until_idle_s=None, until_caught_up=false, workers=1, migrate=true,
-                    max_backoff_s=10.0, log_each=false,
-                    partitions=3, replication_factor=1, unreadable_timeout_s=60.0,
-                    extra_config=None, progress=None, progress_every_s=1.0, stop=None))]
+#[pyo3(signature = (*, bootstrap_servers=None, dsn=None, topic=None, group_id=None, dlq_topic=None,
+                    batch_size=None, flush_interval_ms=None, until_idle_s=None,
+                    until_caught_up=None, workers=None, migrate=None, max_backoff_s=None,
+                    log_each=None, partitions=None, replication_factor=None,
+                    unreadable_timeout_s=None, extra_config=None, progress=None,
+                    progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn load(
     py: Python<'_>,
-    bootstrap_servers: Option<&str>,
-    dsn: Option<&str>,
-    topic: &str,
-    group_id: &str,
-    dlq_topic: &str,
-    batch_size: i128,
-    flush_interval_ms: i128,
-    until_idle_s: Option<f64>,
-    until_caught_up: bool,
-    workers: i128,
-    migrate: bool,
-    max_backoff_s: f64,
-    log_each: bool,
-    partitions: i128,
-    replication_factor: i128,
-    unreadable_timeout_s: f64,
-    extra_config: Option<&Bound<'_, PyDict>>,
+    bootstrap_servers: Arg<'_>,
+    dsn: Arg<'_>,
+    topic: Arg<'_>,
+    group_id: Arg<'_>,
+    dlq_topic: Arg<'_>,
+    batch_size: Arg<'_>,
+    flush_interval_ms: Arg<'_>,
+    until_idle_s: Arg<'_>,
+    until_caught_up: Arg<'_>,
+    workers: Arg<'_>,
+    migrate: Arg<'_>,
+    max_backoff_s: Arg<'_>,
+    log_each: Arg<'_>,
+    partitions: Arg<'_>,
+    replication_factor: Arg<'_>,
+    unreadable_timeout_s: Arg<'_>,
+    extra_config: Arg<'_>,
     progress: Option<Py<PyAny>>,
     progress_every_s: f64,
     stop: Option<PyRef<'_, StopToken>>,
 ) -> PyResult<LoadStats> {
-    let mut settings = args::kafka_settings(bootstrap_servers, extra_config)?;
-    args::replication(&mut settings, replication_factor)?;
-    args::unreadable(&mut settings, unreadable_timeout_s)?;
-    let opts = LoadOptions {
-        topic: args::topic("topic", topic)?,
-        group_id: args::group(group_id)?,
-        dsn: config::database_from(dsn),
-        dlq_topic: args::topic("dlq_topic", dlq_topic)?,
-        batch_size: args::int("batch_size", batch_size, BATCH)?,
-        flush_interval: Duration::from_millis(args::int(
-            "flush_interval_ms",
-            flush_interval_ms,
-            1..=3_600_000,
-        )?),
-        until_idle: args::opt_seconds("until_idle_s", until_idle_s, UNTIL_IDLE)?,
+    let v = values!(
+        cmd::LOAD,
+        bootstrap_servers,
+        dsn,
+        topic,
+        group_id,
+        dlq_topic,
+        batch_size,
+        flush_interval_ms,
+        until_idle_s,
         until_caught_up,
-        partitions: args::int("partitions", partitions, PARTITIONS)?,
+        workers,
         migrate,
-        max_backoff: args::seconds("max_backoff_s", max_backoff_s, 0.1..=3600.0)?,
+        max_backoff_s,
         log_each,
-        workers: args::int("workers", workers, WORKERS)?,
-        ..LoadOptions::default()
-    };
+        partitions,
+        replication_factor,
+        unreadable_timeout_s,
+        extra_config
+    )?;
+    let settings = args::kafka_of(&v)?;
+    let opts = LoadOptions::from_values(&v).map_err(to_pyerr)?;
     let stop = token(stop);
     run_stage(py, progress, progress_every_s, |tick| {
         loader::run_loader(&settings, &opts, &stop, tick)
