@@ -22,6 +22,7 @@ __all__ = [
     "StopToken",
     "Validation",
     "__version__",
+    "check_kafka_config",
     "ensure_topics",
     "generate_events",
     "load",
@@ -342,6 +343,16 @@ def topic_offsets(
 ) -> list[tuple[int, int, int, Optional[int]]]:
     """Each partition of ``topic`` as (partition, first offset, next offset, the committed offset of
     ``group_id``, None without one); a missing topic has none."""
+
+def check_kafka_config(
+    *,
+    bootstrap_servers: Optional[str] = None,
+    extra_config: _ExtraConfig = None,
+    topics: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Checks Kafka settings without connecting: the ``extra_config`` pairs, as librdkafka does when a
+    client is made (the value of a key that may be a secret, or of a key librdkafka does not know, is
+    never shown), and the topic names, given as {option name: topic}. Raises ``ConfigError``."""
 
 def resolve_bootstrap_servers(value: Optional[str] = None) -> str: ...
 def resolve_dsn(value: Optional[str] = None) -> str: ...

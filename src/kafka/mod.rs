@@ -211,7 +211,9 @@ pub fn code_name(code: RDKafkaErrorCode) -> String {
 }
 
 /// Checks the user's librdkafka pairs (an unknown key or a bad value is the user's mistake, said once
-/// and at once rather than when the first client is made).
+/// and at once rather than when the first client is made). The message never holds the value of a key
+/// that may be a secret, nor the value of a key librdkafka does not know (a mistyped `sasl.pasword`
+/// is still a password).
 pub fn check_extra(settings: &KafkaSettings) -> Result<()> {
     for kind in [
         ClientKind::Producer,
@@ -224,13 +226,43 @@ pub fn check_extra(settings: &KafkaSettings) -> Result<()> {
                 if !desc.contains("is a producer property")
                     && !desc.contains("is a consumer property")
                 {
-                    return Err(Error::Config(format!("extra_config {key}={value}: {desc}")));
+                    let unknown = desc.contains("No such configuration property");
+                    let (shown, desc) = if unknown || may_be_secret(&key) {
+                        ("***".to_string(), hide(&desc, &value))
+                    } else {
+                        (value, desc)
+                    };
+                    return Err(Error::Config(format!("extra_config {key}={shown}: {desc}")));
                 }
             }
-            Err(e) => return Err(Error::Config(format!("extra_config: {e}"))),
+            Err(e) => {
+                let text = settings
+                    .extra
+                    .iter()
+                    .filter(|(k, _)| may_be_secret(k))
+                    .fold(e.to_string(), |t, (_, v)| hide(&t, v));
+                return Err(Error::Config(format!("extra_config: {text}")));
+            }
         }
     }
     Ok(())
+}
+
+/// Keys whose values are never printed: passwords, secrets, tokens, keys (and their usual spellings).
+pub fn may_be_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|w| key.contains(w))
+}
+
+/// `text` with every occurrence of `value` replaced by `***`.
+fn hide(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(value, "***")
+    }
 }
 
 #[cfg(test)]
@@ -298,5 +330,42 @@ mod tests {
         let mut s = KafkaSettings::new("localhost:1");
         s.extra.insert("linger.ms".into(), "soon".into());
         assert!(matches!(check_extra(&s), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn config_errors_never_show_a_secret() {
+        // A mistyped key: librdkafka does not know it, so nothing says it is not a password.
+        for (key, value) in [
+            ("sasl.pasword", "topsecret"),
+            ("sasl.password.typo", "topsecret"),
+            ("no.such.prop", "topsecret"),
+        ] {
+            let mut s = KafkaSettings::new("localhost:1");
+            s.extra.insert(key.into(), value.into());
+            let e = check_extra(&s).unwrap_err().to_string();
+            assert!(!e.contains("topsecret"), "{e}");
+            assert!(e.contains(&format!("{key}=***")), "{e}");
+        }
+        // A bad value of a known key: shown, unless the key may hold a secret.
+        let mut s = KafkaSettings::new("localhost:1");
+        s.extra.insert("linger.ms".into(), "soon".into());
+        let e = check_extra(&s).unwrap_err().to_string();
+        assert!(e.contains("linger.ms=soon"), "{e}");
+        let mut s = KafkaSettings::new("localhost:1");
+        s.extra
+            .insert("sasl.oauthbearer.method".into(), "nonsense".into());
+        s.extra
+            .insert("ssl.key.password".into(), "topsecret".into());
+        let e = check_extra(&s).unwrap_err().to_string();
+        assert!(e.contains("sasl.oauthbearer.method=nonsense"), "{e}");
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "SASL.OAUTHBEARER.CLIENT.SECRET",
+            "x.token",
+        ] {
+            assert!(may_be_secret(key), "{key}");
+        }
+        assert!(!may_be_secret("linger.ms"));
     }
 }

@@ -189,6 +189,23 @@ fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
         .collect()
 }
 
+/// Checks Kafka settings without connecting: the user's librdkafka pairs (as every client does when it
+/// is made; the value of a key that may be a secret is never shown) and the topic names, given as
+/// {option name: topic}. Raises `ConfigError`; for a command to refuse bad input before it starts.
+#[pyfunction]
+#[pyo3(signature = (*, bootstrap_servers=None, extra_config=None, topics=None))]
+fn check_kafka_config(
+    bootstrap_servers: Option<&str>,
+    extra_config: Option<&Bound<'_, PyDict>>,
+    topics: Option<std::collections::BTreeMap<String, String>>,
+) -> PyResult<()> {
+    args::kafka_settings(bootstrap_servers, extra_config)?;
+    for (name, topic) in topics.unwrap_or_default() {
+        args::topic(&name, &topic)?;
+    }
+    Ok(())
+}
+
 /// The bootstrap servers a stage would use: the argument, else `KAFKA_BOOTSTRAP_SERVERS`, else the
 /// default.
 #[pyfunction]
@@ -407,6 +424,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_one, m)?)?;
     m.add_function(wrap_pyfunction!(validate_many, m)?)?;
     m.add_function(wrap_pyfunction!(reason_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(check_kafka_config, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migrations, m)?)?;

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import json
 import logging
+import re
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
+from ecomlogs import _core
 from ecomlogs import settings as S
 from ecomlogs.dashboard.collect import Collector
 from ecomlogs.exceptions import ConfigError, ResourceError
@@ -30,22 +34,95 @@ log = logging.getLogger("ecomlogs.dashboard")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
+INTERVAL_RANGE_S = (0.1, 3600.0)
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
            "style.css": "text/css; charset=utf-8"}
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 
 def _static(name: str) -> bytes:
     return (resources.files("ecomlogs.dashboard") / "static" / name).read_bytes()
 
 
+# ---------------------------------------------------------------------------------------------- checks
+def check_metrics_url(url: str) -> str:
+    """A stage's Prometheus endpoint: an http(s) URL with a host (any password in it is not shown)."""
+    shown = re.sub(r"//.*@", "//***@", url)  # up to the last @: no password shown
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ConfigError(f"--metrics-url {shown!r} contains a space or a control character")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port, raising ValueError when it is not one
+    except ValueError as e:
+        raise ConfigError(f"--metrics-url {shown!r} is not a valid URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"--metrics-url must be an http:// or https:// URL, got {shown!r}")
+    if not parts.hostname:
+        raise ConfigError(f"--metrics-url {shown!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"--metrics-url {shown!r}: a user name or password in the URL is not supported")
+    return url
+
+
+def check_allowed_host(name: str) -> str:
+    """A name for ``--allow-host``: a host name or an IP address, without a port."""
+    text = name.strip().lower().rstrip(".")
+    if _HOSTNAME.match(text) or _ip(text.strip("[]")):
+        return text.strip("[]")
+    raise ConfigError(f"--allow-host expects a host name such as dashboard.example.com (no port, no "
+                      f"scheme), got {name!r}")
+
+
+def _ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def host_of(header: Optional[str]) -> Optional[str]:
+    """The host name of a Host header (lower case, without port or brackets); None when malformed."""
+    if not header:
+        return None
+    h = header.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        rest = h[end + 1:] if end > 0 else "?"
+        return h[1:end] if rest == "" or (rest.startswith(":") and rest[1:].isdigit()) else None
+    name, sep, port = h.partition(":")
+    if sep and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def _listen_address(host: str, port: int) -> tuple[int, tuple[Any, ...]]:
+    """(address family, socket address) for ``--host``: one readable line when it does not resolve."""
+    if not host.strip():
+        raise ConfigError("--host cannot be empty (127.0.0.1 is this machine only; 0.0.0.0 every interface)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, socket.gaierror) and e.strerror else str(e)
+        raise ConfigError(f"--host {host!r} is not an address of this machine ({reason})") from None
+    # IPv4 first where a name has both (localhost), as before IPv6 listening was possible.
+    family, _type, _proto, _name, address = min(infos, key=lambda i: i[0] != socket.AF_INET)
+    return family, address
+
+
+# ---------------------------------------------------------------------------------------------- server
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     server_version = "ecomlogs-dashboard"
+    timeout = 30  # a client that opens a connection and sends nothing does not hold a thread forever
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        if not self._host_allowed():
+            return
         path = urlsplit(self.path).path
         if path == "/api/snapshot":
-            body = json.dumps(self.server.collector.snapshot()).encode()
+            # Never NaN or Infinity (not JSON: the page could not parse it): the collector makes them null.
+            body = json.dumps(self.server.collector.snapshot(), allow_nan=False).encode()
             self._send(200, "application/json", body)
         elif path in ("/", "/index.html"):
             self._send(200, _STATIC["index.html"], _static("index.html"))
@@ -55,11 +132,27 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
+    def _host_allowed(self) -> bool:
+        """Refuses a request whose Host header is not a name of this server: a page from elsewhere in
+        the same browser could otherwise read the snapshot through DNS rebinding (its own name made to
+        resolve to 127.0.0.1). IP addresses are always fine (no DNS involved), as are localhost, the
+        --host name and the --allow-host names."""
+        header = self.headers.get("Host")
+        name = host_of(header)
+        if name is not None and self.server.allows(name):
+            return True
+        self.server.refused(name or header or "")
+        text = (f"Host {header!r} is not allowed: open this page as http://127.0.0.1:{self.server.port}/, "
+                f"or start the dashboard with --allow-host NAME\n") if header else "a Host header is required\n"
+        self._send(403 if header else 400, "text/plain; charset=utf-8", text.encode())
+        return False
+
     def _send(self, status: int, content_type: str, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
 
@@ -69,33 +162,76 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog (socketserver's default is 5)
 
-    def __init__(self, address: tuple[str, int], collector: Collector) -> None:
+    def __init__(self, family: int, address: tuple[Any, ...], collector: Collector,
+                 allowed_hosts: Iterable[str]) -> None:
+        self.address_family = family
         self.collector = collector
+        self.allowed_hosts = frozenset(allowed_hosts)
+        self._refused: set[str] = set()
+        self._refused_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def allows(self, name: str) -> bool:
+        return name == "localhost" or name.endswith(".localhost") or name in self.allowed_hosts or _ip(name)
+
+    def refused(self, name: str) -> None:
+        """One warning per refused name (a page that keeps polling is not a log line a second)."""
+        with self._refused_lock:
+            if name in self._refused or len(self._refused) >= 100:
+                return
+            self._refused.add(name)
+        log.warning("refused requests for Host %r (not a name of this dashboard; --allow-host adds one)", name)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line per failed request, never a traceback: a client that went away early (a closed
+        tab, a cancelled poll) is routine, at debug level; anything else is a warning."""
+        e = sys.exc_info()[1]
+        who = client_address[0] if isinstance(client_address, tuple) and client_address else client_address
+        if isinstance(e, (ConnectionError, TimeoutError)):
+            log.debug("%s closed the connection early (%s)", who, e)
+        else:
+            log.warning("a request from %s failed: %s: %s", who, type(e).__name__, e)
 
 
 class Dashboard:
     """The dashboard's server and its collector. ``port=0`` picks a free port (see :attr:`url`).
-    :meth:`serve_forever` blocks; :meth:`start` runs it in a background thread; :meth:`close` stops."""
+    :meth:`serve_forever` blocks; :meth:`start` runs it in a background thread; :meth:`close` stops.
+
+    Every argument is checked here, before anything is connected to: a bad one is a :class:`ConfigError`
+    (a port, an interval, a URL, a topic name, a librdkafka key). The page answers only requests for
+    its own names (``localhost``, an IP address, ``host``, ``allow_hosts``)."""
 
     def __init__(self, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, dsn: Optional[str] = None,
                  bootstrap_servers: Optional[str] = None, dlq_topic: str = S.DLQ_TOPIC,
                  metrics_urls: Optional[list[str]] = None, interval_s: float = 1.0,
-                 extra_config: Optional[dict[str, str]] = None) -> None:
+                 extra_config: Optional[dict[str, str]] = None,
+                 allow_hosts: Optional[list[str]] = None) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {port}")
-        if not 0.1 <= interval_s <= 3600:
-            raise ConfigError(f"interval must be between 0.1 and 3600 seconds, got {interval_s:g}")
-        for url in metrics_urls or []:
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise ConfigError(f"--metrics-url must be an http:// or https:// URL, got {url!r}")
-        self.collector = Collector(dsn=S.dsn(dsn), bootstrap_servers=S.bootstrap_servers(bootstrap_servers),
+        low, high = INTERVAL_RANGE_S
+        if not low <= interval_s <= high:  # (NaN too)
+            raise ConfigError(f"interval must be between {low:g} and {high:g} seconds, got {interval_s:g}")
+        metrics_urls = [check_metrics_url(u) for u in metrics_urls or []]
+        allowed = {check_allowed_host(h) for h in allow_hosts or []}
+        bootstrap_servers = S.bootstrap_servers(bootstrap_servers)
+        _core.check_kafka_config(bootstrap_servers=bootstrap_servers, extra_config=extra_config,
+                                 topics={"dlq_topic": dlq_topic})
+        family, address = _listen_address(host, port)
+        allowed.add(host.strip().lower().strip("[]").rstrip("."))
+        self.collector = Collector(dsn=S.dsn(dsn), bootstrap_servers=bootstrap_servers,
                                    dlq_topic=dlq_topic, metrics_urls=metrics_urls, interval_s=interval_s,
                                    extra_config=extra_config)
         try:
-            self.server = _Server((host, port), self.collector)
+            self.server = _Server(family, address, self.collector, allowed)
         except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"--host {host!r} is not an address of this machine ({e.strerror})") from None
             hint = " (choose another with --port)" if e.errno == errno.EADDRINUSE else ""
             raise ResourceError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
         self._thread: Optional[threading.Thread] = None
@@ -103,7 +239,8 @@ class Dashboard:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{port}/"
+        host = host if isinstance(host, str) else host.decode()
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     def serve_forever(self) -> None:
         self.collector.start()
@@ -150,16 +287,30 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-url", metavar="URL", action="append", default=[],
                    help="a stage's Prometheus endpoint, e.g. http://127.0.0.1:9101/metrics (repeatable; optional)")
     p.add_argument("--interval", type=cli._float, default=1.0, metavar="SECONDS",
-                   help="how often the sources are read and the page updates (default %(default)s)")
+                   help="how often the sources are read and the page updates, %g to %g (default %%(default)s)"
+                   % INTERVAL_RANGE_S)
+    p.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                   help="also answer requests for this host name (repeatable); the page answers only its own "
+                   "names (localhost, IP addresses, --host), so that no other web page can read it")
     cli._add_verbosity(p)
 
 
+def _extra_config(pairs: list[str]) -> dict[str, str]:
+    try:
+        return S.parse_extra_config(pairs)
+    except ConfigError:  # its message repeats the argument, which may hold a password
+        raise ConfigError("--extra-config expects KEY=VALUE with a non-empty KEY (the argument is not "
+                          "repeated here: it may hold a secret)") from None
+
+
 def command(args: argparse.Namespace) -> int:
+    from ecomlogs import cli
+
     dashboard = Dashboard(host=args.host, port=args.port, dsn=args.dsn, bootstrap_servers=args.bootstrap_servers,
                           dlq_topic=args.dlq_topic, metrics_urls=args.metrics_url, interval_s=args.interval,
-                          extra_config=S.parse_extra_config(args.extra_config))
-    print(f"dashboard on {dashboard.url} (database {S.redact(dashboard.collector.dsn)}, broker "
-          f"{dashboard.collector.bootstrap_servers}); Ctrl-C to stop", file=sys.stderr, flush=True)
+                          extra_config=_extra_config(args.extra_config), allow_hosts=args.allow_host)
+    cli._report(f"dashboard on {dashboard.url} (database {S.redact(dashboard.collector.dsn)}, broker "
+                f"{dashboard.collector.bootstrap_servers}); Ctrl-C to stop")
     try:
         dashboard.serve_forever()
     finally:

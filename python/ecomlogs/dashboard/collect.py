@@ -7,6 +7,7 @@ on the page and tried again at the next tick. Nothing here writes anywhere."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -37,7 +38,10 @@ _SQL_OFFSETS = "SELECT partition, next_offset FROM ecomlogs_kafka_offsets WHERE 
 
 
 def jsonable(v: Any) -> Any:
-    """Values for JSON: exact decimals as text, dates and times as ISO 8601."""
+    """Values for JSON: exact decimals as text, dates and times as ISO 8601, NaN and infinities (which
+    a metrics endpoint may report; JSON has no word for them) as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, (date, datetime)):
@@ -57,6 +61,8 @@ class Rate:
         self.samples: deque[tuple[float, float]] = deque()
 
     def add(self, value: float, now: Optional[float] = None) -> None:
+        if not math.isfinite(value):  # a NaN or infinite sample says nothing about the rate
+            return
         now = time.monotonic() if now is None else now
         if self.samples and value < self.samples[-1][1]:
             self.samples.clear()

@@ -6,9 +6,11 @@ const history = { producer: [], processor: [], loader: [] };
 let intervalMs = 1000;
 
 const $ = (sel) => document.querySelector(sel);
-const int = (n) => (n === null || n === undefined) ? "–" : Math.round(n).toLocaleString("en-US");
-const rate = (n) => (n === null || n === undefined) ? "–" : (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(1));
-const pct = (r) => (r === null || r === undefined) ? "–" : (Number(r) * 100).toFixed(1) + "%";
+// No value: null (the server sends NaN and infinities from a metrics endpoint as null), or not a number.
+const none = (n) => n === null || n === undefined || !Number.isFinite(Number(n));
+const int = (n) => none(n) ? "–" : Math.round(n).toLocaleString("en-US");
+const rate = (n) => none(n) ? "–" : (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(1));
+const pct = (r) => none(r) ? "–" : (Number(r) * 100).toFixed(1) + "%";
 
 // An exact decimal string ("12345.60") with thousands separators, digits untouched.
 function decimal(text) {
@@ -114,7 +116,7 @@ function reasons(d) {
 function chart() {
   const svg = $("#chart");
   const W = 900, H = 180;
-  const all = [...history.producer, ...history.processor, ...history.loader].filter((v) => v !== null);
+  const all = [...history.producer, ...history.processor, ...history.loader].filter((v) => !none(v));
   const max = Math.max(1, ...all);
   const parts = [];
   for (let i = 1; i < 4; i++) parts.push(`<line class="grid-line" x1="0" x2="${W}" y1="${(H * i) / 4}" y2="${(H * i) / 4}"/>`);
@@ -122,7 +124,7 @@ function chart() {
     // The newest sample at the right edge; the chart fills its width after a minute.
     const span = Math.max(60, history[name].length) - 1;
     const shift = span + 1 - history[name].length;
-    const pts = history[name].map((v, i) => v === null ? null : `${(W * (i + shift)) / span},${H - 4 - ((H - 8) * v) / max}`)
+    const pts = history[name].map((v, i) => none(v) ? null : `${(W * (i + shift)) / span},${H - 4 - ((H - 8) * v) / max}`)
       .filter((p) => p !== null).join(" ");
     if (pts) parts.push(`<polyline class="${name}-line" points="${pts}"/>`);
   }
