@@ -301,8 +301,16 @@ def ensure_topics(
     """Creates the topics that do not exist yet, through the Kafka admin API, with ``partitions`` and
     ``replication_factor`` each."""
 
-def migrate(dsn: Optional[str] = None) -> list[str]:
-    """Applies the pending migrations (recorded in ``schema_migrations``); returns those applied now."""
+def migrate(dsn: Optional[str] = None, *, move_duplicates: bool = False, dry_run: bool = False) -> list[str]:
+    """Applies the pending migrations in one transaction, recorded in ``schema_migrations`` in it: all
+    or nothing (a failure raises :class:`~ecomlogs.DatabaseError` and changes nothing). Returns the
+    versions applied now (``[]`` when up to date). Before the unique key on ``event_id``, a table that
+    holds an event more than once stops the run with the counts and examples, unless
+    ``move_duplicates``: then every copy but the lowest ``id`` of each is moved to
+    ``kafka_events_silver_duplicates`` (the same columns plus ``moved_at``) in the same transaction.
+    ``dry_run`` changes nothing: it returns the versions that would be applied, logs what would be moved,
+    and raises as the real run would on duplicates. Each migration is logged (``ecomlogs.pg``) with its
+    duration."""
 
 def migrations() -> list[tuple[str, str, str]]:
     """The embedded migrations: (version, name, sql)."""

@@ -420,14 +420,31 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def _migrate_parser(p: argparse.ArgumentParser) -> None:
-    p.description = "Apply pending migrations (recorded in schema_migrations); safe to run again."
+    p.description = (
+        "Apply pending migrations, all in one transaction (recorded in schema_migrations): a failure changes "
+        "nothing. Safe to run again. A table from the original system may hold an event_id more than once; "
+        "the unique key then stops the run with the counts and examples, and --move-duplicates is the fix."
+    )
     _add_dsn(p)
+    p.add_argument("--move-duplicates", action="store_true",
+                   help="keep the row with the lowest id of each duplicated event_id and move the other copies to "
+                   "kafka_events_silver_duplicates (same columns plus moved_at), in the same transaction")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be applied and which duplicates stand in the way; change nothing")
     _add_verbosity(p)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = _core.migrate(args.dsn)
-    _report(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+    started = time.monotonic()
+    applied = _core.migrate(args.dsn, move_duplicates=args.move_duplicates, dry_run=args.dry_run)
+    names = {version: f"{version}_{name}" for version, name, _sql in _core.migrations()}
+    labels = ", ".join(names.get(v, v) for v in applied)
+    if not applied:
+        _report("the schema is up to date")
+    elif args.dry_run:
+        _report(f"dry run: would apply {labels}; nothing was changed")
+    else:
+        _report(f"applied {labels} in {time.monotonic() - started:.2f}s (one transaction)")
     return 0
 
 

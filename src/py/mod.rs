@@ -161,15 +161,33 @@ fn ensure_topics(
     .map_err(to_pyerr)
 }
 
-/// Applies the pending migrations (recorded in `schema_migrations`); returns the versions applied now.
+/// Applies the pending migrations in one transaction (all or nothing), recorded in `schema_migrations`;
+/// returns the versions applied now (on a dry run, those that would be, changing nothing).
+/// `move_duplicates` moves the extra copies of duplicated event ids aside before the unique key.
 #[pyfunction]
-#[pyo3(signature = (dsn=None))]
-fn migrate(py: Python<'_>, dsn: Option<&str>) -> PyResult<Vec<String>> {
+#[pyo3(signature = (dsn=None, *, move_duplicates=false, dry_run=false))]
+fn migrate(
+    py: Python<'_>,
+    dsn: Option<&str>,
+    move_duplicates: bool,
+    dry_run: bool,
+) -> PyResult<Vec<String>> {
     let dsn = config::database_from(dsn);
+    let options = pg::MigrateOptions {
+        move_duplicates,
+        dry_run,
+    };
     py.detach(|| {
         let cfg = pg::parse_dsn(&dsn)?;
         let mut client = pg::connect(&cfg)?;
-        pg::migrate(&mut client)
+        pg::migrate_with(&mut client, &options)
+    })
+    .map(|report| {
+        report
+            .applied
+            .iter()
+            .map(|a| a.version.to_string())
+            .collect()
     })
     .map_err(to_pyerr)
 }
