@@ -1,5 +1,7 @@
 -- Each event becomes exactly one row: redelivered events (at-least-once upstream) are skipped on this key.
--- (On a table that already holds duplicates this fails; remove them first.)
+-- On a table that already holds duplicates (the original system's has no such key), `ecomlogs migrate` stops
+-- before this with their counts and examples, changing nothing; `--move-duplicates` first moves every copy but
+-- the lowest id of each event_id to kafka_events_silver_duplicates, in the same transaction (src/pg/schema.rs).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'kafka_events_silver_event_id_key') THEN

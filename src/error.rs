@@ -50,7 +50,7 @@ impl Error {
 
     pub fn database(context: impl Into<String>, source: &postgres::Error) -> Self {
         let (sqlstate, message) = match source.as_db_error() {
-            Some(db) => (Some(db.code().code().to_string()), db.message().to_string()),
+            Some(db) => (Some(db.code().code().to_string()), describe_db(db)),
             None => (
                 source.code().map(|c| c.code().to_string()),
                 describe_pg(source),
@@ -64,7 +64,23 @@ impl Error {
     }
 }
 
-/// `postgres::Error`'s Display is terse ("error connecting to server"); add its source chain.
+/// The server's message with its DETAIL (which key, which row, which object) and HINT (what to do), as
+/// psql shows them, on one line.
+pub fn describe_db(db: &postgres::error::DbError) -> String {
+    let mut out = db.message().to_string();
+    if let Some(detail) = db.detail() {
+        out.push_str("; DETAIL: ");
+        out.push_str(detail);
+    }
+    if let Some(hint) = db.hint() {
+        out.push_str("; HINT: ");
+        out.push_str(hint);
+    }
+    one_line(&out)
+}
+
+/// `postgres::Error`'s Display is terse ("error connecting to server"); add its source chain. One line:
+/// the server's DETAIL and HINT (on lines of their own in its Display) are joined with "; ".
 pub fn describe_pg(e: &postgres::Error) -> String {
     let mut out = e.to_string();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
@@ -73,5 +89,30 @@ pub fn describe_pg(e: &postgres::Error) -> String {
         out.push_str(&s.to_string());
         cur = s.source();
     }
-    out
+    one_line(&out)
+}
+
+/// Error text is logged and shown as one line: line breaks (a multi-line DETAIL lists dependent objects
+/// one per line) become "; ".
+fn one_line(text: &str) -> String {
+    text.trim_end()
+        .split('\n')
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn multi_line_text_becomes_one_line() {
+        assert_eq!(
+            one_line("cannot drop table t\nview a depends on it\r\nview b depends on it\n"),
+            "cannot drop table t; view a depends on it; view b depends on it"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
 }

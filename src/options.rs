@@ -57,6 +57,8 @@ const KAFKA: &[&str] = &[
     DASHBOARD,
     TOPICS,
 ];
+/// Commands of the Python API only (no flags).
+pub const PYTHON_ONLY: &[&str] = &[TOPICS, DLQ_READ];
 const CREATES_TOPICS: &[&str] = &[PRODUCE, PROCESS, LOAD, RUN, TOPICS];
 const CONSUMERS: &[&str] = &[PROCESS, LOAD];
 const DLQ: &[&str] = &[DLQ_INSPECT, DLQ_REPLAY];
@@ -131,12 +133,16 @@ pub enum Surface {
 /// One option.
 #[derive(Debug, Clone, Copy)]
 pub struct Opt {
-    /// The Python keyword; the flag is `--` + the name without a `_s` unit suffix, with dashes for
-    /// underscores (`--no-` + the name for a bool that is on by default).
+    /// The Python keyword; the flag is `--` + the name without a final `_s` (a unit of seconds) or, for
+    /// a repeatable option, without its plural `s` (`metrics_urls` is `--metrics-url`, once per URL),
+    /// with dashes for underscores (`--no-` + the name for a bool that is on by default).
     pub name: &'static str,
     pub commands: &'static [&'static str],
     pub kind: Kind,
     pub default: Default,
+    /// The default of the Python API where it differs from the command line's (the producer's pace: a
+    /// notebook wants events as fast as they go, the original script one every 500 ms).
+    pub python_default: Option<Default>,
     /// What a None default means, for the help ("run until Ctrl-C").
     pub none_means: &'static str,
     pub env: Option<&'static str>,
@@ -162,6 +168,7 @@ const fn opt(
         commands,
         kind,
         default,
+        python_default: None,
         none_means: "",
         env: None,
         help,
@@ -176,6 +183,10 @@ const fn opt(
 impl Opt {
     const fn env(mut self, var: &'static str) -> Self {
         self.env = Some(var);
+        self
+    }
+    const fn python_default(mut self, default: Default) -> Self {
+        self.python_default = Some(default);
         self
     }
     const fn aliases(mut self, aliases: &'static [&'static str]) -> Self {
@@ -209,16 +220,37 @@ impl Opt {
 
     /// The command-line flag.
     pub fn flag_name(&self) -> String {
-        if self.kind == Kind::Bool && self.default == Default::Bool(true) {
-            format!("--no-{}", self.name.replace('_', "-"))
+        let name = if self.repeat {
+            self.name.strip_suffix('s').unwrap_or(self.name) // one URL per flag
         } else {
-            format!(
-                "--{}",
-                self.name
-                    .strip_suffix("_s")
-                    .unwrap_or(self.name)
-                    .replace('_', "-")
-            )
+            self.name.strip_suffix("_s").unwrap_or(self.name) // a unit of seconds
+        };
+        if self.kind == Kind::Bool && self.default == Default::Bool(true) {
+            format!("--no-{}", name.replace('_', "-"))
+        } else {
+            format!("--{}", name.replace('_', "-"))
+        }
+    }
+
+    /// The placeholder for the flag's value in the help.
+    pub fn metavar_text(&self) -> String {
+        if let Some(m) = self.metavar {
+            return m.to_string();
+        }
+        match self.kind {
+            Kind::Int { .. } => "N".into(),
+            Kind::Float { .. } => "NUMBER".into(),
+            Kind::Seconds { .. } => "SECONDS".into(),
+            Kind::Topic => "TOPIC".into(),
+            Kind::Group => "GROUP".into(),
+            Kind::Dsn => "DSN".into(),
+            Kind::Host => "HOST".into(),
+            Kind::Url => "URL".into(),
+            Kind::Servers => "HOST:PORT,...".into(),
+            Kind::Choice(words) if words.len() <= 4 => words.join("|"),
+            Kind::Reason => "REASON".into(),
+            Kind::Pairs => "KEY=VALUE".into(),
+            _ => self.name.to_uppercase(),
         }
     }
 
@@ -259,7 +291,7 @@ pub const OPTIONS: &[Opt] = &[
     // Where the services are, and how to talk to them.
     opt("bootstrap_servers", KAFKA, Kind::Servers, Default::Text(defaults::BOOTSTRAP_SERVERS),
         "Kafka bootstrap servers")
-        .env("KAFKA_BOOTSTRAP_SERVERS").metavar("HOST:PORT[,...]"),
+        .env("KAFKA_BOOTSTRAP_SERVERS").metavar("HOST:PORT,..."),
     opt("extra_config", KAFKA, Kind::Pairs, Default::None,
         "a librdkafka setting passed as is, winning over ours (repeatable), e.g. security.protocol=SSL")
         .metavar("KEY=VALUE").repeat(),
@@ -279,10 +311,13 @@ pub const OPTIONS: &[Opt] = &[
          partition and offset")
         .metavar("SECONDS"),
     // Logging and metrics: the command line's (the Python API has logging and serve_metrics()).
-    opt("quiet", EVERY, Kind::Bool, Default::Bool(false), "only warnings and errors (env ECOMLOGS_LOG=warning)")
+    opt("quiet", EVERY, Kind::Bool, Default::Bool(false), "only warnings and errors (--log-level warning)")
         .aliases(&["-q"]).cli_only().group("verbosity"),
-    opt("verbose", EVERY, Kind::Bool, Default::Bool(false), "debug output (env ECOMLOGS_LOG=debug)")
+    opt("verbose", EVERY, Kind::Bool, Default::Bool(false), "debug output (--log-level debug)")
         .aliases(&["-v"]).cli_only().group("verbosity"),
+    opt("log_level", EVERY, Kind::Choice(&["debug", "info", "warning", "error"]), Default::Text("info"),
+        "the least severe log lines shown")
+        .env("ECOMLOGS_LOG").metavar("LEVEL").cli_only().group("verbosity"),
     opt("log_format", EVERY, Kind::Choice(&["text", "json"]), Default::Text("text"),
         "text for people, json for log pipelines: one object per line")
         .env("ECOMLOGS_LOG_FORMAT").cli_only(),
@@ -296,7 +331,9 @@ pub const OPTIONS: &[Opt] = &[
     opt("count", &[PRODUCE], Kind::Int { min: 0, max: U64 }, Default::None, "stop after N events")
         .none("run until Ctrl-C"),
     opt("interval_ms", &[PRODUCE], Kind::Float { min: 0.0, max: 3_600_000.0, above: false }, Default::Float(500.0),
-        "pause between events (the original's 500); 0 = as fast as possible, with a progress line"),
+        "pause between events (the original's 500; the Python API's default is 0); 0 = as fast as possible, \
+         with a progress line")
+        .python_default(Default::Float(0.0)),
     opt("rate", &[PRODUCE, RUN], Kind::Float { min: 0.0, max: 1e9, above: true }, Default::None,
         "events per second (instead of --interval-ms; 2 = the original's pace)")
         .metavar("EVENTS_PER_S").none("--interval-ms, or as fast as possible in run"),
@@ -393,16 +430,26 @@ pub const OPTIONS: &[Opt] = &[
         .metavar("SECONDS"),
     opt("limit", &[DLQ_READ], Kind::Int { min: 0, max: 100_000_000 }, Default::None,
         "at most this many dead letters").none("all"),
+    // Migrations.
+    opt("move_duplicates", &[MIGRATE], Kind::Bool, Default::Bool(false),
+        "keep the row with the lowest id of each duplicated event_id and move the other copies to \
+         kafka_events_silver_duplicates (same columns plus moved_at), in the same transaction"),
+    opt("dry_run", &[MIGRATE], Kind::Bool, Default::Bool(false),
+        "say what would be applied and which duplicates stand in the way; change nothing"),
     // The dashboard.
     opt("host", &[DASHBOARD], Kind::Host, Default::Text("127.0.0.1"),
         "address to listen on (127.0.0.1: this machine only)"),
     opt("port", &[DASHBOARD], PORT, Default::Int(8050), "port to listen on; 0 = any free one"),
-    opt("metrics_url", &[DASHBOARD], Kind::Url, Default::None,
+    opt("metrics_urls", &[DASHBOARD], Kind::Url, Default::None,
         "a stage's Prometheus endpoint, e.g. http://127.0.0.1:9101/metrics (repeatable)")
         .metavar("URL").repeat().none("none: rates and lag come from the topics and the table"),
     opt("interval_s", &[DASHBOARD], Kind::Seconds { min: 0.1, max: 3600.0 }, Default::Float(1.0),
         "how often the sources are read and the page updates")
         .metavar("SECONDS"),
+    opt("allow_hosts", &[DASHBOARD], Kind::Host, Default::None,
+        "also answer requests for this host name (repeatable); the page answers only its own names \
+         (localhost, IP addresses, --host), so that no other web page can read it")
+        .metavar("NAME").repeat().none("only its own names"),
 ];
 
 /// The options of a command, in table order.
@@ -482,7 +529,12 @@ impl Opt {
                 let (k, v) = text
                     .split_once('=')
                     .filter(|(k, _)| !k.trim().is_empty())
-                    .ok_or_else(|| bad("key=value"))?;
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{label} expects KEY=VALUE with a non-empty KEY (the argument is not \
+                             repeated here: it may hold a secret)"
+                        ))
+                    })?;
                 Value::Pairs([(k.trim().to_string(), v.trim().to_string())].into())
             }
             _ => Value::Text(text.to_string()),
@@ -544,15 +596,19 @@ impl Opt {
             Kind::Topic => topic_name(label, &t).map(Value::Text),
             Kind::Group => group_id(&t).map(Value::Text),
             Kind::Text | Kind::Dsn | Kind::Servers | Kind::Host if t.trim().is_empty() => {
-                bad("cannot be empty".into())
+                Err(Error::Config(format!("{label} cannot be empty")))
             }
             Kind::Servers if !t.split(',').all(valid_host_port) => {
                 bad(format!("expected host:port[,host:port...], got {t:?}"))
             }
-            Kind::Host if t.contains(char::is_whitespace) || t.contains('/') => {
-                bad(format!("expected a host name or address, got {t:?}"))
-            }
-            Kind::Url => check_url(&t).map_or_else(|why| bad(why), |()| Ok(Value::Text(t))),
+            Kind::Host if !valid_host(&t) => Err(Error::Config(format!(
+                "{label} expects a host name such as dashboard.example.com or an address (no port, no \
+                 scheme), got {t:?}"
+            ))),
+            Kind::Url => check_url(&t).map_or_else(
+                |why| Err(Error::Config(format!("{label} {why}"))),
+                |()| Ok(Value::Text(t)),
+            ),
             Kind::Choice(words) if !words.contains(&t.as_str()) => {
                 bad(format!("expected one of {}, got {t:?}", words.join(", ")))
             }
@@ -586,8 +642,13 @@ impl Opt {
         }
     }
 
-    fn default_value(&self) -> Value {
-        match self.default {
+    /// The default for callers from `origin` (the Python API's where it has its own).
+    fn default_for(&self, origin: Origin) -> Value {
+        let d = match (origin, self.python_default) {
+            (Origin::Python, Some(d)) => d,
+            _ => self.default,
+        };
+        match d {
             Default::None => Value::Null,
             Default::Bool(b) => Value::Bool(b),
             Default::Int(n) => Value::Int(n as i128),
@@ -624,33 +685,70 @@ fn valid_host_port(s: &str) -> bool {
 }
 
 /// An `http(s)://host[:port][/path]` URL, checked without a URL parser of its own: the parts a request
-/// needs are there and well formed.
+/// needs are there and well formed. A password in it is never repeated.
 fn check_url(t: &str) -> std::result::Result<(), String> {
-    let bad = || format!("expected an http:// or https:// URL, got {t:?}");
+    let shown = match (t.find("//"), t.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}***{}", &t[..a + 2], &t[b..]),
+        _ => t.to_string(),
+    };
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{shown:?} contains a space or a control character"));
+    }
     let rest = t
         .strip_prefix("http://")
         .or_else(|| t.strip_prefix("https://"))
-        .ok_or_else(bad)?;
+        .ok_or_else(|| format!("must be an http:// or https:// URL, got {shown:?}"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or("");
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-        (h, after.strip_prefix(':'))
+    if authority.contains('@') {
+        return Err(format!(
+            "{shown:?}: a user name or password in the URL is not supported"
+        ));
+    }
+    let invalid = || format!("{shown:?} is not a valid URL");
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(invalid)?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(invalid());
+        }
+        match after {
+            "" => (h, None),
+            a => (h, Some(a.strip_prefix(':').ok_or_else(invalid)?)),
+        }
     } else {
-        match host_port.rsplit_once(':') {
+        match authority.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
+            None => (authority, None),
         }
     };
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad());
+    if host.is_empty() {
+        return Err(format!("{shown:?} has no host"));
     }
-    if let Some(p) = port {
-        if p.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad());
-        }
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err(invalid());
     }
     Ok(())
+}
+
+/// A host name or an address, without a scheme or a port (`[::1]` or `::1` for IPv6).
+fn valid_host(t: &str) -> bool {
+    let t = t.trim_end_matches('.');
+    let bare = t
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(t);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !t.is_empty()
+        && t.len() <= 253
+        && t.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 fn shown(v: &Value) -> String {
@@ -677,9 +775,15 @@ pub struct Values {
 impl Values {
     /// The defaults of every option of `command` (no environment): what `Options::default()` is.
     pub fn defaults(command: &'static str) -> Values {
+        Values::defaults_for(command, Origin::Cli)
+    }
+
+    fn defaults_for(command: &'static str, origin: Origin) -> Values {
         Values {
             command,
-            values: of(command).map(|o| (o.name, o.default_value())).collect(),
+            values: of(command)
+                .map(|o| (o.name, o.default_for(origin)))
+                .collect(),
         }
     }
 
@@ -690,7 +794,7 @@ impl Values {
         given: impl IntoIterator<Item = (String, Value)>,
         origin: Origin,
     ) -> Result<Values> {
-        let mut out = Values::defaults(command);
+        let mut out = Values::defaults_for(command, origin);
         let mut given: BTreeMap<String, Value> = given.into_iter().collect();
         for o in of(command) {
             let v = match given.remove(o.name) {
@@ -960,7 +1064,7 @@ mod tests {
             flags.dedup();
             assert_eq!(flags.len(), n, "{command}: a flag declared twice");
             for o in of(command) {
-                let d = o.default_value();
+                let d = o.default_for(Origin::Cli);
                 assert_eq!(
                     o.check(d.clone(), Origin::Python).unwrap(),
                     d,
@@ -978,6 +1082,8 @@ mod tests {
         assert_eq!(f(LOAD, "until_idle_s"), "--until-idle");
         assert_eq!(f(LOAD, "migrate"), "--no-migrate");
         assert_eq!(f(RUN, "duration_s"), "--duration");
+        assert_eq!(f(DASHBOARD, "metrics_urls"), "--metrics-url");
+        assert_eq!(f(DLQ_INSPECT, "reason"), "--reason");
         assert_eq!(
             aliases_for(DLQ_REPLAY, find(DLQ_REPLAY, "dlq_topic").unwrap()),
             &["--topic"]
@@ -1045,7 +1151,7 @@ mod tests {
 
     #[test]
     fn text_kinds_are_checked() {
-        let url = find(DASHBOARD, "metrics_url").unwrap();
+        let url = find(DASHBOARD, "metrics_urls").unwrap();
         for bad in [
             "http://[::1",
             "ftp://x",

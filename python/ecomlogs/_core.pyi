@@ -3,7 +3,7 @@ signature is declared here once; ``ecomlogs`` re-exports these functions and cla
 
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Callable, Mapping, Optional, Sequence, Union, final
+from typing import Any, Callable, Mapping, Optional, Sequence, Union, final
 
 __all__ = [
     "DEFAULTS",
@@ -22,7 +22,10 @@ __all__ = [
     "StopToken",
     "Validation",
     "__version__",
-    "check_kafka_config",
+    "OPTIONS",
+    "parse_option",
+    "resolve_option",
+    "resolve_options",
     "ensure_topics",
     "generate_events",
     "load",
@@ -42,8 +45,12 @@ __all__ = [
 ]
 
 __version__: str
-DEFAULTS: dict[str, Union[str, int, float]]
-"""The default of every option, shared by the command line and the Python API."""
+DEFAULTS: dict[str, dict[str, Union[None, bool, str, int, float]]]
+"""``{command: {option: default}}`` from the options table (the one place options are declared)."""
+OPTIONS: list[dict[str, Any]]
+"""The options table, one dict per option and command: ``command``, ``name``, ``flag``, ``aliases``,
+``kind`` (bool, int, float, seconds, text, choice, pairs), ``choices``, ``default``, ``default_text``,
+``env``, ``help``, ``metavar``, ``repeat``, ``cli``, ``python``, ``group``."""
 
 _ExtraConfig = Optional[Mapping[str, Union[str, int, float, bool]]]
 _Param = Union[None, bool, int, float, Decimal, str, bytes, bytearray, date, datetime]
@@ -181,18 +188,18 @@ class Validation:
     def __ne__(self, value: object, /) -> bool: ...
 
 def produce(
-    count: Optional[int] = None,
+    count: Optional[int] = ...,
     *,
-    bootstrap_servers: Optional[str] = None,
-    topic: str = "raw_events",
-    interval_ms: float = 0.0,
-    rate: Optional[float] = None,
-    invalid_ratio: float = 0.25,
-    seed: Optional[int] = None,
-    log_each: Optional[bool] = None,
-    partitions: int = 3,
-    replication_factor: int = 1,
-    extra_config: _ExtraConfig = None,
+    bootstrap_servers: Optional[str] = ...,
+    topic: Optional[str] = ...,
+    interval_ms: Optional[float] = ...,
+    rate: Optional[float] = ...,
+    invalid_ratio: Optional[float] = ...,
+    seed: Optional[int] = ...,
+    log_each: Optional[bool] = ...,
+    partitions: Optional[int] = ...,
+    replication_factor: Optional[int] = ...,
+    extra_config: _ExtraConfig = ...,
     progress: Optional[Callable[[ProduceStats], object]] = None,
     progress_every_s: float = 1.0,
     stop: Optional[StopToken] = None,
@@ -208,23 +215,23 @@ def produce(
 
 def process(
     *,
-    bootstrap_servers: Optional[str] = None,
-    input_topic: str = "raw_events",
-    output_topic: str = "clean_events",
-    dlq_topic: str = "dead_letter_events",
-    group_id: str = "silver-stream-processor",
-    until_idle_s: Optional[float] = None,
-    until_caught_up: bool = False,
-    exactly_once: bool = False,
-    transactional_id: Optional[str] = None,
-    batch_max: int = 10000,
-    workers: int = 1,
-    threads: int = 0,
-    log_each: bool = False,
-    partitions: int = 3,
-    replication_factor: int = 1,
-    unreadable_timeout_s: float = 60.0,
-    extra_config: _ExtraConfig = None,
+    bootstrap_servers: Optional[str] = ...,
+    input_topic: Optional[str] = ...,
+    output_topic: Optional[str] = ...,
+    dlq_topic: Optional[str] = ...,
+    group_id: Optional[str] = ...,
+    until_idle_s: Optional[float] = ...,
+    until_caught_up: Optional[bool] = ...,
+    exactly_once: Optional[bool] = ...,
+    transactional_id: Optional[str] = ...,
+    batch_max: Optional[int] = ...,
+    workers: Optional[int] = ...,
+    threads: Optional[int] = ...,
+    log_each: Optional[bool] = ...,
+    partitions: Optional[int] = ...,
+    replication_factor: Optional[int] = ...,
+    unreadable_timeout_s: Optional[float] = ...,
+    extra_config: _ExtraConfig = ...,
     progress: Optional[Callable[[ProcessStats], object]] = None,
     progress_every_s: float = 1.0,
     stop: Optional[StopToken] = None,
@@ -246,23 +253,23 @@ def process(
 
 def load(
     *,
-    bootstrap_servers: Optional[str] = None,
-    dsn: Optional[str] = None,
-    topic: str = "clean_events",
-    group_id: str = "postgres-loader",
-    dlq_topic: str = "dead_letter_events",
-    batch_size: int = 50000,
-    flush_interval_ms: int = 1000,
-    until_idle_s: Optional[float] = None,
-    until_caught_up: bool = False,
-    workers: int = 1,
-    migrate: bool = True,
-    max_backoff_s: float = 10.0,
-    log_each: bool = False,
-    partitions: int = 3,
-    replication_factor: int = 1,
-    unreadable_timeout_s: float = 60.0,
-    extra_config: _ExtraConfig = None,
+    bootstrap_servers: Optional[str] = ...,
+    dsn: Optional[str] = ...,
+    topic: Optional[str] = ...,
+    group_id: Optional[str] = ...,
+    dlq_topic: Optional[str] = ...,
+    batch_size: Optional[int] = ...,
+    flush_interval_ms: Optional[int] = ...,
+    until_idle_s: Optional[float] = ...,
+    until_caught_up: Optional[bool] = ...,
+    workers: Optional[int] = ...,
+    migrate: Optional[bool] = ...,
+    max_backoff_s: Optional[float] = ...,
+    log_each: Optional[bool] = ...,
+    partitions: Optional[int] = ...,
+    replication_factor: Optional[int] = ...,
+    unreadable_timeout_s: Optional[float] = ...,
+    extra_config: _ExtraConfig = ...,
     progress: Optional[Callable[[LoadStats], object]] = None,
     progress_every_s: float = 1.0,
     stop: Optional[StopToken] = None,
@@ -293,17 +300,25 @@ def reason_codes() -> list[str]:
 def ensure_topics(
     topics: list[str],
     *,
-    bootstrap_servers: Optional[str] = None,
-    partitions: int = 3,
-    replication_factor: int = 1,
+    bootstrap_servers: Optional[str] = ...,
+    partitions: Optional[int] = ...,
+    replication_factor: Optional[int] = ...,
     timeout_s: float = 15.0,
-    extra_config: _ExtraConfig = None,
+    extra_config: _ExtraConfig = ...,
 ) -> None:
     """Creates the topics that do not exist yet, through the Kafka admin API, with ``partitions`` and
     ``replication_factor`` each."""
 
-def migrate(dsn: Optional[str] = None) -> list[str]:
-    """Applies the pending migrations (recorded in ``schema_migrations``); returns those applied now."""
+def migrate(dsn: Optional[str] = ..., *, move_duplicates: Optional[bool] = ..., dry_run: Optional[bool] = ...) -> list[str]:
+    """Applies the pending migrations in one transaction, recorded in ``schema_migrations`` in it: all
+    or nothing (a failure raises :class:`~ecomlogs.DatabaseError` and changes nothing). Returns the
+    versions applied now (``[]`` when up to date). Before the unique key on ``event_id``, a table that
+    holds an event more than once stops the run with the counts and examples, unless
+    ``move_duplicates``: then every copy but the lowest ``id`` of each is moved to
+    ``kafka_events_silver_duplicates`` (the same columns plus ``moved_at``) in the same transaction.
+    ``dry_run`` changes nothing: it returns the versions that would be applied, logs what would be moved,
+    and raises as the real run would on duplicates. Each migration is logged (``ecomlogs.pg``) with its
+    duration."""
 
 def migrations() -> list[tuple[str, str, str]]:
     """The embedded migrations: (version, name, sql)."""
@@ -344,15 +359,17 @@ def topic_offsets(
     """Each partition of ``topic`` as (partition, first offset, next offset, the committed offset of
     ``group_id``, None without one); a missing topic has none."""
 
-def check_kafka_config(
-    *,
-    bootstrap_servers: Optional[str] = None,
-    extra_config: _ExtraConfig = None,
-    topics: Optional[Mapping[str, str]] = None,
-) -> None:
-    """Checks Kafka settings without connecting: the ``extra_config`` pairs, as librdkafka does when a
-    client is made (the value of a key that may be a secret, or of a key librdkafka does not know, is
-    never shown), and the topic names, given as {option name: topic}. Raises ``ConfigError``."""
+def parse_option(command: str, name: str, text: str) -> Any:
+    """One value of ``command``'s option ``name`` as the command line gives it (text), parsed and checked;
+    a bad one raises :class:`~ecomlogs.ConfigError` naming the flag."""
+
+def resolve_option(command: str, name: str, given: Any = None) -> Any:
+    """The value of a command-line option: ``given`` (None: not given), else its environment variable,
+    else its default; checked."""
+
+def resolve_options(command: str, given: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Every option of ``command``: ``given`` (by Python name), else the environment, else the defaults;
+    each checked (an unknown name, a value out of range, an unknown librdkafka key: ConfigError)."""
 
 def resolve_bootstrap_servers(value: Optional[str] = None) -> str: ...
 def resolve_dsn(value: Optional[str] = None) -> str: ...
@@ -481,43 +498,43 @@ class ReplayStats:
 
 def dlq_inspect(
     *,
-    bootstrap_servers: Optional[str] = None,
-    dlq_topic: str = "dead_letter_events",
-    reason: Optional[list[str]] = None,
-    stage: Optional[list[str]] = None,
+    bootstrap_servers: Optional[str] = ...,
+    dlq_topic: Optional[str] = ...,
+    reason: Optional[list[str]] = ...,
+    stage: Optional[list[str]] = ...,
     since_ms: Optional[int] = None,
-    samples: int = 3,
-    timeout_s: float = 30.0,
-    extra_config: _ExtraConfig = None,
+    samples: Optional[int] = ...,
+    timeout_s: Optional[float] = ...,
+    extra_config: _ExtraConfig = ...,
 ) -> DeadLetterReport:
     """Counts the dead letters that match the filters by (stage, reason), with the first ``samples``."""
 
 def dlq_read(
     *,
-    bootstrap_servers: Optional[str] = None,
-    dlq_topic: str = "dead_letter_events",
-    reason: Optional[list[str]] = None,
-    stage: Optional[list[str]] = None,
+    bootstrap_servers: Optional[str] = ...,
+    dlq_topic: Optional[str] = ...,
+    reason: Optional[list[str]] = ...,
+    stage: Optional[list[str]] = ...,
     since_ms: Optional[int] = None,
-    limit: Optional[int] = None,
-    timeout_s: float = 30.0,
-    extra_config: _ExtraConfig = None,
+    limit: Optional[int] = ...,
+    timeout_s: Optional[float] = ...,
+    extra_config: _ExtraConfig = ...,
 ) -> list[DeadLetter]:
     """Every dead letter that matches the filters (at most ``limit``)."""
 
 def dlq_replay(
     *,
-    bootstrap_servers: Optional[str] = None,
-    dlq_topic: str = "dead_letter_events",
-    reason: Optional[list[str]] = None,
-    stage: Optional[list[str]] = None,
+    bootstrap_servers: Optional[str] = ...,
+    dlq_topic: Optional[str] = ...,
+    reason: Optional[list[str]] = ...,
+    stage: Optional[list[str]] = ...,
     since_ms: Optional[int] = None,
-    dry_run: bool = False,
-    include_replayed: bool = False,
-    from_beginning: bool = False,
-    until_idle_s: Optional[float] = None,
-    timeout_s: float = 30.0,
-    extra_config: _ExtraConfig = None,
+    dry_run: Optional[bool] = ...,
+    include_replayed: Optional[bool] = ...,
+    from_beginning: Optional[bool] = ...,
+    until_idle_s: Optional[float] = ...,
+    timeout_s: Optional[float] = ...,
+    extra_config: _ExtraConfig = ...,
 ) -> ReplayStats:
     """Sends the matching dead letters back to their ``source.topic`` with their lineage headers,
     resuming where the last replay with the same filter stopped; returns once all are acknowledged."""

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, Callable, Optional, Sequence
 
 from ecomlogs import _core, flags
@@ -137,12 +138,23 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- migrate
-MIGRATE = "Apply pending migrations (recorded in schema_migrations); safe to run again."
+MIGRATE = ("Apply pending migrations, all in one transaction (recorded in schema_migrations): a failure changes "
+           "nothing. Safe to run again. A table from the original system may hold an event_id more than once; the "
+           "unique key then stops the run with the counts and examples, and --move-duplicates is the fix.")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = _core.migrate(flags.resolve(args, "migrate", "dsn"))
-    flags.report(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+    started = time.monotonic()
+    options = flags.given(args, "migrate")
+    applied = _core.migrate(**options)
+    names = {version: f"{version}_{name}" for version, name, _sql in _core.migrations()}
+    labels = ", ".join(names.get(v, v) for v in applied)
+    if not applied:
+        flags.report("the schema is up to date")
+    elif options.get("dry_run"):
+        flags.report(f"dry run: would apply {labels}; nothing was changed")
+    else:
+        flags.report(f"applied {labels} in {time.monotonic() - started:.2f}s (one transaction)")
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from typing import Any, Callable, NoReturn, Optional
@@ -60,9 +59,13 @@ def _parse(command: str, o: Option) -> Callable[[str], Any]:
 
 
 def help_text(o: Option) -> str:
+    """The flag's help: what it does, its environment variable and its default (a flag that turns off
+    what is on by default says so)."""
     env = f"env {o['env']}; " if o["env"] else ""
+    if o["kind"] == "bool" and o["default"] is True:
+        return f"do not {o['help']}"
     if o["kind"] == "bool" and not o["env"]:
-        return o["help"]
+        return str(o["help"])
     return f"{o['help']} ({env}default {o['default_text']})"
 
 
@@ -72,30 +75,29 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
     for o in options(command, cli=True):
         target: Any = p
         if o["group"]:
-            target = groups.setdefault(o["group"], p.add_mutually_exclusive_group())
+            if o["group"] not in groups:
+                groups[o["group"]] = p.add_mutually_exclusive_group()
+            target = groups[o["group"]]
         names = [o["flag"], *o["aliases"]]
         kw: dict[str, Any] = dict(dest=o["name"], default=None, help=help_text(o))
         if o["kind"] == "bool":
             kw.update(action="store_const", const=not o["default"])
         else:
-            kw.update(type=_parse(command, o), metavar=o["metavar"] or _metavar(o))
+            kw.update(type=_parse(command, o), metavar=o["metavar"])
             if o["repeat"] or o["kind"] == "pairs":
                 kw.update(action="append")
         target.add_argument(*names, **kw)
 
 
-def _metavar(o: Option) -> Optional[str]:
-    if o["kind"] == "choice":
-        return "|".join(o["choices"]) if len(o["choices"]) <= 4 else o["name"].upper()
-    return None
-
-
 def given(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """The values the user gave for ``command``'s options that the Python API takes (None: not given, so
-    the core resolves the environment and the default)."""
+    the core resolves the environment and the default; where the Python API's default differs, the command
+    line's is passed)."""
     out: dict[str, Any] = {}
     for o in options(command, cli=True, python=True):
         value = getattr(args, o["name"], None)
+        if value is None and o["default"] != o["python_default"]:
+            value = o["default"]
         if value is None:
             continue
         if o["kind"] == "pairs":
@@ -115,19 +117,13 @@ def version_flag(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- running
 def setup_logging(args: argparse.Namespace, command: str) -> None:
-    env = os.environ.get("ECOMLOGS_LOG", "").strip().lower()
-    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
     if getattr(args, "quiet", None):
-        level = logging.WARNING
+        level = "warning"
     elif getattr(args, "verbose", None):
-        level = logging.DEBUG
-    elif env:
-        if env not in levels:
-            raise ConfigError(f"ECOMLOGS_LOG must be debug, info, warning or error, got {env!r}")
-        level = levels[env]
+        level = "debug"
     else:
-        level = logging.INFO
-    logs.configure(level, resolve(args, command, "log_format"))
+        level = resolve(args, command, "log_level")
+    logs.configure(logging.getLevelName(level.upper()), resolve(args, command, "log_format"))
     _core.reset_log_cache()
 
 
@@ -188,3 +184,26 @@ def status_line(text: str) -> None:
         sys.stderr.flush()
     else:
         print(text, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- docs
+def markdown_table() -> str:
+    """The README's configuration table, rendered from the options table (a test keeps them equal): one
+    row per flag and meaning, with the commands that take it."""
+    rows: dict[tuple[str, str, str, str], list[str]] = {}
+    for o in _core.OPTIONS:
+        if not o["cli"]:
+            continue
+        flag = ", ".join(f"`{f}`" for f in [o["flag"], *o["aliases"]])
+        help_ = help_text(o).split(" (env ")[0].split(" (default ")[0]
+        key = (flag, o["env"] or "", o["default_text"] if o["kind"] != "bool" else "", help_)
+        if o["command"] not in rows.setdefault(key, []):
+            rows[key].append(o["command"])
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| flag | commands | environment | default | meaning |", "|---|---|---|---|---|"]
+    for (flag, env, default, help_), commands in rows.items():
+        lines.append(f"| {flag} | {', '.join(commands)} | {f'`{env}`' if env else '–'} | {cell(default) or '–'} | "
+                     f"{cell(help_)} |")
+    return "\n".join(lines)

@@ -87,11 +87,11 @@ def dlq_inspect(
     reason: Union[None, str, Iterable[str]] = None,
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
-    samples: int = 3,
-    dlq_topic: str = "dead_letter_events",
+    samples: Optional[int] = None,
+    dlq_topic: Optional[str] = None,
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
-    timeout_s: float = 30.0,
+    timeout_s: Optional[float] = None,
 ) -> DeadLetterReport:
     """Reads the dead-letter topic to its end: counts by (stage, reason) of the dead letters that match
     the filters, with the first ``samples`` of each (headers, key, value, source coordinates)."""
@@ -108,10 +108,10 @@ def dead_letters(
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
     limit: Optional[int] = None,
-    dlq_topic: str = "dead_letter_events",
+    dlq_topic: Optional[str] = None,
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
-    timeout_s: float = 30.0,
+    timeout_s: Optional[float] = None,
 ) -> list[DeadLetter]:
     """Every dead letter that matches the filters (at most ``limit``), in partition and offset order."""
     return _core.dlq_read(
@@ -126,14 +126,14 @@ def dlq_replay(
     reason: Union[None, str, Iterable[str]] = None,
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
-    dry_run: bool = False,
-    include_replayed: bool = False,
-    from_beginning: bool = False,
+    dry_run: Optional[bool] = None,
+    include_replayed: Optional[bool] = None,
+    from_beginning: Optional[bool] = None,
     until_idle_s: Optional[float] = None,
-    dlq_topic: str = "dead_letter_events",
+    dlq_topic: Optional[str] = None,
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
-    timeout_s: float = 30.0,
+    timeout_s: Optional[float] = None,
 ) -> ReplayStats:
     """Sends the dead letters that match the filters back to the topic each came from (its
     ``source.topic`` header), with the original key and value and the lineage headers

@@ -31,11 +31,16 @@ pub(super) struct Batch {
     pub(super) lineage: Vec<(usize, OwnedLineage)>,
     pub(super) progress: Vec<PartitionProgress>,
     pub(super) started: Option<Instant>,
+    /// Records per transaction at most.
+    limit: usize,
 }
 
 impl Batch {
-    pub(super) fn with_capacity(rows: usize) -> Self {
+    /// A batch of `limit` records at most.
+    pub(super) fn new(limit: usize) -> Self {
+        let rows = limit.min(100_000);
         Batch {
+            limit,
             rows: pg::CopyRows::with_capacity(rows),
             origin: Vec::with_capacity(rows),
             dead: Vec::new(),
@@ -47,6 +52,10 @@ impl Batch {
 
     pub(super) fn len(&self) -> usize {
         self.origin.len() + self.dead.len()
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.len() >= self.limit
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -101,7 +110,7 @@ impl Batch {
     /// Due for writing: full, or old enough, or its input has gone quiet at the end of every assigned
     /// partition (`caught_up`: a gap between fetches of a backlog is no reason for a small transaction).
     pub(super) fn is_due(&self, opts: &LoadOptions, last_input: Instant, caught_up: bool) -> bool {
-        self.len() >= opts.batch_size
+        self.is_full()
             || self.started.is_some_and(|t| {
                 t.elapsed() >= opts.flush_interval
                     || (caught_up

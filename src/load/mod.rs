@@ -325,7 +325,7 @@ impl<'a> Worker<'a> {
                 activity: Activity::JoiningGroup,
                 ..LoadStats::default()
             },
-            batch: Batch::with_capacity(opts.batch_size.min(100_000)),
+            batch: Batch::new(opts.batch_size),
             input: InputState::new("ecomlogs.loader", settings),
             tally: Tally::default(),
             last_log: Instant::now(),
@@ -413,7 +413,7 @@ impl<'a> Worker<'a> {
                 }
                 None => break,
             }
-            if self.batch.len() >= self.opts.batch_size {
+            if self.batch.is_full() {
                 break;
             }
             next = self.consumer.poll(Duration::ZERO);

@@ -17,7 +17,10 @@ mod tls;
 pub use copy::{copy_rows, copy_rows_dedup, insert_isolating, CopyRows, Isolated};
 pub use offsets::{load_offsets, restart_offset, store_offsets, PartitionProgress};
 pub use query::{query, Param, Table, Value};
-pub use schema::{check_schema, migrate, MIGRATIONS};
+pub use schema::{
+    check_schema, migrate, migrate_with, Applied, Duplicates, MigrateOptions, MigrateReport,
+    Migration, DUPLICATES_TABLE, MIGRATIONS,
+};
 pub use tls::{SslMode, Tls};
 
 pub const TABLE: &str = "kafka_events_silver";
@@ -36,9 +39,12 @@ pub struct Config {
 /// else from `PGSSLMODE` / `PGSSLROOTCERT` (`PGSSLCERT` / `PGSSLKEY`), as libpq reads them.
 pub fn parse_dsn(dsn: &str) -> Result<Config> {
     let (rest, keys) = dsn::split_tls(dsn)?;
-    let mut driver: postgres::Config = rest
-        .parse()
-        .map_err(|e: postgres::Error| Error::Config(format!("invalid PostgreSQL DSN: {e}")))?;
+    let mut driver: postgres::Config = rest.parse().map_err(|e: postgres::Error| {
+        Error::Config(format!(
+            "invalid PostgreSQL DSN: {}",
+            crate::error::describe_pg(&e)
+        ))
+    })?;
     if driver.get_connect_timeout().is_none() {
         driver.connect_timeout(Duration::from_secs(10));
     }

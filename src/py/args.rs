@@ -23,7 +23,7 @@ pub fn config_error(message: String) -> PyErr {
 /// A keyword argument of an option (None: not given).
 pub type Arg<'py> = Option<Bound<'py, PyAny>>;
 
-/// A command's options from its keyword arguments: `values!(cmd::LOAD, batch_size, topic, ...)` resolves
+/// A command's options from its keyword arguments: `values!(cmd::LOAD, topic, group_id, ...)` resolves
 /// each over the environment and the defaults and checks it (see `options::Values::resolve`).
 #[macro_export]
 macro_rules! values {

@@ -167,15 +167,34 @@ fn ensure_topics(
     .map_err(to_pyerr)
 }
 
-/// Applies the pending migrations (recorded in `schema_migrations`); returns the versions applied now.
+/// Applies the pending migrations in one transaction (all or nothing), recorded in `schema_migrations`;
+/// returns the versions applied now (on a dry run, those that would be, changing nothing).
+/// `move_duplicates` moves the extra copies of duplicated event ids aside before the unique key.
 #[pyfunction]
-#[pyo3(signature = (dsn=None))]
-fn migrate(py: Python<'_>, dsn: Option<&str>) -> PyResult<Vec<String>> {
-    let dsn = config::database_from(dsn);
+#[pyo3(signature = (dsn=None, *, move_duplicates=None, dry_run=None))]
+fn migrate(
+    py: Python<'_>,
+    dsn: args::Arg<'_>,
+    move_duplicates: args::Arg<'_>,
+    dry_run: args::Arg<'_>,
+) -> PyResult<Vec<String>> {
+    let v = values!(options::cmd::MIGRATE, dsn, move_duplicates, dry_run)?;
+    let dsn = v.text("dsn").map_err(to_pyerr)?;
+    let options = pg::MigrateOptions {
+        move_duplicates: v.flag("move_duplicates").map_err(to_pyerr)?,
+        dry_run: v.flag("dry_run").map_err(to_pyerr)?,
+    };
     py.detach(|| {
         let cfg = pg::parse_dsn(&dsn)?;
         let mut client = pg::connect(&cfg)?;
-        pg::migrate(&mut client)
+        pg::migrate_with(&mut client, &options)
+    })
+    .map(|report| {
+        report
+            .applied
+            .iter()
+            .map(|a| a.version.to_string())
+            .collect()
     })
     .map_err(to_pyerr)
 }
@@ -187,23 +206,6 @@ fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
         .iter()
         .map(|m| (m.version, m.name, m.sql))
         .collect()
-}
-
-/// Checks Kafka settings without connecting: the user's librdkafka pairs (as every client does when it
-/// is made; the value of a key that may be a secret is never shown) and the topic names, given as
-/// {option name: topic}. Raises `ConfigError`; for a command to refuse bad input before it starts.
-#[pyfunction]
-#[pyo3(signature = (*, bootstrap_servers=None, extra_config=None, topics=None))]
-fn check_kafka_config(
-    bootstrap_servers: Option<&str>,
-    extra_config: Option<&Bound<'_, PyDict>>,
-    topics: Option<std::collections::BTreeMap<String, String>>,
-) -> PyResult<()> {
-    args::kafka_settings(bootstrap_servers, extra_config)?;
-    for (name, topic) in topics.unwrap_or_default() {
-        args::topic(&name, &topic)?;
-    }
-    Ok(())
 }
 
 /// The bootstrap servers a stage would use: the argument, else `KAFKA_BOOTSTRAP_SERVERS`, else the
@@ -231,9 +233,9 @@ fn reset_log_cache() {
 }
 
 /// An option's default as a Python value.
-fn default_of<'py>(py: Python<'py>, o: &options::Opt) -> PyResult<Bound<'py, PyAny>> {
+fn default_of<'py>(py: Python<'py>, d: options::Default) -> PyResult<Bound<'py, PyAny>> {
     use options::Default as D;
-    Ok(match o.default {
+    Ok(match d {
         D::None => py.None().into_bound(py),
         D::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
         D::Int(n) => n.into_pyobject(py)?.into_any(),
@@ -255,7 +257,10 @@ fn defaults_dict(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
                     per
                 }
             };
-            per.set_item(o.name, default_of(py, o)?)?;
+            per.set_item(
+                o.name,
+                default_of(py, o.python_default.unwrap_or(o.default))?,
+            )?;
         }
     }
     Ok(d)
@@ -287,13 +292,18 @@ fn options_list(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyList>> {
             d.set_item("aliases", options::aliases_for(command, o).to_vec())?;
             d.set_item("kind", kind)?;
             d.set_item("choices", choices)?;
-            d.set_item("default", default_of(py, o)?)?;
+            d.set_item("default", default_of(py, o.default)?)?;
+            d.set_item(
+                "python_default",
+                default_of(py, o.python_default.unwrap_or(o.default))?,
+            )?;
             d.set_item("default_text", o.default_text())?;
             d.set_item("env", o.env)?;
             d.set_item("help", o.help)?;
-            d.set_item("metavar", o.metavar)?;
+            d.set_item("metavar", o.metavar_text())?;
             d.set_item("repeat", o.repeat)?;
-            d.set_item("cli", o.surface != Surface::Python)?;
+            let cli = o.surface != Surface::Python && !options::PYTHON_ONLY.contains(&command);
+            d.set_item("cli", cli)?;
             d.set_item("python", o.surface != Surface::Cli)?;
             d.set_item("group", o.group)?;
             out.append(d)?;
@@ -356,7 +366,11 @@ fn resolve_options<'py>(
         .flat_map(|o| o.commands.iter())
         .find(|c| **c == command)
         .copied()
-        .ok_or_else(|| errors::to_pyerr(crate::error::Error::Config(format!("no command {command:?}"))))?;
+        .ok_or_else(|| {
+            errors::to_pyerr(crate::error::Error::Config(format!(
+                "no command {command:?}"
+            )))
+        })?;
     let mut pairs = Vec::new();
     for (k, v) in given.iter().flat_map(|d| d.iter()) {
         let name: String = k.extract()?;
@@ -366,6 +380,9 @@ fn resolve_options<'py>(
         }
     }
     let v = options::Values::resolve(command, pairs, options::Origin::Python).map_err(to_pyerr)?;
+    if v.has("extra_config") {
+        args::kafka_of(&v)?; // the user's librdkafka keys and values, checked by librdkafka itself
+    }
     let out = PyDict::new(py);
     for o in options::of(command) {
         out.set_item(o.name, value_to_py(py, v.value(o.name).map_err(to_pyerr)?)?)?;
@@ -424,7 +441,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_one, m)?)?;
     m.add_function(wrap_pyfunction!(validate_many, m)?)?;
     m.add_function(wrap_pyfunction!(reason_codes, m)?)?;
-    m.add_function(wrap_pyfunction!(check_kafka_config, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migrations, m)?)?;

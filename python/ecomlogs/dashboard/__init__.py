@@ -15,7 +15,6 @@ import errno
 import ipaddress
 import json
 import logging
-import re
 import socket
 import sys
 import threading
@@ -25,19 +24,15 @@ from types import TracebackType
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-from ecomlogs import _core
+from ecomlogs import _core, flags
 from ecomlogs import settings as S
 from ecomlogs.dashboard.collect import Collector
 from ecomlogs.exceptions import ConfigError, ResourceError
 
 log = logging.getLogger("ecomlogs.dashboard")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8050
-INTERVAL_RANGE_S = (0.1, 3600.0)
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
            "style.css": "text/css; charset=utf-8"}
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 
 def _static(name: str) -> bytes:
@@ -45,34 +40,6 @@ def _static(name: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def check_metrics_url(url: str) -> str:
-    """A stage's Prometheus endpoint: an http(s) URL with a host (any password in it is not shown)."""
-    shown = re.sub(r"//.*@", "//***@", url)  # up to the last @: no password shown
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ConfigError(f"--metrics-url {shown!r} contains a space or a control character")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parses the port, raising ValueError when it is not one
-    except ValueError as e:
-        raise ConfigError(f"--metrics-url {shown!r} is not a valid URL ({e})") from None
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"--metrics-url must be an http:// or https:// URL, got {shown!r}")
-    if not parts.hostname:
-        raise ConfigError(f"--metrics-url {shown!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"--metrics-url {shown!r}: a user name or password in the URL is not supported")
-    return url
-
-
-def check_allowed_host(name: str) -> str:
-    """A name for ``--allow-host``: a host name or an IP address, without a port."""
-    text = name.strip().lower().rstrip(".")
-    if _HOSTNAME.match(text) or _ip(text.strip("[]")):
-        return text.strip("[]")
-    raise ConfigError(f"--allow-host expects a host name such as dashboard.example.com (no port, no "
-                      f"scheme), got {name!r}")
-
-
 def _ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -207,26 +174,22 @@ class Dashboard:
     (a port, an interval, a URL, a topic name, a librdkafka key). The page answers only requests for
     its own names (``localhost``, an IP address, ``host``, ``allow_hosts``)."""
 
-    def __init__(self, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, dsn: Optional[str] = None,
-                 bootstrap_servers: Optional[str] = None, dlq_topic: str = S.DLQ_TOPIC,
-                 metrics_urls: Optional[list[str]] = None, interval_s: float = 1.0,
+    def __init__(self, *, host: Optional[str] = None, port: Optional[int] = None, dsn: Optional[str] = None,
+                 bootstrap_servers: Optional[str] = None, dlq_topic: Optional[str] = None,
+                 metrics_urls: Optional[list[str]] = None, interval_s: Optional[float] = None,
                  extra_config: Optional[dict[str, str]] = None,
                  allow_hosts: Optional[list[str]] = None) -> None:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {port}")
-        low, high = INTERVAL_RANGE_S
-        if not low <= interval_s <= high:  # (NaN too)
-            raise ConfigError(f"interval must be between {low:g} and {high:g} seconds, got {interval_s:g}")
-        metrics_urls = [check_metrics_url(u) for u in metrics_urls or []]
-        allowed = {check_allowed_host(h) for h in allow_hosts or []}
-        bootstrap_servers = S.bootstrap_servers(bootstrap_servers)
-        _core.check_kafka_config(bootstrap_servers=bootstrap_servers, extra_config=extra_config,
-                                 topics={"dlq_topic": dlq_topic})
+        given = dict(host=host, port=port, dsn=dsn, bootstrap_servers=bootstrap_servers, dlq_topic=dlq_topic,
+                     metrics_urls=metrics_urls, interval_s=interval_s, extra_config=extra_config,
+                     allow_hosts=allow_hosts)
+        o = _core.resolve_options("dashboard", {k: v for k, v in given.items() if v is not None})
+        host, port = o["host"], o["port"]
+        allowed = {h.strip().lower().strip("[]").rstrip(".") for h in o["allow_hosts"] or []}
         family, address = _listen_address(host, port)
         allowed.add(host.strip().lower().strip("[]").rstrip("."))
-        self.collector = Collector(dsn=S.dsn(dsn), bootstrap_servers=bootstrap_servers,
-                                   dlq_topic=dlq_topic, metrics_urls=metrics_urls, interval_s=interval_s,
-                                   extra_config=extra_config)
+        self.collector = Collector(dsn=o["dsn"], bootstrap_servers=o["bootstrap_servers"],
+                                   dlq_topic=o["dlq_topic"], metrics_urls=o["metrics_urls"] or [],
+                                   interval_s=o["interval_s"], extra_config=o["extra_config"])
         try:
             self.server = _Server(family, address, self.collector, allowed)
         except OSError as e:
@@ -267,50 +230,20 @@ class Dashboard:
 
 
 # ---------------------------------------------------------------------------------------------- command
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ecomlogs import cli
-
-    p.description = (
-        "A live page of the pipeline on this machine: events/s and lag per stage, rows in the table, dead "
-        "letters by reason, today's funnel and revenue per currency. Reads PostgreSQL, the topics and the "
-        "stages' metrics endpoints (--metrics-url); never writes. Without metrics endpoints, rates and lag "
-        "come from the topics' offsets and the table."
-    )
-    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s: this machine only)")
-    p.add_argument("--port", type=cli._int, default=DEFAULT_PORT, help="port (default %(default)s; 0 = any free one)")
-    cli._add_dsn(p)
-    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", default=None,
-                   help="Kafka bootstrap servers " + cli._env_help("KAFKA_BOOTSTRAP_SERVERS", S.DEFAULT_BOOTSTRAP_SERVERS))
-    p.add_argument("--extra-config", metavar="KEY=VALUE", action="append", default=[],
-                   help="a librdkafka setting passed as is (repeatable)")
-    p.add_argument("--dlq-topic", default=S.DLQ_TOPIC, help="dead-letter topic (default %(default)s)")
-    p.add_argument("--metrics-url", metavar="URL", action="append", default=[],
-                   help="a stage's Prometheus endpoint, e.g. http://127.0.0.1:9101/metrics (repeatable; optional)")
-    p.add_argument("--interval", type=cli._float, default=1.0, metavar="SECONDS",
-                   help="how often the sources are read and the page updates, %g to %g (default %%(default)s)"
-                   % INTERVAL_RANGE_S)
-    p.add_argument("--allow-host", metavar="NAME", action="append", default=[],
-                   help="also answer requests for this host name (repeatable); the page answers only its own "
-                   "names (localhost, IP addresses, --host), so that no other web page can read it")
-    cli._add_verbosity(p)
-
-
-def _extra_config(pairs: list[str]) -> dict[str, str]:
-    try:
-        return S.parse_extra_config(pairs)
-    except ConfigError:  # its message repeats the argument, which may hold a password
-        raise ConfigError("--extra-config expects KEY=VALUE with a non-empty KEY (the argument is not "
-                          "repeated here: it may hold a secret)") from None
+DESCRIPTION = (
+    "A live page of the pipeline on this machine: events/s and lag per stage, rows in the table, dead letters "
+    "by reason, today's funnel and revenue per currency. Reads PostgreSQL, the topics and the stages' metrics "
+    "endpoints (--metrics-url); never writes. Without metrics endpoints, rates and lag come from the topics' "
+    "offsets and the table. It answers only requests for its own names (localhost, IP addresses, --host, "
+    "--allow-host), so that no other web page can read it."
+)
 
 
 def command(args: argparse.Namespace) -> int:
-    from ecomlogs import cli
-
-    dashboard = Dashboard(host=args.host, port=args.port, dsn=args.dsn, bootstrap_servers=args.bootstrap_servers,
-                          dlq_topic=args.dlq_topic, metrics_urls=args.metrics_url, interval_s=args.interval,
-                          extra_config=_extra_config(args.extra_config), allow_hosts=args.allow_host)
-    cli._report(f"dashboard on {dashboard.url} (database {S.redact(dashboard.collector.dsn)}, broker "
-                f"{dashboard.collector.bootstrap_servers}); Ctrl-C to stop")
+    """``ecomlogs dashboard``: serves until Ctrl-C."""
+    dashboard = Dashboard(**flags.given(args, "dashboard"))
+    flags.report(f"dashboard on {dashboard.url} (database {S.redact(dashboard.collector.dsn)}, broker "
+                 f"{dashboard.collector.bootstrap_servers}); Ctrl-C to stop")
     try:
         dashboard.serve_forever()
     finally:
