@@ -120,7 +120,8 @@ impl Drop for MetricsServer {
 }
 
 /// Sent to a connection over the limit, without reading anything from it.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 40\r\nConnection: close\r\n\r\ntoo many connections to the metrics port\n";
 
 /// Accepts until `stopped`; each connection is a task of its own.
@@ -302,10 +303,16 @@ mod tests {
         assert!(body(&m).contains("ecomlogs_rows_inserted_total"));
         assert!(m.to_ascii_lowercase().contains("connection: close"), "{m}");
         healthz_within_a_second(addr);
-        assert!(matches!(status(&call(addr, "GET", "/healthz?x=1")), 200 | 503));
+        assert!(matches!(
+            status(&call(addr, "GET", "/healthz?x=1")),
+            200 | 503
+        ));
         assert_eq!(status(&call(addr, "GET", "/nope")), 404);
         // HTTP/1.0, as the simplest clients speak it.
-        assert_eq!(status(&exchange(addr, "GET /metrics HTTP/1.0\r\n\r\n")), 200);
+        assert_eq!(
+            status(&exchange(addr, "GET /metrics HTTP/1.0\r\n\r\n")),
+            200
+        );
         server.close();
         assert!(released(addr), "still listening on {addr}");
         server.close(); // idempotent
@@ -336,7 +343,10 @@ mod tests {
             let a = call(server.addr(), "HEAD", path);
             assert!(matches!(status(&a), 200 | 503), "{a}");
             assert!(a.ends_with("\r\n\r\n"), "HEAD {path} sent a body: {a}");
-            assert!(a.to_ascii_lowercase().contains("content-type: text/plain"), "{a}");
+            assert!(
+                a.to_ascii_lowercase().contains("content-type: text/plain"),
+                "{a}"
+            );
         }
     }
 
@@ -374,7 +384,8 @@ mod tests {
         let idle: Vec<Tcp> = (0..300).map(|_| connect(addr)).collect();
         // Slowloris: a request head sent a few bytes at a time, never finished.
         let mut slow = connect(addr);
-        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         let mut big = connect(addr);
         big.write_all(b"PUT /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n")
             .unwrap();
@@ -397,7 +408,10 @@ mod tests {
             &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {long}\r\n\r\n"),
         );
         assert_eq!(status(&a), 431, "{a}");
-        let a = exchange(server.addr(), &format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let a = exchange(
+            server.addr(),
+            &format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
         assert!(matches!(status(&a), 414 | 431), "{a}");
         healthz_within_a_second(server.addr());
     }
