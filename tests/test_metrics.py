@@ -124,6 +124,7 @@ def test_a_retry_streak_in_the_middle_of_a_batch_shows_in_health_and_metrics_as_
     follower = prom.StderrFollower(proc, lines)
     admin = psycopg2.connect(as_admin, connect_timeout=10)
     admin.autocommit = True
+    url = ""
     try:
         url = follower.endpoint()
         wait_for("the loader to start loading", lambda: prom.find(lines, r"loading " + clean))
@@ -169,6 +170,9 @@ def test_a_retry_streak_in_the_middle_of_a_batch_shows_in_health_and_metrics_as_
         wait_for("every row stored", lambda: row_count(as_admin) == len(expected), timeout_s=60)
         wait_for("/healthz 200 once connections are allowed", lambda: _health(url)[0] == 200, timeout_s=30)
         last = prom.scrape(url)
+    except AssertionError as e:
+        health = _health(url) if url else None
+        raise AssertionError(f"{e}\n/healthz: {health}\nthe loader's log:\n{''.join(lines)[-4000:]}") from None
     finally:
         admin.close()
         code = follower.stop(signal.SIGTERM, timeout=60)
