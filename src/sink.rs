@@ -3,7 +3,8 @@
 //! the consumed offsets. Every database error is sorted into one of three kinds (see [`pg::Failure`]):
 //! an outage waits and retries, a rejected row is isolated and dead-lettered, a fault stops the stage.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::{Client, Transaction};
@@ -12,7 +13,7 @@ use rand::Rng;
 use crate::error::{describe_pg, Error, Result};
 use crate::pg::{self, Config, CopyRows, Failure, PartitionProgress};
 use crate::resume::StoredPosition;
-use crate::stage::StopToken;
+use crate::stage::{locked, StopToken};
 
 /// A row the database refused, by its index in the batch.
 #[derive(Debug, Clone)]
@@ -42,10 +43,68 @@ enum Attempt {
 impl Attempt {
     fn from_pg(context: &str, e: postgres::Error) -> Attempt {
         match pg::classify(&e) {
-            Failure::Outage => Attempt::Outage(describe_pg(&e)),
+            Failure::Outage => Attempt::Outage(outage_reason(&e)),
             // A rejected row outside row isolation (offsets, schema checks) is a fault too.
             Failure::Rejected | Failure::Fault => Attempt::Fault(Error::database(context, &e)),
         }
+    }
+}
+
+/// What an outage error says, in one line: the server's message and SQLSTATE, or the driver's error.
+fn outage_reason(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}, SQLSTATE {}", db.message(), db.code().code()),
+        None => describe_pg(e),
+    }
+}
+
+/// An outage being waited out: since its first failure, and why the last attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    pub since: Instant,
+    pub reason: String,
+}
+
+/// A sink's retry state, live: updated inside the retry loop as each attempt fails, so that health and
+/// metrics see an outage while the worker is still blocked in the batch it cannot write.
+#[derive(Debug, Default)]
+pub struct SinkState {
+    retries: AtomicU64,
+    outage: Mutex<Option<Outage>>,
+}
+
+impl SinkState {
+    /// Failed attempts during outages, so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The outage being waited out, if any.
+    pub fn outage(&self) -> Option<Outage> {
+        locked(&self.outage).clone()
+    }
+
+    pub fn waiting(&self) -> bool {
+        locked(&self.outage).is_some()
+    }
+
+    /// An attempt failed with an outage: it starts one, or is the latest reason of the one going on.
+    fn failed(&self, why: &str) {
+        let reason = one_line(why);
+        let mut outage = locked(&self.outage);
+        match outage.as_mut() {
+            Some(o) => o.reason = reason,
+            None => {
+                *outage = Some(Outage {
+                    since: Instant::now(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn recovered(&self) {
+        *locked(&self.outage) = None;
     }
 }
 
@@ -60,10 +119,8 @@ pub struct PgSink {
     stop: StopToken,
     /// Set once this consumer's loop has ended (leaving the group may still call back).
     done: AtomicBool,
-    /// Reconnection attempts during outages, so far.
-    pub retries: u64,
-    /// True while an outage is being waited out.
-    pub waiting: bool,
+    /// Retries and the outage being waited out, shared with whoever reports on the stage.
+    state: Arc<SinkState>,
 }
 
 impl PgSink {
@@ -83,9 +140,23 @@ impl PgSink {
             max_backoff,
             stop,
             done: AtomicBool::new(false),
-            retries: 0,
-            waiting: false,
+            state: Arc::default(),
         }
+    }
+
+    /// The live retry state (see [`SinkState`]).
+    pub fn state(&self) -> &Arc<SinkState> {
+        &self.state
+    }
+
+    /// Failed attempts during outages, so far.
+    pub fn retries(&self) -> u64 {
+        self.state.retries()
+    }
+
+    /// True while an outage is being waited out.
+    pub fn waiting(&self) -> bool {
+        self.state.waiting()
     }
 
     pub fn group(&self) -> &str {
@@ -120,16 +191,16 @@ impl PgSink {
             };
             match outcome {
                 Ok(v) => {
-                    if self.waiting {
+                    if self.waiting() {
                         log::info!(target: "ecomlogs.loader", "PostgreSQL is back after {attempt} attempts");
                     }
-                    self.waiting = false;
+                    self.state.recovered();
                     return Ok(Some(v));
                 }
                 Err(Attempt::Fault(e)) => return Err(e),
                 Err(Attempt::Outage(why)) => {
                     self.client = None;
-                    self.waiting = true;
+                    self.state.failed(&why);
                     if !self.backoff(&mut attempt, &why) {
                         return Ok(None);
                     }
@@ -141,25 +212,29 @@ impl PgSink {
     /// Checks the connection between batches (for health checks and the status line): an outage seen
     /// here counts as one until a check or a write succeeds again.
     pub fn probe(&mut self) {
-        let ok = match self.client.as_mut() {
-            Some(c) => c.is_valid(Duration::from_secs(2)).is_ok(),
-            None => match pg::open(&self.cfg) {
-                Ok(c) => {
-                    self.client = Some(c);
-                    true
-                }
-                Err(_) => false,
-            },
+        let checked = match self.client.as_mut() {
+            Some(c) => c.is_valid(Duration::from_secs(2)),
+            None => pg::open(&self.cfg).map(|c| {
+                self.client = Some(c);
+            }),
         };
-        if ok && self.waiting {
-            log::info!(target: "ecomlogs.loader", "PostgreSQL is reachable again");
-        } else if !ok && !self.waiting {
-            log::warn!(target: "ecomlogs.loader", "PostgreSQL unavailable (the idle connection check failed); the next batch waits for it");
+        let waiting = self.waiting();
+        match checked {
+            Ok(()) => {
+                if waiting {
+                    log::info!(target: "ecomlogs.loader", "PostgreSQL is reachable again");
+                }
+                self.state.recovered();
+            }
+            Err(e) => {
+                let why = outage_reason(&e);
+                if !waiting {
+                    log::warn!(target: "ecomlogs.loader", "PostgreSQL unavailable ({}; the idle connection check failed); the next batch waits for it", one_line(&why));
+                }
+                self.client = None;
+                self.state.failed(&why);
+            }
         }
-        if !ok {
-            self.client = None;
-        }
-        self.waiting = !ok;
     }
 
     /// Sleeps before the next attempt (exponential, with jitter); false when the stage is stopping.
@@ -168,7 +243,7 @@ impl PgSink {
             return false;
         }
         *attempt += 1;
-        self.retries += 1;
+        self.state.retries.fetch_add(1, Ordering::Relaxed);
         let base = Duration::from_millis(200).saturating_mul(1u32 << (*attempt - 1).min(10));
         let wait = base
             .min(self.max_backoff)

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import re
 import signal
-from typing import Any
+import time
+from typing import Any, Iterator
+
+import pytest
 
 import ecomlogs
 import prom
-from helpers import finish, loader_cmd, produce_clean, row_count, run_until_caught_up, start, unique, wait_for
+import psycopg2
+from helpers import (assert_exact, finish, loader_cmd, produce_clean, row_count, run_until_caught_up, start, unique,
+                     wait_for)
 
 
 def test_producer_and_processor_counters_equal_their_stats(kafka_bootstrap: str) -> None:
@@ -83,6 +88,102 @@ def test_loader_metrics_and_health_through_a_database_outage(kafka_bootstrap: st
     assert prom.value(last, "ecomlogs_events_consumed_total", stage="loader") == consumed
     assert prom.value(last, "ecomlogs_duplicates_skipped_total") == dups
     assert prom.total(last, "ecomlogs_dead_letters_total", stage="loader") == dead
+
+
+@pytest.fixture()
+def own_role_db(dsn: str) -> Iterator[tuple[str, str]]:
+    """A fresh database owned by a role of its own (not a superuser: a database's connection limit applies
+    to it): (the role's DSN, the superuser's DSN), both for that database."""
+    role, name = unique("loader"), unique("t")
+    admin = psycopg2.connect(dsn, connect_timeout=10)
+    admin.autocommit = True
+    with admin.cursor() as c:
+        c.execute(f"CREATE ROLE {role} LOGIN")
+        c.execute(f"CREATE DATABASE {name} OWNER {role}")
+    base = dsn.rsplit("/", 1)[0]
+    try:
+        yield base.replace("postgres@", f"{role}@", 1) + "/" + name, base + "/" + name
+    finally:
+        with admin.cursor() as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            c.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()
+
+
+def test_a_retry_streak_in_the_middle_of_a_batch_shows_in_health_and_metrics_as_it_happens(
+        kafka_bootstrap: str, own_role_db: tuple[str, str]) -> None:
+    """The loader's connection is cut while it writes a batch, and the database refuses new connections
+    (too many connections, SQLSTATE 53300) for a while: the worker is blocked in that batch's retries, yet
+    /healthz turns 503 with the reason within 5 s and ecomlogs_db_retries_total grows with each attempt.
+    Once connections are allowed again every row is stored exactly once."""
+    as_loader, as_admin = own_role_db
+    clean, group = unique("clean"), unique("g")
+    dbname = as_admin.rsplit("/", 1)[1]
+    proc = start([*loader_cmd(kafka_bootstrap, clean, as_loader, group), "--metrics-port", "0"])
+    lines: list[str] = []
+    follower = prom.StderrFollower(proc, lines)
+    admin = psycopg2.connect(as_admin, connect_timeout=10)
+    admin.autocommit = True
+    url = ""
+    try:
+        url = follower.endpoint()
+        wait_for("the loader to start loading", lambda: prom.find(lines, r"loading " + clean))
+        wait_for("/healthz 200", lambda: _health(url)[0] == 200)
+        # Hold the table so that the first batch waits inside its COPY, then feed the loader.
+        locker = psycopg2.connect(as_admin, connect_timeout=10)
+        with locker.cursor() as c:
+            c.execute("LOCK TABLE kafka_events_silver IN SHARE MODE")
+        expected = produce_clean(kafka_bootstrap, clean, 3000, seed=47)
+
+        def writer_pid() -> int | None:
+            with admin.cursor() as c:
+                c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND usename <> 'postgres' "
+                          "AND wait_event_type = 'Lock'", (dbname,))
+                row = c.fetchone()
+                return row[0] if row else None
+
+        pid = wait_for("the loader's COPY to wait on the lock", writer_pid)
+        assert _health(url)[0] == 200  # writing, not failing (yet)
+        with admin.cursor() as c:
+            c.execute(f"ALTER DATABASE {dbname} CONNECTION LIMIT 0")
+            c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        cut = time.monotonic()
+        locker.rollback()
+        locker.close()
+        try:
+            status, body = wait_for("/healthz 503 with the reason",
+                                    lambda: (lambda h: h if h[0] == 503 else None)(_health(url)), timeout_s=5)
+            assert time.monotonic() - cut < 5
+            assert body.startswith("loader: PostgreSQL is unavailable (") and ", retrying for " in body, body
+            wait_for("the reason of the attempts that follow",
+                     lambda: "SQLSTATE 53300" in _health(url)[1], timeout_s=10)
+            # Counted as each attempt fails, while the batch is still unwritten.
+            first = wait_for("a counted retry",
+                             lambda: prom.value(prom.scrape(url), "ecomlogs_db_retries_total"), timeout_s=10)
+            wait_for("more retries during the outage",
+                     lambda: prom.value(prom.scrape(url), "ecomlogs_db_retries_total") >= first + 2, timeout_s=20)
+            assert row_count(as_admin) == 0
+            assert _health(url)[0] == 503
+        finally:
+            with admin.cursor() as c:
+                c.execute(f"ALTER DATABASE {dbname} CONNECTION LIMIT -1")
+        wait_for("every row stored", lambda: row_count(as_admin) == len(expected), timeout_s=60)
+        wait_for("/healthz 200 once connections are allowed", lambda: _health(url)[0] == 200, timeout_s=30)
+        last = prom.scrape(url)
+    except AssertionError as e:
+        health = _health(url) if url else None
+        raise AssertionError(f"{e}\n/healthz: {health}\nthe loader's log:\n{''.join(lines)[-4000:]}") from None
+    finally:
+        admin.close()
+        code = follower.stop(signal.SIGTERM, timeout=60)
+    err = "".join(lines)
+    assert code == 0, err[-3000:]
+    assert_exact(as_admin, expected)
+    m = re.search(r"([\d,]+) database retries", err)
+    assert m, err[-2000:]
+    retries = int(m.group(1).replace(",", ""))
+    assert prom.value(last, "ecomlogs_db_retries_total") == retries >= 3
+    assert prom.value(last, "ecomlogs_rows_inserted_total") == len(expected)
 
 
 def test_json_logs_one_object_per_line_with_each_batch_at_its_commit(kafka_bootstrap: str, db: str) -> None:

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::Client;
@@ -27,7 +27,7 @@ use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::pg::{self, Config};
 use crate::resume::LogCheck;
-use crate::sink::{PgSink, Written};
+use crate::sink::{PgSink, SinkState, Written};
 use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
@@ -117,6 +117,25 @@ pub struct LoadStats {
     /// This worker has stored everything up to the end of every assigned partition (for the drain).
     caught_up: bool,
     quiet: Quiet,
+    /// The workers' sinks, read live when stats are merged: a worker blocked in a batch that an outage
+    /// holds up cannot publish its retries, but the stage's health and metrics must show them.
+    sinks: Vec<Arc<SinkState>>,
+}
+
+impl LoadStats {
+    /// Failed database attempts, counted by the sinks as they happen.
+    fn live_db_retries(&self) -> u64 {
+        let live: u64 = self.sinks.iter().map(|s| s.retries()).sum();
+        live.max(self.db_retries)
+    }
+
+    fn live_activity(&self) -> Activity {
+        if self.sinks.iter().any(|s| s.waiting()) {
+            Activity::WaitingForDatabase
+        } else {
+            self.activity
+        }
+    }
 }
 
 impl Stats for LoadStats {
@@ -129,12 +148,13 @@ impl Stats for LoadStats {
             *self.by_reason.entry(*r).or_default() += n;
         }
         self.batches += other.batches;
-        self.db_retries += other.db_retries;
+        self.db_retries += other.live_db_retries();
         self.log_resets += other.log_resets;
         self.offsets_lost += other.offsets_lost;
         self.interrupted |= other.interrupted;
         self.unwritten += other.unwritten;
-        self.activity = self.activity.max(other.activity);
+        self.activity = self.activity.max(other.live_activity());
+        self.sinks.extend(other.sinks.iter().cloned());
     }
 
     fn finish(&mut self, elapsed: Duration, interrupted: bool) {
@@ -231,7 +251,16 @@ impl Export for LoadStats {
     }
 
     fn activity(&self) -> Activity {
-        self.activity
+        self.live_activity()
+    }
+
+    /// The longest outage any worker's sink is waiting out.
+    fn database_outage(&self) -> Option<(Instant, String)> {
+        self.sinks
+            .iter()
+            .filter_map(|s| s.outage())
+            .min_by_key(|o| o.since)
+            .map(|o| (o.since, o.reason))
     }
 }
 
@@ -281,15 +310,17 @@ impl<'a> Worker<'a> {
         };
         // An outage pauses the loop without polling; stay in the group for a long one.
         let cconf = settings.client(group, &[("max.poll.interval.ms", "1800000")]);
+        let sink = PgSink::new(
+            pg_cfg.clone(),
+            Some(client),
+            &opts.group_id,
+            &opts.topic,
+            opts.max_backoff,
+            token.clone(),
+        );
+        let sink_state = Arc::clone(sink.state());
         let ctx = LoaderContext {
-            sink: Mutex::new(PgSink::new(
-                pg_cfg.clone(),
-                Some(client),
-                &opts.group_id,
-                &opts.topic,
-                opts.max_backoff,
-                token.clone(),
-            )),
+            sink: Mutex::new(sink),
             topic: opts.topic.clone(),
             check: LogCheck::new(
                 &opts.topic,
@@ -323,6 +354,7 @@ impl<'a> Worker<'a> {
             token,
             stats: LoadStats {
                 activity: Activity::JoiningGroup,
+                sinks: vec![sink_state],
                 ..LoadStats::default()
             },
             batch: Batch::new(opts.batch_size),
@@ -463,7 +495,7 @@ impl<'a> Worker<'a> {
                 topic_id.as_deref(),
                 &mut deliver,
             );
-            self.stats.db_retries = sink.retries;
+            self.stats.db_retries = sink.retries();
             r?
         };
         let Some(written) = outcome else {
@@ -553,8 +585,8 @@ impl<'a> Worker<'a> {
         }
         {
             let sink = locked(&ctx.sink);
-            self.stats.db_retries = sink.retries;
-            if sink.waiting {
+            self.stats.db_retries = sink.retries();
+            if sink.waiting() {
                 self.stats.activity = Activity::WaitingForDatabase;
             } else if self.stats.activity == Activity::WaitingForDatabase {
                 self.stats.activity = Activity::Running;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -185,15 +185,30 @@ pub trait Export {
     fn activity(&self) -> Activity {
         Activity::Running
     }
+    /// The database outage the stage is waiting out: since when, and why its last attempt failed.
+    fn database_outage(&self) -> Option<(Instant, String)> {
+        None
+    }
 }
 
 /// The health of one running stage.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct StageHealth {
     running: u32,
     broker_down: bool,
-    db_down: bool,
+    db_down: Option<DbDown>,
 }
+
+/// A database outage as `/healthz` shows it.
+#[derive(Debug, Clone)]
+struct DbDown {
+    since: Instant,
+    /// Unknown for a stage that only says it is waiting.
+    reason: Option<String>,
+}
+
+/// A reason is one line of at most this many characters in `/healthz`.
+const REASON_MAX: usize = 300;
 
 static HEALTH: LazyLock<Mutex<BTreeMap<&'static str, StageHealth>>> =
     LazyLock::new(|| Mutex::new(BTreeMap::new()));
@@ -219,11 +234,25 @@ impl StageMetrics {
         }
     }
 
-    /// Once a tick and once at the end: counters to the stage's totals, health from its activity.
+    /// Once a tick and once at the end: counters to the stage's totals, health from its outage or
+    /// activity.
     pub fn report<S: Export>(&mut self, stats: &S) {
         stats.export(self.stage, &mut self.exporter);
+        let outage = stats.database_outage();
         if let Some(h) = locked(&HEALTH).get_mut(self.stage) {
-            h.db_down = stats.activity() == Activity::WaitingForDatabase;
+            h.db_down = match outage {
+                Some((since, reason)) => Some(DbDown {
+                    since,
+                    reason: Some(reason),
+                }),
+                None if stats.activity() == Activity::WaitingForDatabase => {
+                    h.db_down.take().or(Some(DbDown {
+                        since: Instant::now(),
+                        reason: None,
+                    }))
+                }
+                None => None,
+            };
         }
     }
 }
@@ -274,7 +303,8 @@ pub fn broker_down(stage: &str, down: bool) {
 }
 
 /// `/healthz`: Ok while at least one stage runs and every running stage reaches its broker and
-/// database; otherwise the reason, in one line.
+/// database; otherwise the reasons, in one line (a database outage with the error its last attempt
+/// met and how long it has lasted).
 pub fn health() -> Result<String, String> {
     let health = locked(&HEALTH);
     if health.is_empty() {
@@ -285,8 +315,17 @@ pub fn health() -> Result<String, String> {
         if h.broker_down {
             problems.push(format!("{stage}: the Kafka broker is unreachable"));
         }
-        if h.db_down {
-            problems.push(format!("{stage}: PostgreSQL is unavailable"));
+        if let Some(db) = &h.db_down {
+            let mut line = format!("{stage}: PostgreSQL is unavailable");
+            if let Some(reason) = &db.reason {
+                let reason = match reason.char_indices().nth(REASON_MAX) {
+                    Some((cut, _)) => format!("{}...", &reason[..cut]),
+                    None => reason.clone(),
+                };
+                line.push_str(&format!(" ({reason})"));
+            }
+            line.push_str(&format!(", retrying for {}s", db.since.elapsed().as_secs()));
+            problems.push(line);
         }
     }
     if problems.is_empty() {
@@ -397,6 +436,7 @@ mod tests {
     struct Fake {
         n: u64,
         waiting: bool,
+        outage: Option<(Instant, String)>,
     }
 
     impl Export for Fake {
@@ -414,6 +454,9 @@ mod tests {
                 Activity::Running
             }
         }
+        fn database_outage(&self) -> Option<(Instant, String)> {
+            self.outage.clone()
+        }
     }
 
     fn value(text: &str, line_start: &str) -> Option<f64> {
@@ -428,15 +471,15 @@ mod tests {
         let mut s = StageMetrics::start("unit-a", &[]);
         s.report(&Fake {
             n: 5,
-            waiting: false,
+            ..Fake::default()
         });
         s.report(&Fake {
             n: 12,
-            waiting: false,
+            ..Fake::default()
         });
         s.report(&Fake {
             n: 12,
-            waiting: false,
+            ..Fake::default()
         });
         let text = render();
         assert_eq!(
@@ -447,9 +490,27 @@ mod tests {
         s.report(&Fake {
             n: 12,
             waiting: true,
+            ..Fake::default()
         });
         let err = health().unwrap_err();
         assert!(err.contains("unit-a: PostgreSQL is unavailable"), "{err}");
+        // With the sink's outage: its reason and how long it has lasted.
+        let since = Instant::now() - Duration::from_secs(12);
+        s.report(&Fake {
+            n: 12,
+            outage: Some((since, "could not extend file, SQLSTATE 53100".into())),
+            ..Fake::default()
+        });
+        let err = health().unwrap_err();
+        assert!(
+            err.contains("unit-a: PostgreSQL is unavailable (could not extend file, SQLSTATE 53100), retrying for 12s"),
+            "{err}"
+        );
+        s.report(&Fake {
+            n: 12,
+            ..Fake::default()
+        });
+        assert!(health().is_ok_and(|h| h.contains("unit-a")));
         broker_down("unit-a", true);
         assert!(health().unwrap_err().contains("broker is unreachable"));
         drop(s);

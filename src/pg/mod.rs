@@ -145,8 +145,11 @@ mod tests {
 
     #[test]
     fn sqlstates_sort_into_outage_rejection_and_fault() {
+        // lost connection, cannot connect, server rejected the connection, shutdown, starting up,
+        // too many connections, disk full, out of memory, serialization, deadlock, I/O error
         for code in [
-            "08006", "57P01", "57P03", "53300", "40001", "40P01", "58030",
+            "08006", "08001", "08004", "57P01", "57P03", "53300", "53100", "53200", "40001",
+            "40P01", "58030",
         ] {
             assert_eq!(classify_sqlstate(code), Failure::Outage, "{code}");
         }
