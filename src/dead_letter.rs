@@ -25,6 +25,9 @@ pub mod headers {
     pub const REPLAYED_FROM: &str = "ecomlogs.replayed_from";
     /// How many replays deep a record is (1: replayed once).
     pub const REPLAY_GENERATION: &str = "ecomlogs.replay_generation";
+    /// The `$id` of the contract that judged the record: on every clean record and every dead letter
+    /// of the processor.
+    pub const CONTRACT: &str = "ecomlogs.contract";
 }
 
 /// Where a replayed record came from: the dead letter it was replayed from and how many replays deep it
@@ -112,6 +115,8 @@ pub struct Why<'a> {
     pub sqlstate: Option<&'a str>,
     /// The record was replayed from a dead letter: the new dead letter keeps that lineage.
     pub lineage: Option<Lineage<'a>>,
+    /// The `$id` of the contract that rejected it (the processor's dead letters).
+    pub contract: Option<&'a str>,
 }
 
 impl Why<'_> {
@@ -122,7 +127,7 @@ impl Why<'_> {
         }
         let partition = self.source_partition.to_string();
         let offset = self.source_offset.to_string();
-        let mut h = OwnedHeaders::new_with_capacity(9);
+        let mut h = OwnedHeaders::new_with_capacity(10);
         for (key, value) in [
             (headers::REASON, self.reason.code()),
             (headers::DETAIL, &self.detail[..end]),
@@ -140,6 +145,12 @@ impl Why<'_> {
             h = h.insert(Header {
                 key: headers::SQLSTATE,
                 value: Some(state),
+            });
+        }
+        if let Some(id) = self.contract {
+            h = h.insert(Header {
+                key: headers::CONTRACT,
+                value: Some(id),
             });
         }
         match &self.lineage {
@@ -201,6 +212,7 @@ impl DeadLetter {
             stage,
             sqlstate: self.sqlstate.as_deref(),
             lineage: self.lineage.as_ref().map(OwnedLineage::borrow),
+            contract: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! builds and tests everything here without libpython.
 
 pub mod config;
+pub mod contract;
 pub mod dead_letter;
 pub mod dlq;
 pub mod error;

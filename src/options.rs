@@ -42,6 +42,10 @@ pub mod cmd {
     pub const TOPICS: &str = "topics";
     /// `dead_letters` (Python only).
     pub const DLQ_READ: &str = "dead letters";
+    /// `ecomlogs contract check FILE`: a contract checked, and run over a sample of a topic.
+    pub const CONTRACT_CHECK: &str = "contract check";
+    /// `validate` and `validate_batch` (Python only).
+    pub const VALIDATE: &str = "validate";
 }
 use cmd::*;
 
@@ -56,9 +60,10 @@ const KAFKA: &[&str] = &[
     DLQ_READ,
     DASHBOARD,
     TOPICS,
+    CONTRACT_CHECK,
 ];
 /// Commands of the Python API only (no flags).
-pub const PYTHON_ONLY: &[&str] = &[TOPICS, DLQ_READ];
+pub const PYTHON_ONLY: &[&str] = &[TOPICS, DLQ_READ, VALIDATE];
 const CREATES_TOPICS: &[&str] = &[PRODUCE, PROCESS, LOAD, RUN, TOPICS];
 const CONSUMERS: &[&str] = &[PROCESS, LOAD];
 const DLQ: &[&str] = &[DLQ_INSPECT, DLQ_REPLAY];
@@ -73,6 +78,7 @@ const EVERY: &[&str] = &[
     DLQ_INSPECT,
     DLQ_REPLAY,
     DASHBOARD,
+    CONTRACT_CHECK,
 ];
 
 /// What values an option takes.
@@ -106,6 +112,8 @@ pub enum Kind {
     Reason,
     /// `key=value` pairs (librdkafka settings).
     Pairs,
+    /// A contract file (JSON Schema): read and compiled when the value is checked.
+    Contract,
 }
 
 /// An option's default.
@@ -250,6 +258,7 @@ impl Opt {
             Kind::Choice(words) if words.len() <= 4 => words.join("|"),
             Kind::Reason => "REASON".into(),
             Kind::Pairs => "KEY=VALUE".into(),
+            Kind::Contract => "FILE".into(),
             _ => self.name.to_uppercase(),
         }
     }
@@ -372,6 +381,22 @@ pub const OPTIONS: &[Opt] = &[
         "threads routing each large batch, whole partitions each (a key's order is kept); 0 = one per core"),
     opt("log_each", &[PROCESS, LOAD], Kind::Bool, Default::Bool(false), "a log line per event (--verbose)")
         .python_only(),
+    // Contracts.
+    opt("contract", &[PROCESS, RUN, VALIDATE], Kind::Contract, Default::None,
+        "the event contract: a JSON Schema (draft 2020-12) file whose x-reason keywords name the reason codes; \
+         the structure and the table's checks always run too; its $id goes into a header of every record")
+        .env("ECOMLOGS_CONTRACT").none("the shipped default (the original's rules)"),
+    opt("current_contract", &[CONTRACT_CHECK], Kind::Contract, Default::None,
+        "the contract in use now, to compare with")
+        .env("ECOMLOGS_CONTRACT").none("the shipped default"),
+    opt("sample_topic", &[CONTRACT_CHECK], Kind::Topic, Default::None,
+        "run both contracts over the latest records of this topic and count what would change, by reason")
+        .none("no sample: only check the file"),
+    opt("sample_size", &[CONTRACT_CHECK], Kind::Int { min: 1, max: 10_000_000 }, Default::Int(1000),
+        "records per partition in the sample (the latest ones)"),
+    opt("timeout_s", &[CONTRACT_CHECK], Kind::Seconds { min: 0.1, max: 3600.0 }, Default::Float(30.0),
+        "how long to wait for the broker's first answer")
+        .metavar("SECONDS"),
     // The loader.
     opt("topic", &[LOAD], Kind::Topic, Default::Text(defaults::CLEAN_TOPIC), "topic to load"),
     opt("group_id", &[LOAD], Kind::Group, Default::Text(defaults::LOADER_GROUP), "consumer group"),
@@ -612,6 +637,10 @@ impl Opt {
             Kind::Choice(words) if !words.contains(&t.as_str()) => {
                 bad(format!("expected one of {}, got {t:?}", words.join(", ")))
             }
+            Kind::Contract => match crate::contract::Contract::load(&t) {
+                Ok(_) => Ok(Value::Text(t)),
+                Err(e) => Err(Error::Config(format!("{label} {e}"))),
+            },
             Kind::Reason => {
                 let known = crate::validate::Reason::ALL.map(|r| r.code());
                 if known.contains(&t.as_str()) {
@@ -1053,6 +1082,8 @@ mod tests {
             DASHBOARD,
             TOPICS,
             DLQ_READ,
+            CONTRACT_CHECK,
+            VALIDATE,
         ] {
             let mut names: Vec<&str> = of(command).map(|o| o.name).collect();
             let n = names.len();

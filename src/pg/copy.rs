@@ -10,7 +10,7 @@ use postgres::{CopyInWriter, Transaction};
 use rust_decimal::Decimal;
 
 use super::TABLE;
-use crate::event::{CleanEvent, EventType};
+use crate::event::CleanEvent;
 
 const COLUMNS: &str = "event_id, customer_id, event_type, amount, currency, event_timestamp";
 
@@ -40,10 +40,10 @@ fn encode_row(buf: &mut BytesMut, e: &CleanEvent<'_>) {
     let ts: NaiveDateTime = e.timestamp.naive_utc();
     buf.put_i16(6);
     put_field(buf, &e.event_id.as_ref(), &Type::VARCHAR);
-    put_field(buf, &e.customer_id.as_ref(), &Type::VARCHAR);
-    put_field(buf, &e.event_type.as_str(), &Type::VARCHAR);
+    put_field(buf, &e.customer_id.as_deref(), &Type::VARCHAR);
+    put_field(buf, &e.event_type.as_deref(), &Type::VARCHAR);
     put_field(buf, &e.amount, &Type::NUMERIC);
-    put_field(buf, &e.currency.as_ref(), &Type::VARCHAR);
+    put_field(buf, &e.currency.as_deref(), &Type::VARCHAR);
     put_field(buf, &ts, &Type::TIMESTAMP);
 }
 
@@ -137,30 +137,33 @@ impl CopyRows {
 
 /// The inverse of `encode_row`, for tuples it wrote.
 fn decode_row(mut t: &[u8]) -> CleanEvent<'_> {
-    fn next<'a>(t: &mut &'a [u8]) -> &'a [u8] {
-        let len = i32::from_be_bytes(t[..4].try_into().expect("4 bytes")) as usize;
-        let (v, rest) = t[4..].split_at(len);
+    /// The next value; None for NULL (length -1).
+    fn next<'a>(t: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = i32::from_be_bytes(t[..4].try_into().expect("4 bytes"));
+        *t = &t[4..];
+        let len = usize::try_from(len).ok()?;
+        let (v, rest) = t.split_at(len);
         *t = rest;
-        v
+        Some(v)
     }
-    fn text<'a>(t: &mut &'a [u8]) -> &'a str {
-        std::str::from_utf8(next(t)).expect("encode_row wrote UTF-8")
+    fn text<'a>(t: &mut &'a [u8]) -> Option<Cow<'a, str>> {
+        next(t).map(|v| Cow::Borrowed(std::str::from_utf8(v).expect("encode_row wrote UTF-8")))
     }
     t = &t[2..];
-    let event_id = text(&mut t);
+    let event_id = text(&mut t).expect("encode_row wrote an event id");
     let customer_id = text(&mut t);
-    let event_type = EventType::parse(text(&mut t)).expect("encode_row wrote an event type");
-    let amount =
-        Decimal::from_sql(&Type::NUMERIC, next(&mut t)).expect("encode_row wrote a NUMERIC");
+    let event_type = text(&mut t);
+    let amount = next(&mut t)
+        .map(|v| Decimal::from_sql(&Type::NUMERIC, v).expect("encode_row wrote a NUMERIC"));
     let currency = text(&mut t);
-    let ts = NaiveDateTime::from_sql(&Type::TIMESTAMP, next(&mut t))
+    let ts = NaiveDateTime::from_sql(&Type::TIMESTAMP, next(&mut t).expect("a timestamp"))
         .expect("encode_row wrote a TIMESTAMP");
     CleanEvent {
-        event_id: Cow::Borrowed(event_id),
-        customer_id: Cow::Borrowed(customer_id),
+        event_id,
+        customer_id,
         event_type,
         amount,
-        currency: Cow::Borrowed(currency),
+        currency,
         timestamp: ts.and_utc(),
     }
 }
@@ -325,10 +328,10 @@ mod tests {
     fn binary_copy_tuple_layout() {
         let e = CleanEvent {
             event_id: Cow::Borrowed("0b9f2a8e-1c3d-4e5f-8a7b-6c5d4e3f2a1b"),
-            customer_id: Cow::Borrowed("cust_42"),
-            event_type: EventType::Purchase,
-            amount: Decimal::new(12345, 2),
-            currency: Cow::Borrowed("EUR"),
+            customer_id: Some(Cow::Borrowed("cust_42")),
+            event_type: Some(Cow::Borrowed("PURCHASE")),
+            amount: Some(Decimal::new(12345, 2)),
+            currency: Some(Cow::Borrowed("EUR")),
             timestamp: Utc.with_ymd_and_hms(2000, 1, 2, 0, 0, 1).unwrap(),
         };
         let mut buf = BytesMut::new();
@@ -358,10 +361,10 @@ mod tests {
     fn event(id: &'static str, cents: i64) -> CleanEvent<'static> {
         CleanEvent {
             event_id: Cow::Borrowed(id),
-            customer_id: Cow::Borrowed("cust_7"),
-            event_type: EventType::AddToCart,
-            amount: Decimal::new(cents, 2),
-            currency: Cow::Borrowed("USD"),
+            customer_id: Some(Cow::Borrowed("cust_7")),
+            event_type: Some(Cow::Borrowed("ADD_TO_CART")),
+            amount: Some(Decimal::new(cents, 2)),
+            currency: Some(Cow::Borrowed("USD")),
             timestamp: Utc.with_ymd_and_hms(2026, 11, 26, 21, 30, 0).unwrap()
                 + chrono::Duration::microseconds(123_456),
         }
@@ -389,6 +392,18 @@ mod tests {
         assert!(rows.is_empty());
         rows.push(&events[2]);
         assert_eq!(rows.event(0), events[2]);
+    }
+
+    #[test]
+    fn null_columns_round_trip() {
+        let mut e = event("s-1", 0);
+        e.amount = None;
+        e.currency = None;
+        e.customer_id = None;
+        e.event_type = Some(Cow::Borrowed("SEARCH"));
+        let mut rows = CopyRows::default();
+        rows.push(&e);
+        assert_eq!(rows.event(0), e);
     }
 
     #[test]

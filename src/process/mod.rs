@@ -6,7 +6,7 @@
 //! with the outputs (read_committed consumers downstream then see each record once, whatever crashes).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{ClientKind, KafkaSettings};
+use crate::contract::Contract;
 use crate::error::{Error, Result};
 use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, GroupContext, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
@@ -55,6 +56,8 @@ pub struct ProcessOptions {
     pub workers: usize,
     /// Threads routing each large batch of a consumer, whole partitions each. 0: one per core.
     pub threads: usize,
+    /// The event contract (the shipped default unless `--contract`).
+    pub contract: Arc<Contract>,
 }
 
 impl Default for ProcessOptions {
@@ -81,6 +84,7 @@ impl ProcessOptions {
             partitions: v.int("partitions")?,
             workers: v.int("workers")?,
             threads: v.int("threads")?,
+            contract: Contract::load_or_default(v.opt_text("contract")?.as_deref())?,
         })
     }
 }

@@ -6,14 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 
 use super::ProcessOptions;
 use crate::dead_letter;
 use crate::error::{Error, Result};
 use crate::kafka::{send_blocking, DeliveryTracker};
-use crate::validate::{validate, Reason};
+use crate::validate::Reason;
 
 /// Below this many records a batch is routed on the worker's own thread (threads would cost more).
 const PARALLEL_MIN: usize = 4096;
@@ -106,21 +106,27 @@ fn route(
     let key = m.key();
     // A replayed record's lineage goes with whatever it becomes (records without headers cost nothing).
     let lineage = dead_letter::Lineage::of(m.headers());
-    match validate(m.payload()) {
+    let contract = opts.contract.id();
+    match opts.contract.validate(m.payload()) {
         Ok(clean) => {
             canonical.clear();
             clean.write_canonical_json(canonical);
             if opts.log_each {
-                log::info!(target: "ecomlogs.processor", "valid {} {}", clean.event_id, clean.event_type.as_str());
+                log::info!(target: "ecomlogs.processor", "valid {} {}", clean.event_id, clean.event_type_text());
             }
             counts.valid += 1;
             let mut r = BaseRecord::to(&opts.output_topic).payload(canonical.as_slice());
             if let Some(k) = key {
                 r = r.key(k);
             }
-            if let Some(l) = &lineage {
-                r = r.headers(l.insert(OwnedHeaders::new_with_capacity(2)));
-            }
+            let h = OwnedHeaders::new_with_capacity(3).insert(Header {
+                key: dead_letter::headers::CONTRACT,
+                value: Some(contract),
+            });
+            r = r.headers(match &lineage {
+                Some(l) => l.insert(h),
+                None => h,
+            });
             send_blocking(producer, r)
                 .map_err(|e| Error::kafka("producing an output record (offsets not committed)", e))
         }
@@ -139,6 +145,7 @@ fn route(
                 stage: "processor",
                 sqlstate: None,
                 lineage,
+                contract: Some(contract),
             };
             dead_letter::send(producer, &opts.dlq_topic, key, m.payload(), &why)
         }

@@ -2,6 +2,10 @@
 //! types) and fit for `kafka_events_silver` (VARCHAR lengths, DECIMAL(10,2), a timestamp that parses, no
 //! NUL characters, which PostgreSQL text cannot hold). Never panics, whatever the bytes; strings are
 //! borrowed from the input when they contain no escapes.
+//!
+//! `validate` is the default contract (`contracts/default.json`) as typed code: one borrowed parse, no
+//! allocation for a valid event. `fit` is only the structure and the table's needs, which every contract
+//! shares (`crate::contract` runs it after a contract's schema; the loader runs it alone).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -36,10 +40,15 @@ pub enum Reason {
     NulCharacter,
     /// Set by the loader, not by `validate`: PostgreSQL refused the row.
     DatabaseRejected,
+    /// A contract's schema refused the event where no `x-reason` says why.
+    ContractViolation,
+    /// A contract's own reason code (its `x-reason`), interned once per process (`Reason::named`).
+    Custom(&'static str),
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    /// The built-in codes (a contract may add its own: `Reason::Custom`).
+    pub const ALL: [Reason; 18] = [
         Reason::EmptyValue,
         Reason::NotUtf8,
         Reason::MalformedJson,
@@ -57,6 +66,7 @@ impl Reason {
         Reason::FieldTooLong,
         Reason::NulCharacter,
         Reason::DatabaseRejected,
+        Reason::ContractViolation,
     ];
 
     pub fn code(self) -> &'static str {
@@ -78,13 +88,53 @@ impl Reason {
             Reason::FieldTooLong => "field_too_long",
             Reason::NulCharacter => "nul_character",
             Reason::DatabaseRejected => "database_rejected",
+            Reason::ContractViolation => "contract_violation",
+            Reason::Custom(code) => code,
         }
     }
 
+    /// A built-in code's reason.
     pub fn from_code(code: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.code() == code)
     }
+
+    /// The reason a contract's `x-reason` names: a built-in one, or its own code, interned (a process
+    /// loads few contracts, so the codes it keeps are few).
+    pub fn named(code: &str) -> Reason {
+        if let Some(r) = Reason::from_code(code) {
+            return r;
+        }
+        let mut codes = CUSTOM.lock().unwrap_or_else(|p| p.into_inner());
+        match codes.iter().find(|c| **c == code) {
+            Some(c) => Reason::Custom(c),
+            None => {
+                let c: &'static str = Box::leak(code.to_owned().into_boxed_str());
+                codes.push(c);
+                Reason::Custom(c)
+            }
+        }
+    }
+
+    /// A code known in this process: a built-in one or one of a contract loaded here.
+    pub fn known(code: &str) -> Option<Reason> {
+        Reason::from_code(code).or_else(|| {
+            let codes = CUSTOM.lock().unwrap_or_else(|p| p.into_inner());
+            codes
+                .iter()
+                .find(|c| **c == code)
+                .map(|c| Reason::Custom(c))
+        })
+    }
+
+    /// The contracts' own codes known in this process, sorted.
+    pub fn custom_codes() -> Vec<&'static str> {
+        let mut codes = CUSTOM.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        codes.sort_unstable();
+        codes
+    }
 }
+
+static CUSTOM: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,7 +150,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
             detail: detail.into(),
@@ -186,7 +236,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
 
 /// The top level of an event. `amount` is kept as raw JSON text so that it is read exactly (no f64).
 #[derive(Deserialize)]
-struct RawEvent<'a> {
+pub(crate) struct RawEvent<'a> {
     #[serde(borrow, default)]
     event_id: Option<Field<'a>>,
     #[serde(borrow, default)]
@@ -239,7 +289,9 @@ fn check_fits(name: &str, s: &str, max_chars: usize) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn parse_amount(raw: &RawValue) -> Result<Decimal, Rejection> {
+/// The amount, exact: a JSON number that fits DECIMAL(10,2) (`positive`: and above zero, the default
+/// contract's rule, checked where the original checked it: after the number parses, before its places).
+fn parse_amount(raw: &RawValue, positive: bool) -> Result<Decimal, Rejection> {
     let text = raw.get();
     let first = text.as_bytes().first().copied().unwrap_or(b'n');
     match first {
@@ -276,7 +328,7 @@ fn parse_amount(raw: &RawValue) -> Result<Decimal, Rejection> {
         )
     };
     let value = parsed.map_err(|_| out_of_range())?.normalize();
-    if value <= Decimal::ZERO {
+    if positive && value <= Decimal::ZERO {
         return Err(Rejection::new(
             Reason::NonPositiveAmount,
             format!("amount must be positive, got {text}"),
@@ -291,7 +343,7 @@ fn parse_amount(raw: &RawValue) -> Result<Decimal, Rejection> {
             ),
         ));
     }
-    if value > Decimal::new(limits::AMOUNT_MAX_ABS_CENTS, 2) {
+    if value.abs() > Decimal::new(limits::AMOUNT_MAX_ABS_CENTS, 2) {
         return Err(out_of_range());
     }
     Ok(value)
@@ -331,7 +383,7 @@ fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, Rejection> {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -363,7 +415,7 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
         }
     };
     let amount = match raw.amount {
-        Some(a) => parse_amount(a)?,
+        Some(a) => parse_amount(a, true)?,
         None => return Err(Rejection::new(Reason::MissingAmount, "amount is missing")),
     };
     let currency = required("currency", raw.currency, Reason::MissingCurrency)?;
@@ -399,6 +451,56 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
     check_fits("currency", &currency, limits::CURRENCY_CHARS)?;
     Ok(CleanEvent {
         event_id,
+        customer_id: Some(customer_id),
+        event_type: Some(Cow::Borrowed(event_type.as_str())),
+        amount: Some(amount),
+        currency: Some(currency),
+        timestamp,
+    })
+}
+
+/// Only what every contract shares: the structure, and what `kafka_events_silver` needs (an event id;
+/// strings, a number or null where the columns are; an amount that fits DECIMAL(10,2), of any sign; a
+/// timestamp; lengths and no NUL characters). The loader checks clean records with it, so that it stores
+/// whatever the processor's contract accepted (a REFUND with a negative amount, a SEARCH without one).
+pub fn fit(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
+    fit_raw(parse(value)?)
+}
+
+/// `fit` on an event already parsed (the contracts run it after their schema).
+pub(crate) fn fit_raw(raw: RawEvent<'_>) -> Result<CleanEvent<'_>, Rejection> {
+    let customer_id = string_field("customer_id", raw.customer_id)?;
+    let event_type = string_field("event_type", raw.event_type)?;
+    let amount = match raw.amount {
+        Some(a) if a.get() != "null" => Some(parse_amount(a, false)?),
+        _ => None,
+    };
+    let currency = string_field("currency", raw.currency)?;
+    let event_id = match string_field("event_id", raw.event_id)? {
+        Some(id) if !id.is_empty() => id,
+        _ => {
+            return Err(Rejection::new(
+                Reason::MissingEventId,
+                "event_id is missing",
+            ))
+        }
+    };
+    let timestamp = match string_field("timestamp", raw.timestamp)? {
+        Some(t) => parse_timestamp(&t)?,
+        None => return Err(Rejection::new(Reason::BadTimestamp, "timestamp is missing")),
+    };
+    check_fits("event_id", &event_id, limits::EVENT_ID_CHARS)?;
+    for (name, value, max) in [
+        ("customer_id", &customer_id, limits::CUSTOMER_ID_CHARS),
+        ("currency", &currency, limits::CURRENCY_CHARS),
+        ("event_type", &event_type, limits::EVENT_TYPE_CHARS),
+    ] {
+        if let Some(v) = value {
+            check_fits(name, v, max)?;
+        }
+    }
+    Ok(CleanEvent {
+        event_id,
         customer_id,
         event_type,
         amount,
@@ -407,8 +509,13 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
     })
 }
 
-/// The structure: a value, UTF-8, a JSON object with fields of the right JSON types.
+/// The structure: a value, UTF-8, a JSON object (a field given twice among the seven is a wrong type).
 fn parse(value: Option<&[u8]>) -> Result<RawEvent<'_>, Rejection> {
+    parse_text(value).map(|(_, raw)| raw)
+}
+
+/// `parse`, also returning the value as text.
+pub(crate) fn parse_text(value: Option<&[u8]>) -> Result<(&str, RawEvent<'_>), Rejection> {
     let bytes = match value {
         None => {
             return Err(Rejection::new(
@@ -438,13 +545,14 @@ fn parse(value: Option<&[u8]>) -> Result<RawEvent<'_>, Rejection> {
             Err(e) => Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")),
         });
     }
-    serde_json::from_str(text).map_err(|e| {
+    let raw = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             Rejection::new(Reason::WrongType, e.to_string())
         } else {
             Rejection::new(Reason::MalformedJson, format!("not JSON: {e}"))
         }
-    })
+    })?;
+    Ok((text, raw))
 }
 
 /// A string field that must be present and not blank (`reason` otherwise).
