@@ -7,6 +7,7 @@ The notebook-facing API::
     raw = ecomlogs.generate_events_json(5, seed=1)        # list of JSON bytes
     ecomlogs.validate(raw[0])                             # Validation(valid=..., reason=..., ...)
     ecomlogs.validate_batch(raw)                          # one call for many
+    ecomlogs.validate(raw[0], contract="shop.json")       # under your own contract (JSON Schema)
     ecomlogs.produce(10_000)                              # to raw_events on localhost:29092
 
 Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly.
@@ -15,11 +16,14 @@ Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stag
 from __future__ import annotations
 
 from ecomlogs.api import (
+    DEFAULT_CONTRACT,
+    ContractCheck,
     LoadStats,
     ProcessStats,
     ProduceStats,
     StopToken,
     Validation,
+    contract_check,
     ensure_topics,
     generate_events,
     generate_events_json,
@@ -59,6 +63,8 @@ from ecomlogs._core import __version__
 __all__ = [
     "__version__",
     "ConfigError",
+    "ContractCheck",
+    "DEFAULT_CONTRACT",
     "DatabaseError",
     "DeadLetter",
     "DeadLetterReport",
@@ -75,6 +81,7 @@ __all__ = [
     "StalledError",
     "StopToken",
     "Validation",
+    "contract_check",
     "dead_letters",
     "dlq_inspect",
     "dlq_replay",

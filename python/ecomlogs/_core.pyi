@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union, final
 
 __all__ = [
     "DEFAULTS",
+    "DEFAULT_CONTRACT",
+    "ContractCheck",
     "DeadLetter",
     "DeadLetterReport",
     "MetricsServer",
@@ -26,6 +28,7 @@ __all__ = [
     "parse_option",
     "resolve_option",
     "resolve_options",
+    "contract_check",
     "ensure_topics",
     "generate_events",
     "load",
@@ -51,6 +54,9 @@ OPTIONS: list[dict[str, Any]]
 """The options table, one dict per option and command: ``command``, ``name``, ``flag``, ``aliases``,
 ``kind`` (bool, int, float, seconds, text, choice, pairs), ``choices``, ``default``, ``default_text``,
 ``env``, ``help``, ``metavar``, ``repeat``, ``cli``, ``python``, ``group``."""
+DEFAULT_CONTRACT: str
+"""The text of the shipped default contract (``contracts/default.json``: the original's rules as JSON
+Schema draft 2020-12), to copy and extend."""
 
 _ExtraConfig = Optional[Mapping[str, Union[str, int, float, bool]]]
 _Param = Union[None, bool, int, float, Decimal, str, bytes, bytearray, date, datetime]
@@ -184,8 +190,62 @@ class Validation:
     @property
     def canonical(self) -> Optional[bytes]:
         """The canonical JSON written to ``clean_events`` when valid, else None."""
+    @property
+    def contract(self) -> str:
+        """The ``$id`` of the contract that judged the event."""
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
+
+@final
+class ContractCheck:
+    """What :func:`contract_check` found: the contract, and on a sample of a topic how many records each
+    contract accepts and whose verdict would change."""
+
+    @property
+    def contract_id(self) -> str:
+        """The checked contract's ``$id``."""
+    @property
+    def source(self) -> str:
+        """The checked contract's file."""
+    @property
+    def is_default(self) -> bool:
+        """The file is the shipped default (same content), which runs as typed code."""
+    @property
+    def reason_codes(self) -> list[str]:
+        """The codes its ``x-reason`` keywords name, in document order."""
+    @property
+    def current_id(self) -> str:
+        """The ``$id`` of the contract in use now (compared with)."""
+    @property
+    def current_source(self) -> str:
+        """Its file, or "the default contract"."""
+    @property
+    def sample_topic(self) -> Optional[str]:
+        """The topic sampled (None: no sample was taken)."""
+    @property
+    def sampled(self) -> int:
+        """Records in the sample."""
+    @property
+    def ranges(self) -> dict[int, tuple[int, int]]:
+        """Per partition, the offsets sampled: (first, next)."""
+    @property
+    def valid_now(self) -> int:
+        """Records of the sample the contract in use now accepts."""
+    @property
+    def valid_new(self) -> int:
+        """Records of the sample the checked contract accepts."""
+    @property
+    def newly_rejected(self) -> dict[str, int]:
+        """Records accepted now that the checked contract would reject, by its reason."""
+    @property
+    def newly_accepted(self) -> dict[str, int]:
+        """Records rejected now (by the current reason) that the checked contract would accept."""
+    @property
+    def reason_changed(self) -> dict[tuple[str, str], int]:
+        """Records both reject, for another reason: (reason now, new reason) -> count."""
+    @property
+    def examples(self) -> list[tuple[int, int, str, str]]:
+        """A few newly rejected records of each reason: (partition, offset, reason, detail)."""
 
 def produce(
     count: Optional[int] = ...,
@@ -228,6 +288,7 @@ def process(
     workers: Optional[int] = ...,
     threads: Optional[int] = ...,
     log_each: Optional[bool] = ...,
+    contract: Optional[str] = ...,
     partitions: Optional[int] = ...,
     replication_factor: Optional[int] = ...,
     unreadable_timeout_s: Optional[float] = ...,
@@ -249,7 +310,9 @@ def process(
     the broker refuses) are logged with topic, partition and offset and retried; if that lasts
     ``unreadable_timeout_s`` it raises :class:`~ecomlogs.KafkaError` (never an idle or caught-up
     success while they wait). Missing topics are created with ``partitions`` and
-    ``replication_factor``."""
+    ``replication_factor``. ``contract`` (else ``ECOMLOGS_CONTRACT``, else the shipped default) is the
+    JSON Schema file the events are checked against; its ``$id`` goes into the ``ecomlogs.contract``
+    header of every record written; a file that does not parse or compile is a :class:`ConfigError`."""
 
 def load(
     *,
@@ -292,10 +355,28 @@ def generate_events(
 ) -> list[tuple[Optional[bytes], bytes, str]]:
     """(key, value, intended) for ``n`` events; intended is "valid" or the kind of invalidity."""
 
-def validate_one(value: Optional[bytes]) -> Validation: ...
-def validate_many(values: list[Optional[bytes]]) -> list[Validation]: ...
-def reason_codes() -> list[str]:
-    """Every reason code a rejected event can carry (dead-letter header ``reason``)."""
+def validate_one(value: Optional[bytes], *, contract: Optional[str] = ...) -> Validation:
+    """Validates one raw value under ``contract`` (a file; else ``ECOMLOGS_CONTRACT``, else the shipped
+    default)."""
+def validate_many(values: list[Optional[bytes]], *, contract: Optional[str] = ...) -> list[Validation]:
+    """Validates many raw values in one call into Rust (see :func:`validate_one`)."""
+def reason_codes(*, contract: Optional[str] = ...) -> list[str]:
+    """Every reason code a rejected event can carry (dead-letter header ``reason``): the built-in ones,
+    then those of ``contract`` (else ``ECOMLOGS_CONTRACT``) that are its own."""
+def contract_check(
+    contract: str,
+    *,
+    current_contract: Optional[str] = ...,
+    sample_topic: Optional[str] = ...,
+    sample_size: Optional[int] = ...,
+    timeout_s: Optional[float] = ...,
+    bootstrap_servers: Optional[str] = ...,
+    extra_config: _ExtraConfig = ...,
+) -> ContractCheck:
+    """Checks the contract in the file ``contract`` (JSON, JSON Schema draft 2020-12 with an ``$id``,
+    ``x-reason`` codes; a :class:`ConfigError` of one line otherwise) and, with ``sample_topic``, runs it
+    and the contract in use now (``current_contract``, else ``ECOMLOGS_CONTRACT``, else the shipped
+    default) over the latest ``sample_size`` records of each partition, counting whose verdict changes."""
 
 def ensure_topics(
     topics: list[str],

@@ -4,6 +4,7 @@ few conveniences that are easier in Python (events as dicts, rows as dicts)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence as _Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 
 from ecomlogs import _core
 from ecomlogs._core import (
+    DEFAULT_CONTRACT,
+    ContractCheck,
     LoadStats,
     ProcessStats,
     ProduceStats,
@@ -18,7 +21,6 @@ from ecomlogs._core import (
     Validation,
     ensure_topics,
     migrate,
-    reason_codes,
 )
 from ecomlogs.exceptions import ConfigError
 
@@ -33,12 +35,17 @@ else:
     load = with_notebook_progress(_core.load, "load")
 
 RawValue = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], None]
+ContractPath = Union[str, "os.PathLike[str]", None]
+"""A contract file (JSON Schema draft 2020-12); None: ``ECOMLOGS_CONTRACT``, else the shipped default."""
 QueryParam = Union[None, bool, int, float, Decimal, str, bytes, bytearray, date, datetime]
 """What :func:`query` binds to ``$1``, ``$2``, ... (converted to the type the server expects there)."""
 QueryValue = Union[None, bool, int, float, Decimal, str, bytes, date, time, datetime]
 """What :func:`query` returns for a value (see its docstring for the mapping)."""
 
 __all__ = [
+    "ContractCheck",
+    "ContractPath",
+    "DEFAULT_CONTRACT",
     "LoadStats",
     "ProcessStats",
     "ProduceStats",
@@ -47,6 +54,7 @@ __all__ = [
     "RawValue",
     "StopToken",
     "Validation",
+    "contract_check",
     "ensure_topics",
     "generate_events",
     "generate_events_json",
@@ -94,14 +102,37 @@ def generate_events(
     return out
 
 
-def validate(value: RawValue) -> Validation:
-    """Validates one event given as raw bytes, a JSON string, or a dict."""
-    return _core.validate_one(_as_bytes(value))
+def _path(contract: ContractPath) -> Optional[str]:
+    return None if contract is None else os.fspath(contract)
 
 
-def validate_batch(values: Iterable[RawValue]) -> list[Validation]:
-    """Validates many events in one call into Rust."""
-    return _core.validate_many([_as_bytes(v) for v in values])
+def validate(value: RawValue, *, contract: ContractPath = None) -> Validation:
+    """Validates one event given as raw bytes, a JSON string, or a dict, under ``contract`` (a JSON
+    Schema file; None: ``ECOMLOGS_CONTRACT``, else the shipped default). A contract file that does not
+    parse or compile is a :class:`ConfigError`; a file is compiled once per process and content."""
+    return _core.validate_one(_as_bytes(value), contract=_path(contract))
+
+
+def validate_batch(values: Iterable[RawValue], *, contract: ContractPath = None) -> list[Validation]:
+    """Validates many events in one call into Rust (see :func:`validate`)."""
+    return _core.validate_many([_as_bytes(v) for v in values], contract=_path(contract))
+
+
+def reason_codes(*, contract: ContractPath = None) -> list[str]:
+    """Every reason code a rejected event can carry: the built-in ones, then the contract's own."""
+    return _core.reason_codes(contract=_path(contract))
+
+
+def contract_check(contract: Union[str, "os.PathLike[str]"], *, current_contract: ContractPath = None,
+                   sample_topic: Optional[str] = None, sample_size: Optional[int] = None,
+                   timeout_s: Optional[float] = None, bootstrap_servers: Optional[str] = None,
+                   extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None) -> ContractCheck:
+    """Checks a contract file and, with ``sample_topic``, compares it with the contract in use now on the
+    latest ``sample_size`` records of each partition of that topic (see :class:`ContractCheck`): a
+    compatibility check before rollout."""
+    return _core.contract_check(os.fspath(contract), current_contract=_path(current_contract),
+                                sample_topic=sample_topic, sample_size=sample_size, timeout_s=timeout_s,
+                                bootstrap_servers=bootstrap_servers, extra_config=extra_config)
 
 
 def query(

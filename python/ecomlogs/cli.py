@@ -49,7 +49,7 @@ def _signals(command: str) -> None:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    handler = interrupt if command in ("run", "dlq", "dashboard") else STOP
+    handler = interrupt if command in ("run", "dlq", "dashboard", "contract") else STOP
     try:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -201,6 +201,19 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---------------------------------------------------------------------------------------------- contract
+def _contract_parser(p: argparse.ArgumentParser) -> None:
+    from ecomlogs.contract_cli import configure
+
+    configure(p)
+
+
+def cmd_contract(args: argparse.Namespace) -> int:
+    from ecomlogs.contract_cli import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------------------------------------- dashboard
 def _dashboard_parser(p: argparse.ArgumentParser) -> None:
     from ecomlogs.dashboard import DESCRIPTION
@@ -233,6 +246,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "migrate": ("apply the database migrations", _stage(MIGRATE, "migrate"), cmd_migrate),
     "run": ("the whole pipeline in one process, with live status and a report", _stage(RUN, "run"), cmd_run),
     "dlq": ("inspect dead letters, or replay them to the topic they came from", _dlq_parser, cmd_dlq),
+    "contract": ("check an event contract (JSON Schema) against a sample of real records, or show the default",
+                 _contract_parser, cmd_contract),
     "dashboard": ("a live web page of the pipeline and its numbers (local, read-only)", _dashboard_parser,
                   cmd_dashboard),
 }
@@ -253,7 +268,8 @@ def build_parser(prog: str = "ecomlogs") -> argparse.ArgumentParser:
 
 def _execute(label: str, args: argparse.Namespace) -> int:
     """Runs a parsed command; errors become one readable line and an exit code, never a traceback."""
-    command = args.command if args.command != "dlq" else f"dlq {args.dlq_command}"
+    command = {"dlq": f"dlq {getattr(args, 'dlq_command', '')}", "contract": "contract check"}.get(
+        args.command, args.command)
     try:
         flags.setup_logging(args, command)
         _signals(args.command)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Contract;
 use crate::config::KafkaSettings;
 use crate::error::Result;
-use crate::kafka::{Reader, Scan};
+use crate::kafka::{Reader, Scan, Tick};
 use crate::stage::StopToken;
 
 /// Examples kept per reason.
@@ -57,6 +57,7 @@ pub fn check(
     current: &Contract,
     sample: Option<&Sample>,
     token: &StopToken,
+    tick: Tick<'_>,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let Some(sample) = sample else {
@@ -83,7 +84,7 @@ pub fn check(
         &partitions,
         &scan,
         token,
-        &mut |_| Ok(()),
+        tick,
         &mut |m| {
             use rdkafka::message::Message;
             let n = taken.entry(m.partition()).or_default();

@@ -290,9 +290,11 @@ impl<'a> Worker<'a> {
             .map_err(|e| Error::kafka(format!("subscribing to {}", opts.input_topic), e))?;
         log::info!(
             target: "ecomlogs.processor",
-            "consuming {} (group {}) -> {} / dead letters {} ({})",
+            "consuming {} (group {}) -> {} / dead letters {} ({}; contract {}{})",
             opts.input_topic, opts.group_id, opts.output_topic, opts.dlq_topic,
-            if opts.exactly_once { "exactly-once, transactional" } else { "at-least-once" }
+            if opts.exactly_once { "exactly-once, transactional" } else { "at-least-once" },
+            opts.contract.id(),
+            if opts.contract.is_default() { ", the default" } else { "" }
         );
         Ok(Worker {
             consumer,

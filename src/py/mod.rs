@@ -2,6 +2,7 @@
 //! errors. Nothing here has logic of its own. The module's exports are listed once, in `_core` below.
 
 mod args;
+mod contracts;
 mod errors;
 mod ops;
 mod query;
@@ -65,72 +66,6 @@ fn generate_events<'py>(
             (key, PyBytes::new(py, &v), intended)
         })
         .collect())
-}
-
-/// The verdict on one raw event: `valid`; the stable `reason` code and a readable `detail` when
-/// invalid; the `canonical` JSON written to `clean_events` when valid.
-#[pyclass(frozen, eq, get_all, module = "ecomlogs._core")]
-#[derive(Clone, PartialEq)]
-struct Validation {
-    valid: bool,
-    reason: Option<&'static str>,
-    detail: Option<String>,
-    canonical: Option<Vec<u8>>,
-}
-
-#[pymethods]
-impl Validation {
-    fn __repr__(&self) -> String {
-        format!(
-            "Validation(valid={}, reason={:?}, detail={:?}, canonical={})",
-            self.valid,
-            self.reason,
-            self.detail,
-            match &self.canonical {
-                Some(c) => format!("b{:?}", String::from_utf8_lossy(c)),
-                None => "None".into(),
-            }
-        )
-    }
-}
-
-fn verdict(value: Option<&[u8]>) -> Validation {
-    match validate::validate(value) {
-        Ok(clean) => {
-            let mut out = Vec::with_capacity(256);
-            clean.write_canonical_json(&mut out);
-            Validation {
-                valid: true,
-                reason: None,
-                detail: None,
-                canonical: Some(out),
-            }
-        }
-        Err(r) => Validation {
-            valid: false,
-            reason: Some(r.reason.code()),
-            detail: Some(r.detail),
-            canonical: None,
-        },
-    }
-}
-
-/// Validates one raw value (bytes; None for a record without a value).
-#[pyfunction]
-fn validate_one(value: Option<&[u8]>) -> Validation {
-    verdict(value)
-}
-
-/// Validates many raw values in one call into Rust.
-#[pyfunction]
-fn validate_many(py: Python<'_>, values: Vec<Option<Vec<u8>>>) -> Vec<Validation> {
-    py.detach(|| values.iter().map(|v| verdict(v.as_deref())).collect())
-}
-
-/// Every reason code the validator and the loader can give.
-#[pyfunction]
-fn reason_codes() -> Vec<&'static str> {
-    validate::Reason::ALL.iter().map(|r| r.code()).collect()
 }
 
 /// Creates the topics that do not exist yet, through the Kafka admin API.
@@ -424,7 +359,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stages::ProduceStats>()?;
     m.add_class::<stages::ProcessStats>()?;
     m.add_class::<stages::LoadStats>()?;
-    m.add_class::<Validation>()?;
+    m.add_class::<contracts::Validation>()?;
+    m.add_class::<contracts::ContractCheck>()?;
+    m.add("DEFAULT_CONTRACT", crate::contract::DEFAULT_TEXT)?;
+    m.add_function(wrap_pyfunction!(contracts::contract_check, m)?)?;
     m.add_class::<ops::MetricsServer>()?;
     m.add_class::<ops::DeadLetter>()?;
     m.add_class::<ops::DeadLetterReport>()?;
@@ -438,9 +376,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stages::process, m)?)?;
     m.add_function(wrap_pyfunction!(stages::load, m)?)?;
     m.add_function(wrap_pyfunction!(generate_events, m)?)?;
-    m.add_function(wrap_pyfunction!(validate_one, m)?)?;
-    m.add_function(wrap_pyfunction!(validate_many, m)?)?;
-    m.add_function(wrap_pyfunction!(reason_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(contracts::validate_one, m)?)?;
+    m.add_function(wrap_pyfunction!(contracts::validate_many, m)?)?;
+    m.add_function(wrap_pyfunction!(contracts::reason_codes, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migrations, m)?)?;

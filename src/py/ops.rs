@@ -244,7 +244,7 @@ fn source(v: &Values) -> PyResult<dlq::Source> {
 }
 
 /// Runs a dead-letter scan with the GIL released, Ctrl-C stopping it.
-fn scanning<T: Send>(
+pub(super) fn scanning<T: Send>(
     py: Python<'_>,
     body: impl FnOnce(&stage::StopToken, crate::kafka::Tick<'_>) -> crate::error::Result<T> + Send,
 ) -> PyResult<T> {

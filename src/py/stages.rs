@@ -352,7 +352,7 @@ pub fn produce(
 #[pyo3(signature = (*, bootstrap_servers=None, input_topic=None, output_topic=None, dlq_topic=None,
                     group_id=None, until_idle_s=None, until_caught_up=None, exactly_once=None,
                     transactional_id=None, batch_max=None, workers=None, threads=None, log_each=None,
-                    partitions=None, replication_factor=None, unreadable_timeout_s=None,
+                    contract=None, partitions=None, replication_factor=None, unreadable_timeout_s=None,
                     extra_config=None, progress=None, progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn process(
@@ -370,6 +370,7 @@ pub fn process(
     workers: Arg<'_>,
     threads: Arg<'_>,
     log_each: Arg<'_>,
+    contract: Arg<'_>,
     partitions: Arg<'_>,
     replication_factor: Arg<'_>,
     unreadable_timeout_s: Arg<'_>,
@@ -393,6 +394,7 @@ pub fn process(
         workers,
         threads,
         log_each,
+        contract,
         partitions,
         replication_factor,
         unreadable_timeout_s,
