@@ -93,6 +93,17 @@ BAD = [
     (["-m", "ecomlogs", "dashboard", *NOWHERE, "--dlq-topic", ""], ["not a legal Kafka topic name"]),
     (["-m", "ecomlogs", "dashboard", *NOWHERE, "--interval", "0"], ["--interval"]),
     (["-m", "ecomlogs", "dashboard", *NOWHERE, "--port", "70000"], ["--port"]),
+    (["streamProcessor.py", *NOWHERE, "--contract", "/dev/null"], ["--contract /dev/null", "not JSON"]),
+    (["streamProcessor.py", *NOWHERE, "--contract", "no/such/contract.json"], ["cannot read the contract"]),
+    (["streamProcessor.py", *NOWHERE, "--contract", "tests"], ["--contract tests", "cannot read"]),
+    (["-m", "ecomlogs", "run", *NOWHERE, *NO_DB, "--contract", "README.md"], ["README.md", "not JSON"]),
+    (["-m", "ecomlogs", "contract", "check", "pyproject.toml"], ["pyproject.toml", "not JSON"]),
+    (["-m", "ecomlogs", "contract", "check", "contracts/default.json", *NOWHERE, "--sample-topic", "a b"],
+     ["not a legal Kafka topic name"]),
+    (["-m", "ecomlogs", "contract", "check", "contracts/default.json", *NOWHERE, "--sample-size", "0"],
+     ["--sample-size"]),
+    (["-m", "ecomlogs", "contract", "check", "contracts/default.json", *NOWHERE, "--current-contract", "/dev/null"],
+     ["--current-contract /dev/null", "not JSON"]),
     (["-m", "ecomlogs", "nosuchcommand"], ["invalid choice"]),
     (["-m", "ecomlogs", "load", "--no-such-flag"], ["unrecognized arguments"]),
 ]
@@ -119,6 +130,7 @@ def test_every_bad_input_is_one_line_and_exit_2_before_connecting(argv: list[str
     ("ECOMLOGS_METRICS_PORT", "99999", "psqlConsumer.py"),
     ("ECOMLOGS_LOG_FORMAT", "xml", "streamProcessor.py"),
     ("KAFKA_BOOTSTRAP_SERVERS", "no-port-here", "streamProcessor.py"),
+    ("ECOMLOGS_CONTRACT", "/dev/null", "streamProcessor.py"),
 ])
 def test_a_bad_value_in_the_environment_is_a_bad_flag_naming_the_variable(var: str, value: str, script: str) -> None:
     import os
