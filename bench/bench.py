@@ -20,7 +20,10 @@ Sections (:data:`SECTIONS`, in the order they run):
 * ``load``: one clean topic into PostgreSQL by each loader, and a server-side ``COPY`` as the physical limit;
 * ``e2e``: producer, processor and loader running at the same time, from the first event produced to the
   last row committed, with CPU per process (stages, broker, PostgreSQL);
-* ``latency``: event-to-row latency at fixed producer rates.
+* ``latency``: event-to-row latency at fixed producer rates;
+* ``contracts``: the same raw topic through the ecomlogs processor under the shipped default contract (run as
+  typed code), the same rules through their JSON Schema, and the example shop contract; plus the
+  validators alone as Rust loops (today's typed validator beside each contract).
 
 Every consumer run gets its own topics, consumer groups and PostgreSQL database (``bench_<tag>``, dropped
 afterwards), so runs never see each other's data.
@@ -1016,13 +1019,14 @@ def producer_cmd(cfg: BenchConfig, side: str, topic: str, count: int, rate: Opti
 
 
 def processor_cmd(cfg: BenchConfig, side: str, raw: str, clean: str, dlq: str, group: str,
-                  quiet: bool = True, until_idle_s: Optional[float] = None) -> list[str]:
+                  quiet: bool = True, until_idle_s: Optional[float] = None,
+                  contract: Optional[Path] = None) -> list[str]:
     common = ["--input-topic", raw, "--output-topic", clean, "--group-id", group,
               "--until-idle", str(until_idle_s or cfg.until_idle_s), "--bootstrap-servers", cfg.bootstrap_servers]
     if side == "ecomlogs":
         tuning = [] if cfg.defaults_only else ["--workers", str(cfg.processor_workers)]
         return [*_script(cfg, "streamProcessor.py", "process"), *common, "--dlq-topic", dlq,
-                *tuning, *(["--quiet"] if quiet else [])]
+                *tuning, *(["--quiet"] if quiet else []), *(["--contract", str(contract)] if contract else [])]
     return [sys.executable, str(cfg.repo_root / "baseline" / "streamProcessor.py"), *common, "--quiet"]
 
 
@@ -1847,6 +1851,124 @@ def run_latency(cfg: BenchConfig, ws: Workspace) -> SectionResult:
     )
 
 
+# ---------------------------------------------------------------------------------------------- contracts
+CONTRACT_SIDES = ("default", "default_schema", "shop")
+CONTRACT_LABELS = {
+    "default": "default contract (typed)",
+    "default_schema": "default rules via JSON Schema",
+    "shop": "shop contract (examples/shop.json)",
+}
+CONTRACT_LOOPS = (
+    ("typed_canonical", "today's typed validator"),
+    ("contract_default", "default contract (typed)"),
+    ("contract_default_schema", "default rules via JSON Schema"),
+    ("contract_shop", "shop contract"),
+)
+
+
+def run_contracts(cfg: BenchConfig, ws: Workspace) -> SectionResult:
+    """Event contracts: the shared raw topic through ``streamProcessor.py`` under the default contract (no
+    flag: the typed validator, which is today's), the default's rules through their JSON Schema (a copy of
+    ``contracts/default.json`` under another ``$id``, so it is not recognised as the default) and the example
+    shop contract; each a fresh process with its own group and output topics, measured like ``process``.
+    Then the validators alone, as Rust loops over the same generated events (validation and the canonical
+    JSON of each valid event), today's typed validator beside each contract."""
+    raw, n = shared_raw_topic(cfg, ws)
+    folder = Path(tempfile.mkdtemp(prefix="ecomlogs-contracts-"))
+    copy = folder / "default-schema.json"
+    copy.write_text((cfg.repo_root / "contracts" / "default.json").read_text().replace("default:v1", "default:v1-schema"))
+    files: dict[str, Optional[Path]] = {"default": None, "default_schema": copy,
+                                        "shop": cfg.repo_root / "contracts" / "examples" / "shop.json"}
+
+    def side(name: str) -> Callable[[], StageSample]:
+        def measure() -> StageSample:
+            clean, dlq = ws.new_topics(f"contract_clean_{name}", f"contract_dlq_{name}")
+            try:
+                run = run_child(processor_cmd(cfg, "ecomlogs", raw, clean, dlq, ws.name("contract_group"),
+                                              quiet=False, contract=files[name]), cwd=cfg.repo_root)
+                _check_exit(run, f"stream processor ({name} contract)")
+                counts = parse_processed(run.stderr)
+                if counts["consumed"] != n or counts["valid"] + counts["invalid"] != n:
+                    raise BenchError(f"stream processor ({name} contract): {counts}, expected {n} consumed")
+                out = topic_stats(cfg.bootstrap_servers, clean, counts["valid"])
+                dead = topic_stats(cfg.bootstrap_servers, dlq, counts["invalid"])
+                if (out.count, dead.count) != (counts["valid"], counts["invalid"]):
+                    raise BenchError(f"{name} contract: {out.count} clean and {dead.count} dead letters, "
+                                     f"expected {counts['valid']} and {counts['invalid']}")
+                stamps = [s for s in (out.max_ts_ms, dead.max_ts_ms) if s is not None]
+                start = first_assignment_time(run.stderr)
+                if start is None:
+                    start = min(s for s in (out.min_ts_ms, dead.min_ts_ms) if s is not None) / 1000
+                return StageSample(n, max(stamps) / 1000 - start, run.cpu_s, run.max_rss_mib,
+                                   timing="partition assignment -> last output record's CreateTime",
+                                   extra={"valid": counts["valid"], "invalid": counts["invalid"]})
+            finally:
+                ws.drop_topics([clean, dlq])
+
+        return measure
+
+    runs = []
+    try:
+        for i in range(cfg.repeat):
+            progress(f"contracts: run {i + 1}/{cfg.repeat} ({n:,} events, {len(CONTRACT_SIDES)} contracts)")
+            runs.append(alternate(i, {name: side(name) for name in CONTRACT_SIDES}))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    agree = runs[0]["default"].extra["valid"] == runs[0]["default_schema"].extra["valid"]
+    if not agree:
+        raise BenchError(f"the default contract and its schema disagree: {runs[0]['default'].extra} vs "
+                         f"{runs[0]['default_schema'].extra}")
+    rows: list[Row] = []
+    for name in ("default_schema", "shop"):
+        pairs = [{"ecomlogs": r[name], "baseline": r["default"]} for r in runs]
+        for row in compare("contracts", pairs, THROUGHPUT_AND_CPU):
+            rows.append(dataclasses.replace(row, metric=f"process, {CONTRACT_LABELS[name]} vs default contract: "
+                                                        f"{row.metric}"))
+    references = [{"section": "contracts", "figure": f"process, {CONTRACT_LABELS[name]}", "unit": "events/s",
+                   "value": median([r[name].events_per_s for r in runs])} for name in CONTRACT_SIDES]
+    loops = contract_loops(cfg)
+    references.extend(loops["references"])
+    rows.extend(loops["rows"])
+    return SectionResult(
+        details={"events": n, "raw_topic": raw, "runs": _runs_json(runs), "loops": loops["runs"]},
+        rows=rows,
+        references=references,
+        markdown=[
+            f"**contracts**: {n:,} raw events, the topic of `process`, through the ecomlogs stream processor under "
+            "three contracts: the shipped default (run as today's typed validator), the same rules through their "
+            "JSON Schema (a renamed copy of `contracts/default.json`), and `contracts/examples/shop.json`; the "
+            "baseline column holds the default contract's figure. The Rust loops validate the same generated "
+            "events and write the canonical JSON of each valid one (best of three for the first two, which "
+            "alternate); their baseline column is today's typed validator."
+        ],
+    )
+
+
+def contract_loops(cfg: BenchConfig) -> dict[str, Any]:
+    """The validators alone (``examples/bench_core.rs``): today's typed validator, the default contract, its
+    rules through the schema, the shop contract. Median of ``--repeat`` runs, ratios within each run."""
+    cmd = ["cargo", "run", "--quiet", "--release", "--no-default-features", "--example", "bench_core", "--",
+           str(cfg.events), "1"]
+    runs = []
+    for _ in range(cfg.repeat):
+        done = subprocess.run(cmd, cwd=cfg.repo_root, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise BenchError(f"bench_core failed: {done.stderr[-2000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows, references = [], []
+    for key, label in CONTRACT_LOOPS:
+        samples = [{"ecomlogs": Sample(r[key][0], r[key][1], r[key][2]),
+                    "baseline": Sample(r["typed_canonical"][0], r["typed_canonical"][1], r["typed_canonical"][2])}
+                   for r in runs]
+        references.append({"section": "contracts", "figure": f"validation + canonical JSON, Rust loop: {label}",
+                           "unit": "events/s", "value": median([s["ecomlogs"].events_per_s for s in samples])})
+        if key != "typed_canonical":
+            for row in compare("contracts", samples, THROUGHPUT_AND_CPU):
+                rows.append(dataclasses.replace(
+                    row, metric=f"Rust loop, {label} vs today's validator: {row.metric}"))
+    return {"rows": rows, "references": references, "runs": runs}
+
+
 SECTIONS: dict[str, Callable[[BenchConfig, Workspace], SectionResult]] = {
     "stage1": run_stage1,
     "process": run_process,
@@ -1854,6 +1976,7 @@ SECTIONS: dict[str, Callable[[BenchConfig, Workspace], SectionResult]] = {
     "e2e": run_e2e,
     "defaults": run_defaults,
     "latency": run_latency,
+    "contracts": run_contracts,
 }
 """Implemented sections, in the order they run."""
 PLANNED: tuple[str, ...] = ()

@@ -4,10 +4,14 @@
 //!
 //!     cargo run --release --no-default-features --example bench_core -- [EVENTS] [SEED]
 //!
-//! Prints one JSON object: {"generate": [events, wall_s, cpu_s], "validate": [...]}.
+//! Prints one JSON object: {"generate": [events, wall_s, cpu_s], "validate": [...], "contract_default":
+//! [...], "contract_default_schema": [...], "contract_shop": [...]}: today's typed validator, the shipped
+//! default contract (which runs it), the same rules through the JSON Schema, and the example shop
+//! contract; each validating and writing the canonical JSON of a valid event.
 
 use std::time::Instant;
 
+use _core::contract::Contract;
 use _core::generate::{Generator, GeneratorConfig};
 use _core::validate::validate;
 
@@ -80,6 +84,44 @@ fn validate_loop(values: &[Vec<u8>]) -> LoopTiming {
     t
 }
 
+/// Validates `values` once each with `check` (which writes the canonical JSON of a valid event into the
+/// buffer it is given, as the processor does).
+fn contract_loop(values: &[Vec<u8>], c: &Contract, schema: bool) -> LoopTiming {
+    let (mut valid, mut out) = (0u64, Vec::with_capacity(512));
+    let t = timed(values.len() as u64, || {
+        for v in values {
+            let r = if schema {
+                c.validate_with_schema(Some(v))
+            } else {
+                c.validate(Some(v))
+            };
+            if let Ok(e) = r {
+                out.clear();
+                e.write_canonical_json(&mut out);
+                valid += 1;
+            }
+        }
+    });
+    std::hint::black_box((valid, out));
+    t
+}
+
+/// Today's validator with the canonical JSON, for comparison with `contract_loop`.
+fn typed_loop(values: &[Vec<u8>]) -> LoopTiming {
+    let (mut valid, mut out) = (0u64, Vec::with_capacity(512));
+    let t = timed(values.len() as u64, || {
+        for v in values {
+            if let Ok(e) = validate(Some(v)) {
+                out.clear();
+                e.write_canonical_json(&mut out);
+                valid += 1;
+            }
+        }
+    });
+    std::hint::black_box((valid, out));
+    t
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: u64 = args
@@ -101,8 +143,33 @@ fn main() {
         .collect();
     let gen = generate_loop(n, seed);
     let val = validate_loop(&values);
+    let default = Contract::default_contract();
+    let shop = Contract::parse(
+        include_str!("../contracts/examples/shop.json"),
+        "contracts/examples/shop.json",
+    )
+    .expect("the example contract compiles");
+    // Alternate today's validator and the default contract, and keep each one's best of three, so that
+    // a burst of other load on the machine does not decide the ratio.
+    let best = |f: &dyn Fn() -> LoopTiming| {
+        (0..3)
+            .map(|_| f())
+            .min_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s))
+            .expect("three runs")
+    };
+    let typed = best(&|| typed_loop(&values));
+    let by_default = best(&|| contract_loop(&values, &default, false));
+    let by_schema = contract_loop(&values, &default, true);
+    let by_shop = contract_loop(&values, &shop, false);
+    let json = |t: LoopTiming| format!("[{}, {}, {}]", t.events, t.wall_s, t.cpu_s);
     println!(
-        "{{\"generate\": [{}, {}, {}], \"validate\": [{}, {}, {}]}}",
-        gen.events, gen.wall_s, gen.cpu_s, val.events, val.wall_s, val.cpu_s
+        "{{\"generate\": {}, \"validate\": {}, \"typed_canonical\": {}, \"contract_default\": {}, \
+         \"contract_default_schema\": {}, \"contract_shop\": {}}}",
+        json(gen),
+        json(val),
+        json(typed),
+        json(by_default),
+        json(by_schema),
+        json(by_shop)
     );
 }
