@@ -79,60 +79,53 @@ pub fn check(
         deadline: Some(sample.timeout.max(Duration::from_secs(30))),
     };
     let mut taken: BTreeMap<i32, u64> = BTreeMap::new();
-    reader.scan(
-        &sample.topic,
-        &partitions,
-        &scan,
-        token,
-        tick,
-        &mut |m| {
-            use rdkafka::message::Message;
-            let n = taken.entry(m.partition()).or_default();
-            if *n >= sample.per_partition {
-                return Ok(false); // records that arrived after the sample was taken
+    reader.scan(&sample.topic, &partitions, &scan, token, tick, &mut |m| {
+        use rdkafka::message::Message;
+        let n = taken.entry(m.partition()).or_default();
+        if *n >= sample.per_partition {
+            return Ok(false); // records that arrived after the sample was taken
+        }
+        *n += 1;
+        report.sampled += 1;
+        let range = report
+            .ranges
+            .entry(m.partition())
+            .or_insert((m.offset(), m.offset() + 1));
+        range.0 = range.0.min(m.offset());
+        range.1 = range.1.max(m.offset() + 1);
+        let now = current.validate(m.payload()).map(|_| ());
+        let new_verdict = new.validate(m.payload()).map(|_| ());
+        report.valid_now += u64::from(now.is_ok());
+        report.valid_new += u64::from(new_verdict.is_ok());
+        match (now, new_verdict) {
+            (Ok(()), Err(r)) => {
+                let code = r.reason.code().to_string();
+                let seen = report.newly_rejected.entry(code.clone()).or_default();
+                *seen += 1;
+                if *seen as usize <= EXAMPLES {
+                    report.examples.push(Example {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        reason: code,
+                        detail: r.detail,
+                    });
+                }
             }
-            *n += 1;
-            report.sampled += 1;
-            let range = report
-                .ranges
-                .entry(m.partition())
-                .or_insert((m.offset(), m.offset() + 1));
-            range.0 = range.0.min(m.offset());
-            range.1 = range.1.max(m.offset() + 1);
-            let now = current.validate(m.payload()).map(|_| ());
-            let new_verdict = new.validate(m.payload()).map(|_| ());
-            report.valid_now += u64::from(now.is_ok());
-            report.valid_new += u64::from(new_verdict.is_ok());
-            match (now, new_verdict) {
-                (Ok(()), Err(r)) => {
-                    let code = r.reason.code().to_string();
-                    let seen = report.newly_rejected.entry(code.clone()).or_default();
-                    *seen += 1;
-                    if *seen as usize <= EXAMPLES {
-                        report.examples.push(Example {
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            reason: code,
-                            detail: r.detail,
-                        });
-                    }
-                }
-                (Err(r), Ok(())) => {
-                    *report
-                        .newly_accepted
-                        .entry(r.reason.code().to_string())
-                        .or_default() += 1;
-                }
-                (Err(a), Err(b)) if a.reason != b.reason => {
-                    *report
-                        .reason_changed
-                        .entry((a.reason.code().to_string(), b.reason.code().to_string()))
-                        .or_default() += 1;
-                }
-                _ => {}
+            (Err(r), Ok(())) => {
+                *report
+                    .newly_accepted
+                    .entry(r.reason.code().to_string())
+                    .or_default() += 1;
             }
-            Ok(true)
-        },
-    )?;
+            (Err(a), Err(b)) if a.reason != b.reason => {
+                *report
+                    .reason_changed
+                    .entry((a.reason.code().to_string(), b.reason.code().to_string()))
+                    .or_default() += 1;
+            }
+            _ => {}
+        }
+        Ok(true)
+    })?;
     Ok(report)
 }

@@ -32,12 +32,27 @@ pub(crate) fn of(text: &str) -> Result<Value, Rejection> {
     careful(text, 0)
 }
 
-/// Whether a number in `text` may be written with an exponent (a digit or `.` before `e`/`E`; text in
-/// strings may match too, which only costs the careful reading).
+/// Whether a number in `text` is written with an exponent (`1e-400`): an `e` or `E` right after a digit
+/// or a `.`, outside strings (event ids are hex: `9e` in a UUID is text).
 fn has_exponent(text: &str) -> bool {
-    text.as_bytes()
-        .windows(2)
-        .any(|w| (w[0].is_ascii_digit() || w[0] == b'.') && (w[1] | 0x20) == b'e')
+    let b = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1, // the escaped character is skipped too
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if c == b'"' {
+            in_string = true;
+        } else if (c | 0x20) == b'e' && i > 0 && (b[i - 1].is_ascii_digit() || b[i - 1] == b'.') {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 fn too_deep() -> Rejection {
@@ -124,6 +139,16 @@ mod tests {
         assert_eq!(v["h"], "1e5");
         let plain = of(r#"{"a":[1,{"b":null}],"a":2}"#).unwrap();
         assert_eq!(plain, serde_json::json!({"a": 2}));
+    }
+
+    #[test]
+    fn exponents_are_found_outside_strings_only() {
+        assert!(!has_exponent(
+            r#"{"id":"0b7c1c9e-7d1e","a":1.5,"b":true,"c":"x\"1e5"}"#
+        ));
+        assert!(has_exponent(r#"{"id":"9e","a":1e-400}"#));
+        assert!(has_exponent(r#"{"a":[2.E3]}"#));
+        assert!(!has_exponent(r#"{"a":"\\","b":"1e5"}"#));
     }
 
     #[test]

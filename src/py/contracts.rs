@@ -176,8 +176,9 @@ pub fn contract_check(
         bootstrap_servers,
         extra_config
     )?;
-    let current = Contract::load_or_default(v.opt_text("current_contract").map_err(to_pyerr)?.as_deref())
-        .map_err(to_pyerr)?;
+    let current =
+        Contract::load_or_default(v.opt_text("current_contract").map_err(to_pyerr)?.as_deref())
+            .map_err(to_pyerr)?;
     let settings = args::kafka_of(&v)?;
     let sample = match v.opt_text("sample_topic").map_err(to_pyerr)? {
         Some(topic) => Some(contract::Sample {
