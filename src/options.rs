@@ -642,12 +642,22 @@ impl Opt {
                 Err(e) => Err(Error::Config(format!("{label} {e}"))),
             },
             Kind::Reason => {
-                let known = crate::validate::Reason::ALL.map(|r| r.code());
-                if known.contains(&t.as_str()) {
+                // Built-in codes, and those of a contract this process loaded or ECOMLOGS_CONTRACT names.
+                if crate::validate::Reason::known(&t).is_some() || contract_codes().contains(&t) {
                     Ok(Value::Text(t))
                 } else {
+                    let mut known: Vec<String> = crate::validate::Reason::ALL
+                        .iter()
+                        .map(|r| r.code().to_string())
+                        .collect();
+                    for c in contract_codes() {
+                        if !known.contains(&c) {
+                            known.push(c);
+                        }
+                    }
                     bad(format!(
-                        "unknown reason code {t:?}; the known ones are {}",
+                        "unknown reason code {t:?}; the known ones are {} (a contract's own codes are known \
+                         when ECOMLOGS_CONTRACT names it)",
                         known.join(", ")
                     ))
                 }
@@ -953,6 +963,15 @@ impl Values {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The `x-reason` codes of the contract `ECOMLOGS_CONTRACT` names (none if unset or broken: the stage
+/// that uses it says why).
+fn contract_codes() -> Vec<String> {
+    env("ECOMLOGS_CONTRACT")
+        .and_then(|path| crate::contract::Contract::load(path.trim()).ok())
+        .map(|c| c.reason_codes().iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// The flag, else `KAFKA_BOOTSTRAP_SERVERS`, else `localhost:29092`.

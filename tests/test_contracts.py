@@ -186,6 +186,12 @@ def test_the_default_contract_through_its_schema_agrees_on_generated_events(tmp_
     assert 8_000 < sum(not v.valid for v in today) < 12_000
 
 
+def test_the_readme_shows_the_example_contract_as_shipped() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "```json\n" + SHOP.read_text() + "```" in readme
+    assert json.loads(SHOP.read_text())["$id"] == SHOP_ID
+
+
 def test_the_shipped_default_is_the_file_and_the_command_prints_it() -> None:
     assert ecomlogs.DEFAULT_CONTRACT == DEFAULT.read_text()
     p = run(["-m", "ecomlogs", "contract", "show-default"])
@@ -293,3 +299,23 @@ def test_contract_check_counts_what_a_rollout_would_change(kafka_bootstrap: str)
     missing = run(["-m", "ecomlogs", "contract", "check", str(SHOP), "--sample-topic", unique("none"),
                    "--bootstrap-servers", kafka_bootstrap])
     assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr
+
+
+def test_dead_letters_filter_by_a_contracts_own_reason_codes(kafka_bootstrap: str) -> None:
+    """``dlq inspect --reason`` knows the codes of the contract ECOMLOGS_CONTRACT names (and no others)."""
+    raw, clean, dlq = unique("raw"), unique("clean"), unique("dlq")
+    produce_raw(kafka_bootstrap, raw, [json.dumps(event(1, currency="JPY")).encode(), json.dumps(event(2)).encode()])
+    env = {"ECOMLOGS_CONTRACT": str(SHOP)}
+    p = run(["streamProcessor.py", "--bootstrap-servers", kafka_bootstrap, "--input-topic", raw, "--output-topic",
+             clean, "--dlq-topic", dlq, "--group-id", unique("g"), "--until-caught-up"], env=env)
+    assert p.returncode == 0, p.stderr
+    read_all(kafka_bootstrap, dlq, expected=1)
+    p = run(["-m", "ecomlogs", "dlq", "inspect", "--bootstrap-servers", kafka_bootstrap, "--dlq-topic", dlq,
+             "--reason", "unknown_currency", "--json"], env=env)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["counts"] == [{"stage": "processor", "reason": "unknown_currency", "count": 1}]
+    assert report["samples"][0]["headers"]["ecomlogs.contract"] == SHOP_ID
+    p = run(["-m", "ecomlogs", "dlq", "inspect", *["--bootstrap-servers", "127.0.0.1:1"], "--reason",
+             "unknown_currency"])
+    assert p.returncode == 2 and "ECOMLOGS_CONTRACT" in p.stderr, p.stderr
