@@ -1938,8 +1938,8 @@ def run_contracts(cfg: BenchConfig, ws: Workspace) -> SectionResult:
             "three contracts: the shipped default (run as today's typed validator), the same rules through their "
             "JSON Schema (a renamed copy of `contracts/default.json`), and `contracts/examples/shop.json`; the "
             "baseline column holds the default contract's figure. The Rust loops validate the same generated "
-            "events and write the canonical JSON of each valid one (best of three for the first two, which "
-            "alternate); their baseline column is today's typed validator."
+            "events and write the canonical JSON of each valid one (the first two alternate five times each and "
+            "keep their least wall and CPU time); their baseline column is today's typed validator."
         ],
     )
 

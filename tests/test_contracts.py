@@ -71,7 +71,8 @@ def test_a_shop_contract_with_refund_and_search_reaches_the_table(kafka_bootstra
     }
     invalid: list[tuple[bytes, str]] = [
         (json.dumps(event(10, event_type="REFUND", amount=5)).encode(), "refund_not_negative"),
-        (json.dumps(event(11, event_type="REFUND", amount=...)).encode(), "refund_not_negative"),
+        (json.dumps(event(11, event_type="REFUND", amount=...)).encode(), "missing_amount"),
+        (json.dumps(event(20, event_type="PURCHASE", currency=...)).encode(), "missing_currency"),
         (json.dumps(dict(search, event_id="s2", amount=1)).encode(), "search_with_amount"),
         (json.dumps({k: v for k, v in search.items() if k != "query"}).encode(), "search_without_query"),
         (json.dumps(event(12, currency="JPY")).encode(), "unknown_currency"),
