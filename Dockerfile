@@ -17,6 +17,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
 COPY src ./src
 COPY migrations ./migrations
+COPY contracts ./contracts
 COPY python ./python
 RUN /opt/maturin/bin/maturin build --release --locked --out /wheels
 
