@@ -24,7 +24,7 @@ pub struct RejectedRow {
 }
 
 /// Outcome of writing one batch.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Written {
     pub inserted: u64,
     /// Events already in the table (redelivered), skipped by the unique event_id.
@@ -308,8 +308,35 @@ impl PgSink {
             topic_id,
             progress,
         };
-        self.retrying(|c| write_once(c, rows, &offsets, before_commit))
+        // A commit whose answer was lost (the connection dropped just then) may have gone through: the
+        // offsets, stored in the batch's own transaction, say whether it did, so the batch is neither
+        // written twice nor counted as duplicates of itself.
+        let mut committing: Option<Written> = None;
+        self.retrying(|c| {
+            if let Some(w) = committing.take() {
+                if stored(c, &offsets)? {
+                    log::info!(target: "ecomlogs.loader", "the batch whose commit was cut off had been stored: not written again");
+                    return Ok(w);
+                }
+            }
+            write_once(c, rows, &offsets, before_commit, &mut committing)
+        })
     }
+}
+
+/// Whether PostgreSQL holds exactly this batch's offsets (next offset and fingerprint per partition).
+fn stored(client: &mut Client, offsets: &Offsets<'_>) -> std::result::Result<bool, Attempt> {
+    let partitions: Vec<i32> = offsets.progress.iter().map(|p| p.partition).collect();
+    let held = pg::load_offsets(client, offsets.group, offsets.topic, &partitions)
+        .map_err(|e| Attempt::from_pg("reading the stored offsets", e))?;
+    Ok(!offsets.progress.is_empty()
+        && offsets.progress.iter().all(|p| {
+            held.iter().any(|(partition, s)| {
+                *partition == p.partition
+                    && s.next_offset == p.next_offset
+                    && s.last == Some(p.last)
+            })
+        }))
 }
 
 struct Offsets<'a> {
@@ -330,11 +357,12 @@ fn write_once(
     rows: &CopyRows,
     offsets: &Offsets<'_>,
     before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+    committing: &mut Option<Written>,
 ) -> std::result::Result<Written, Attempt> {
     let mut tx = client.transaction().map_err(batch_error)?;
     let mut out = Written::default();
     if rows.is_empty() {
-        return commit(tx, offsets, out, before_commit);
+        return commit(tx, offsets, out, before_commit, committing);
     }
     let mut sp = tx.savepoint("batch").map_err(batch_error)?;
     let order = rows.key_order();
@@ -347,7 +375,7 @@ fn write_once(
         Ok(n) => {
             sp.commit().map_err(batch_error)?;
             out.inserted = n;
-            return commit(tx, offsets, out, before_commit);
+            return commit(tx, offsets, out, before_commit, committing);
         }
         Err(e) => e,
     };
@@ -359,7 +387,7 @@ fn write_once(
             Ok(n) => {
                 out.inserted = n;
                 out.duplicates = rows.len() as u64 - n;
-                return commit(tx, offsets, out, before_commit);
+                return commit(tx, offsets, out, before_commit, committing);
             }
             Err(e) => {
                 row_level(e)?;
@@ -370,7 +398,7 @@ fn write_once(
         }
     }
     insert_isolating(&mut tx, rows, &mut out)?;
-    commit(tx, offsets, out, before_commit)
+    commit(tx, offsets, out, before_commit, committing)
 }
 
 /// Passes a row-level rejection on to be isolated; anything else ends the attempt.
@@ -408,6 +436,7 @@ fn commit(
     offsets: &Offsets<'_>,
     out: Written,
     before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+    committing: &mut Option<Written>,
 ) -> std::result::Result<Written, Attempt> {
     pg::store_offsets(
         &mut tx,
@@ -418,6 +447,7 @@ fn commit(
     )
     .map_err(|e| Attempt::from_pg("storing the offsets", e))?;
     before_commit(&out).map_err(Attempt::Fault)?;
+    *committing = Some(out.clone());
     tx.commit().map_err(batch_error)?;
     Ok(out)
 }

@@ -245,3 +245,83 @@ def test_unreachable_database_is_one_readable_line(kafka_bootstrap: str) -> None
     assert "Traceback" not in p.stderr
     last = p.stderr.strip().splitlines()[-1]
     assert "error:" in last and "127.0.0.1:1" in last
+
+
+class _CommitCutter:
+    """A TCP proxy in front of PostgreSQL that drops the connection once, right after the server has
+    committed a batch (its CommandComplete for COMMIT, on a connection that ran a COPY) and before the
+    client hears so: a commit whose outcome the client cannot know."""
+
+    COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            server.settimeout(None)
+            copied = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, copied, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, copied, True), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, copied: threading.Event, from_server: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not from_server and b"COPY " in data:
+                    copied.set()
+                if from_server and copied.is_set() and not self.cut.is_set() and self.COMMIT_DONE in data:
+                    self.cut.set()
+                    dst.sendall(data[:data.index(self.COMMIT_DONE)])
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        import socket
+
+        for s in (src, dst):  # shutdown first: it wakes the other direction's blocked recv
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_commit_whose_answer_is_lost_is_counted_once(kafka_bootstrap: str, db: str, workers: int) -> None:
+    """The loader's summary equals what the table gained even when the connection drops between the
+    server's commit and its answer: the loader asks PostgreSQL (the batch's stored offsets) instead of
+    writing the batch again and counting its rows as duplicates."""
+    clean = unique("clean")
+    expected = produce_clean(kafka_bootstrap, clean, 8000, seed=29)
+    ecomlogs.migrate(db)
+    port = int(db.rsplit(":", 1)[1].split("/", 1)[0])
+    cutter = _CommitCutter(port)
+    try:
+        via = db.replace(f":{port}/", f":{cutter.port}/") + "?sslmode=disable"
+        cmd = loader_cmd(kafka_bootstrap, clean, via, unique("g"), "--batch-size", "1000", "--workers", str(workers))
+        out = run_until_caught_up(cmd)
+    finally:
+        cutter.close()
+    assert cutter.cut.is_set(), "the proxy never saw a batch commit"
+    assert "had been stored: not written again" in out, out[-3000:]
+    assert f"loaded {len(expected):,} rows" in out and "0 duplicates skipped" in out, out[-3000:]
+    assert_exact(db, expected)
