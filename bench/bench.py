@@ -877,10 +877,11 @@ def find_server_pids() -> dict[str, Optional[int]]:
     """The broker's and PostgreSQL's (postmaster) pids: from the dev stack, else ``pgrep`` (best effort)."""
     pids: dict[str, Optional[int]] = {"broker": None, "postgres": None}
     with contextlib.suppress(Exception):
-        from ecomlogs import devstack
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # a dev tool, not in the package
+        import devstack
 
         info = devstack.status()
-        pids["broker"], pids["postgres"] = info.broker_pid, info.postgres_pid
+        pids["broker"], pids["postgres"] = info.broker.pid, info.postgres.pid
     if pids["broker"] is None:
         pids["broker"] = _pgrep("-o", "-f", "tansu broker")
     if pids["postgres"] is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 if TYPE_CHECKING:
-    from ecomlogs.devstack import StackInfo
+    from devstack import StackInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "baseline"

@@ -131,7 +131,7 @@ def test_a_bad_value_in_the_environment_is_a_bad_flag_naming_the_variable(var: s
 def test_config_error_is_also_a_value_error_and_every_error_an_ecomlogs_error() -> None:
     assert issubclass(ecomlogs.ConfigError, ValueError)
     for cls in (ecomlogs.KafkaError, ecomlogs.DatabaseError, ecomlogs.ResourceError, ecomlogs.InternalError,
-                ecomlogs.StalledError, ecomlogs.DevStackError):
+                ecomlogs.StalledError):
         assert issubclass(cls, ecomlogs.EcomlogsError)
 
 

@@ -46,7 +46,6 @@ from ecomlogs.ops import (
 from ecomlogs.exceptions import (
     ConfigError,
     DatabaseError,
-    DevStackError,
     EcomlogsError,
     InternalError,
     KafkaError,
@@ -62,7 +61,6 @@ __all__ = [
     "DatabaseError",
     "DeadLetter",
     "DeadLetterReport",
-    "DevStackError",
     "EcomlogsError",
     "InternalError",
     "KafkaError",

@@ -161,8 +161,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- run
 RUN = ("Run the whole pipeline in one process: producer -> processor -> loader on raw_events, clean_events and "
        "kafka_events_silver, with a live status line (events/s and lag per stage, rows, invalid by reason), then "
-       "drain and print an analytics report from the views. Start the local stack first (python -m "
-       "ecomlogs.devstack up) or point at your own Kafka and PostgreSQL.")
+       "drain and print an analytics report from the views. Start the local stack first (./dev stack "
+       "up in a checkout) or point at your own Kafka and PostgreSQL.")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
