@@ -27,7 +27,7 @@ def feed(bootstrap: str, topic: str, n: int, seed: int) -> None:
     assert stats.delivered == n
 
 
-def load(bootstrap: str, topic: str, group: str, dsn: str, **kw: Any) -> ecomlogs.LoadStats:
+def load(bootstrap: str, topic: str, group: str, dsn: str, **kw: Any) -> ecomlogs.types.LoadStats:
     return ecomlogs.load(bootstrap_servers=bootstrap, topic=topic, group_id=group, dsn=dsn,
                          dlq_topic=unique("dlq"), until_caught_up=True, batch_size=5000, **kw)
 

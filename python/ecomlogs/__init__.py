@@ -9,17 +9,14 @@ The notebook-facing API::
     ecomlogs.validate_batch(raw)                          # one call for many
     ecomlogs.produce(10_000)                              # to raw_events on localhost:29092
 
-Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly.
+Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly. The types the
+functions return are in :mod:`ecomlogs.types`; DataFrames and plots in :mod:`ecomlogs.analytics`.
 """
 
 from __future__ import annotations
 
 from ecomlogs.api import (
-    LoadStats,
-    ProcessStats,
-    ProduceStats,
     StopToken,
-    Validation,
     ensure_topics,
     generate_events,
     generate_events_json,
@@ -33,10 +30,6 @@ from ecomlogs.api import (
     validate_batch,
 )
 from ecomlogs.ops import (
-    DeadLetter,
-    DeadLetterReport,
-    MetricsServer,
-    ReplayStats,
     dead_letters,
     dlq_inspect,
     dlq_replay,
@@ -59,20 +52,12 @@ __all__ = [
     "__version__",
     "ConfigError",
     "DatabaseError",
-    "DeadLetter",
-    "DeadLetterReport",
     "EcomlogsError",
     "InternalError",
     "KafkaError",
-    "LoadStats",
-    "MetricsServer",
-    "ProcessStats",
-    "ProduceStats",
-    "ReplayStats",
     "ResourceError",
     "StalledError",
     "StopToken",
-    "Validation",
     "dead_letters",
     "dlq_inspect",
     "dlq_replay",

@@ -520,7 +520,8 @@ def dlq_read(
     timeout_s: Optional[float] = ...,
     extra_config: _ExtraConfig = ...,
 ) -> list[DeadLetter]:
-    """Every dead letter that matches the filters (at most ``limit``)."""
+    """The latest ``limit`` dead letters that match the filters (None: all), oldest first; none for a
+    topic that does not exist yet."""
 
 def dlq_replay(
     *,

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
-use crate::kafka::{ensure_topics, Assignment, BrokerWatch, DeliveryTracker, InputState};
+use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::pg::{self, Config};
@@ -35,7 +35,7 @@ mod batch;
 mod context;
 
 use batch::Batch;
-use context::LoaderContext;
+use context::{LoaderContext, LoaderState};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -155,6 +155,7 @@ impl Stats for LoadStats {
         self.unwritten += other.unwritten;
         self.activity = self.activity.max(other.live_activity());
         self.sinks.extend(other.sinks.iter().cloned());
+        self.quiet.broker_down |= other.quiet.broker_down;
     }
 
     fn finish(&mut self, elapsed: Duration, interrupted: bool) {
@@ -262,6 +263,10 @@ impl Export for LoadStats {
             .min_by_key(|o| o.since)
             .map(|o| (o.since, o.reason))
     }
+
+    fn broker_down(&self) -> bool {
+        self.quiet.broker_down
+    }
 }
 
 /// How often an idle loader checks its database connection (health, status line).
@@ -319,24 +324,25 @@ impl<'a> Worker<'a> {
             token.clone(),
         );
         let sink_state = Arc::clone(sink.state());
-        let ctx = LoaderContext {
-            sink: Mutex::new(sink),
-            topic: opts.topic.clone(),
-            check: LogCheck::new(
-                &opts.topic,
-                cconf.clone(),
-                watch.clone(),
-                "ecomlogs.loader",
-                "PostgreSQL",
-            ),
-            topic_id: Mutex::new(None),
-            stored: Mutex::new(HashMap::new()),
-            assignment: Assignment::default(),
-            log_resets: AtomicU64::new(0),
-            offsets_lost: AtomicU64::new(0),
-            fault: Mutex::new(None),
-            watch: watch.clone(),
-        };
+        let ctx = LoaderContext::with(
+            watch.clone(),
+            LoaderState {
+                sink: Mutex::new(sink),
+                topic: opts.topic.clone(),
+                check: LogCheck::new(
+                    &opts.topic,
+                    cconf.clone(),
+                    watch.clone(),
+                    "ecomlogs.loader",
+                    "PostgreSQL",
+                ),
+                topic_id: Mutex::new(None),
+                stored: Mutex::new(HashMap::new()),
+                log_resets: AtomicU64::new(0),
+                offsets_lost: AtomicU64::new(0),
+                fault: Mutex::new(None),
+            },
+        );
         let consumer: BaseConsumer<LoaderContext> = cconf
             .create_with_context(ctx)
             .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;

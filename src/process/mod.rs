@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
-use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, GroupContext, InputState};
+use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
@@ -28,7 +28,7 @@ mod context;
 mod route;
 
 use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
-use context::ProcessorContext;
+use context::{ProcessorContext, ProcessorState};
 use route::Counts;
 
 #[derive(Debug, Clone)]
@@ -114,6 +114,7 @@ impl Stats for ProcessStats {
         self.retried_batches += other.retried_batches;
         self.interrupted |= other.interrupted;
         self.activity = self.activity.max(other.activity);
+        self.quiet.broker_down |= other.quiet.broker_down;
     }
 
     fn finish(&mut self, elapsed: Duration, interrupted: bool) {
@@ -193,6 +194,10 @@ impl Export for ProcessStats {
     fn activity(&self) -> Activity {
         self.activity
     }
+
+    fn broker_down(&self) -> bool {
+        self.quiet.broker_down
+    }
 }
 
 /// Counts since the last progress log line.
@@ -266,17 +271,19 @@ impl<'a> Worker<'a> {
             },
             &[],
         );
-        let ctx = ProcessorContext {
-            group: GroupContext::new(watch.clone()),
-            check: LogCheck::new(
-                &opts.input_topic,
-                cconf.clone(),
-                watch.clone(),
-                "ecomlogs.processor",
-                "the consumer group",
-            ),
-            topic_id: Mutex::new(None),
-        };
+        let ctx = ProcessorContext::with(
+            watch.clone(),
+            ProcessorState {
+                check: LogCheck::new(
+                    &opts.input_topic,
+                    cconf.clone(),
+                    watch.clone(),
+                    "ecomlogs.processor",
+                    "the consumer group",
+                ),
+                topic_id: Mutex::new(None),
+            },
+        );
         let consumer: BaseConsumer<ProcessorContext> = cconf
             .create_with_context(ctx)
             .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;
@@ -329,13 +336,13 @@ impl<'a> Worker<'a> {
             out.stats.quiet = Quiet {
                 assigned: out.input.assigned(),
                 since: out.input.quiet_since(),
-                broker_down: consumer.context().group.watch.is_down(),
+                broker_down: consumer.context().watch.is_down(),
             };
             if batch.is_empty() {
                 *locked(shared) = out.stats.clone();
                 continue;
             }
-            consumer.context().group.watch.alive();
+            consumer.context().watch.alive();
             if let Some(outcome) = out.process(consumer, &batch)? {
                 out.count(&batch, outcome);
             }
@@ -368,7 +375,7 @@ impl Outputs<'_> {
             };
             let polled = consumer.poll(wait);
             let ctx = consumer.context();
-            self.input.sync(&ctx.group.assignment, consumer)?;
+            self.input.sync(&ctx.assignment, consumer)?;
             match polled {
                 Some(Ok(m)) => {
                     self.input.record(m.partition());
@@ -381,7 +388,7 @@ impl Outputs<'_> {
                     let answered = matches!(e, rdkafka::error::KafkaError::PartitionEOF(_));
                     self.input.poll_error(e, consumer)?;
                     if answered {
-                        ctx.group.watch.alive(); // a fetch answered: the broker is there
+                        ctx.watch.alive(); // a fetch answered: the broker is there
                     }
                 }
                 None if !batch.is_empty() || Instant::now() >= deadline => break,
