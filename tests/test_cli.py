@@ -144,7 +144,8 @@ def test_kafka_error_code_is_librdkafkas_name() -> None:
 # ------------------------------------------------------------------------------------ declared once
 PY_FUNCTIONS = {"produce": ecomlogs.produce, "process": ecomlogs.process, "load": ecomlogs.load,
                 "topics": ecomlogs.ensure_topics, "migrate": ecomlogs.migrate, "dlq inspect": _core.dlq_inspect,
-                "dlq replay": _core.dlq_replay, "dead letters": _core.dlq_read}
+                "dlq replay": _core.dlq_replay, "dead letters": _core.dlq_read, "retention": ecomlogs.retention,
+                "rebuild-rollups": ecomlogs.rebuild_rollups}
 NOT_OPTIONS = {"progress", "progress_every_s", "stop", "topics", "timeout_s", "since_ms"}
 
 

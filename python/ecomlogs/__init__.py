@@ -26,6 +26,8 @@ from ecomlogs.api import (
     produce,
     query,
     reason_codes,
+    rebuild_rollups,
+    retention,
     validate,
     validate_batch,
 )
@@ -71,6 +73,8 @@ __all__ = [
     "produce",
     "query",
     "reason_codes",
+    "rebuild_rollups",
+    "retention",
     "serve_metrics",
     "validate",
     "validate_batch",

@@ -161,7 +161,7 @@ def events(
     return read_sql(
         "SELECT * FROM (SELECT id, event_id, customer_id, event_type, amount, currency, event_timestamp, "
         "created_at FROM kafka_events_silver WHERE $1::timestamp IS NULL OR event_timestamp >= $1 "
-        "ORDER BY event_timestamp DESC, id DESC LIMIT $2) latest ORDER BY event_timestamp, id",
+        "ORDER BY event_timestamp DESC, event_id DESC LIMIT $2) latest ORDER BY event_timestamp, event_id",
         [since, limit],
         dsn=dsn,
     )

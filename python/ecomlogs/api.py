@@ -19,6 +19,8 @@ from ecomlogs._core import (
     ensure_topics,
     migrate,
     reason_codes,
+    rebuild_rollups,
+    retention,
 )
 from ecomlogs.exceptions import ConfigError
 
@@ -56,6 +58,8 @@ __all__ = [
     "produce",
     "query",
     "reason_codes",
+    "rebuild_rollups",
+    "retention",
     "validate",
     "validate_batch",
 ]

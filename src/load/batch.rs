@@ -6,6 +6,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 
 use super::{LoadOptions, TICK};
 use crate::dead_letter::{DeadLetter, Lineage, OwnedLineage};
+use crate::pg::history::Rollup;
 use crate::pg::{self, PartitionProgress};
 use crate::resume::Fingerprint;
 use crate::sink::Written;
@@ -30,6 +31,8 @@ pub(super) struct Batch {
     /// The lineage of rows that were replayed from a dead letter, by row index (few or none).
     pub(super) lineage: Vec<(usize, OwnedLineage)>,
     pub(super) progress: Vec<PartitionProgress>,
+    /// The rows' rollup deltas and days (see `pg::history`).
+    pub(super) rollup: Rollup,
     pub(super) started: Option<Instant>,
     /// Records per transaction at most.
     limit: usize,
@@ -46,6 +49,7 @@ impl Batch {
             dead: Vec::new(),
             lineage: Vec::new(),
             progress: Vec::new(),
+            rollup: Rollup::default(),
             started: None,
         }
     }
@@ -88,6 +92,7 @@ impl Batch {
                     log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type.as_str(), e.amount);
                 }
                 self.rows.push(&e);
+                self.rollup.add(&e);
                 self.origin.push(Source {
                     partition,
                     offset,
@@ -170,6 +175,7 @@ impl Batch {
         self.dead.clear();
         self.lineage.clear();
         self.progress.clear();
+        self.rollup.clear();
         self.started = None;
     }
 }

@@ -62,6 +62,9 @@ pub struct LoadOptions {
     /// Consumers (threads) in this process, each with its own PostgreSQL connection; they share the
     /// group's partitions, so up to one per partition writes in parallel.
     pub workers: usize,
+    /// Drop the daily partitions whose day ended more than this many days ago, at start and hourly
+    /// (None: never; see `pg::history::retention`).
+    pub retention_days: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -88,6 +91,7 @@ impl LoadOptions {
             max_backoff: v.seconds("max_backoff_s")?,
             log_each: v.flag("log_each")?,
             workers: v.int("workers")?,
+            retention_days: v.opt_int("retention_days")?,
         })
     }
 }
@@ -197,6 +201,10 @@ pub fn run_loader(
         pg::migrate(&mut client)?;
     }
     pg::check_schema(&mut client)?;
+    if let Some(days) = opts.retention_days {
+        pg::history::retention(&mut client, days, pg::history::today(), false)
+            .map_err(|e| Error::database("dropping old partitions", &e))?;
+    }
     ensure_topics(
         settings,
         &[&opts.topic, &opts.dlq_topic],
@@ -225,9 +233,12 @@ pub fn run_loader(
             opts.until_idle,
             token,
             tick,
-            &|_, shared| {
+            &|index, shared| {
                 let client = locked(&first).take();
-                Worker::new(settings, opts, &pg_cfg, client, token, watch.clone())?.run(shared)
+                let mut w = Worker::new(settings, opts, &pg_cfg, client, token, watch.clone())?;
+                // One worker keeps the retention going (every hour; the start did it once).
+                w.retains = index == 0 && opts.retention_days.is_some();
+                w.run(shared)
             },
         )
     })
@@ -295,7 +306,13 @@ struct Worker<'a> {
     /// Last lag update and idle connection check.
     last_lag: Instant,
     last_probe: Instant,
+    /// This worker runs the retention (`LoadOptions::retention_days`), last at `last_retention`.
+    retains: bool,
+    last_retention: Instant,
 }
+
+/// How often a loader that keeps a retention drops the partitions that grew old.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 impl<'a> Worker<'a> {
     fn new(
@@ -370,6 +387,8 @@ impl<'a> Worker<'a> {
             lag: metrics::Lag::new("loader", &opts.topic),
             last_lag: Instant::now(),
             last_probe: Instant::now(),
+            retains: false,
+            last_retention: Instant::now(),
         })
     }
 
@@ -391,6 +410,9 @@ impl<'a> Worker<'a> {
                 last_tick = Instant::now();
                 self.stats.elapsed = start.elapsed();
                 self.publish(shared);
+                if !self.retain()? {
+                    break; // stopped during an outage
+                }
             }
             if !stopping
                 && !self
@@ -497,6 +519,7 @@ impl<'a> Worker<'a> {
             let mut sink = locked(&ctx.sink);
             let r = sink.write_batch(
                 &batch.rows,
+                &batch.rollup,
                 &batch.progress,
                 topic_id.as_deref(),
                 &mut deliver,
@@ -577,6 +600,20 @@ impl<'a> Worker<'a> {
             );
         }
         self.last_log = Instant::now();
+    }
+
+    /// Between batches, once an hour: drops the partitions that grew older than the retention (see
+    /// `LoadOptions::retention_days`). False: stopped during an outage.
+    fn retain(&mut self) -> Result<bool> {
+        let Some(days) = self.opts.retention_days.filter(|_| self.retains) else {
+            return Ok(true);
+        };
+        if !self.batch.is_empty() || self.last_retention.elapsed() < RETENTION_EVERY {
+            return Ok(true);
+        }
+        self.last_retention = Instant::now();
+        let retired = locked(&self.consumer.context().sink).retention(days)?;
+        Ok(retired.is_some())
     }
 
     fn publish(&mut self, shared: &Mutex<LoadStats>) {

@@ -418,8 +418,8 @@ pub fn process(
 #[pyfunction]
 #[pyo3(signature = (*, bootstrap_servers=None, dsn=None, topic=None, group_id=None, dlq_topic=None,
                     batch_size=None, flush_interval_ms=None, until_idle_s=None,
-                    until_caught_up=None, workers=None, migrate=None, max_backoff_s=None,
-                    log_each=None, partitions=None, replication_factor=None,
+                    until_caught_up=None, workers=None, migrate=None, retention_days=None,
+                    max_backoff_s=None, log_each=None, partitions=None, replication_factor=None,
                     unreadable_timeout_s=None, extra_config=None, progress=None,
                     progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
@@ -436,6 +436,7 @@ pub fn load(
     until_caught_up: Arg<'_>,
     workers: Arg<'_>,
     migrate: Arg<'_>,
+    retention_days: Arg<'_>,
     max_backoff_s: Arg<'_>,
     log_each: Arg<'_>,
     partitions: Arg<'_>,
@@ -459,6 +460,7 @@ pub fn load(
         until_caught_up,
         workers,
         migrate,
+        retention_days,
         max_backoff_s,
         log_each,
         partitions,
