@@ -72,6 +72,17 @@ CREATE TABLE ecomlogs_customer_rollup (
     PRIMARY KEY (customer_id, currency)
 );
 
+-- Per customer, a loader batch touches thousands of keys (every customer of the batch): updating them row
+-- by row in every batch would cost more than the batch's COPY. So a batch stores its customer deltas as one
+-- row here (its own encoding, written in the batch's transaction: nothing is lost or counted twice), and a
+-- loader merges them into ecomlogs_customer_rollup every few seconds, at start and when it stops
+-- (ecomlogs.pg.history::merge_customer_deltas). top_customers trails the rows by those few seconds.
+CREATE TABLE ecomlogs_customer_deltas (
+    id BIGSERIAL PRIMARY KEY,
+    data BYTEA NOT NULL
+);
+ALTER TABLE ecomlogs_customer_deltas ALTER COLUMN data SET STORAGE EXTERNAL;
+
 -- What retention dropped, per customer (its daily rollups stay where they are): a rebuild from the
 -- table adds it back, so customer totals keep the whole history.
 CREATE TABLE ecomlogs_customer_rollup_retired (LIKE ecomlogs_customer_rollup INCLUDING ALL);

@@ -128,7 +128,13 @@ pub struct PgSink {
     days: Option<BTreeSet<NaiveDate>>,
     /// The day whose partitions ahead were last made sure of.
     ahead_for: Option<NaiveDate>,
+    /// When the batches' customer deltas were last merged into the customer rollup.
+    merged: Instant,
 }
+
+/// How often a writing loader merges the batches' customer deltas (see `history::merge_customer_deltas`):
+/// top_customers trails the rows by about this much.
+const MERGE_EVERY: Duration = Duration::from_secs(5);
 
 impl PgSink {
     pub fn new(
@@ -150,6 +156,7 @@ impl PgSink {
             state: Arc::default(),
             days: None,
             ahead_for: None,
+            merged: Instant::now(),
         }
     }
 
@@ -379,6 +386,27 @@ impl PgSink {
             );
         }
         Ok(Some(needed.into_iter().collect()))
+    }
+
+    /// Merges the customer deltas stored so far, if `MERGE_EVERY` has passed (`now`: at once). None:
+    /// stopped during an outage.
+    pub fn merge_deltas(&mut self, now: bool) -> Result<Option<u64>> {
+        if !now && self.merged.elapsed() < MERGE_EVERY {
+            return Ok(Some(0));
+        }
+        let merged = self.retrying(|c| {
+            let mut total = 0;
+            loop {
+                let n = history::merge_customer_deltas(c)
+                    .map_err(|e| Attempt::from_pg("merging the customer rollup", e))?;
+                total += n;
+                if n == 0 {
+                    return Ok(total);
+                }
+            }
+        })?;
+        self.merged = Instant::now();
+        Ok(merged)
     }
 
     /// Drops the partitions older than `keep_days` (see `history::retention`), between batches, through

@@ -27,15 +27,17 @@ use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::pg::{self, Config};
 use crate::resume::LogCheck;
-use crate::sink::{PgSink, SinkState, Written};
+use crate::sink::{PgSink, SinkState};
 use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
 mod batch;
 mod context;
+mod writer;
 
 use batch::Batch;
 use context::{LoaderContext, LoaderState};
+use writer::{Flushed, Writer};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -205,6 +207,11 @@ pub fn run_loader(
         pg::history::retention(&mut client, days, pg::history::today(), false)
             .map_err(|e| Error::database("dropping old partitions", &e))?;
     }
+    // A loader that stopped without merging (kill -9) left customer deltas: merged now.
+    while pg::history::merge_customer_deltas(&mut client)
+        .map_err(|e| Error::database("merging the customer rollup", &e))?
+        > 0
+    {}
     ensure_topics(
         settings,
         &[&opts.topic, &opts.dlq_topic],
@@ -294,11 +301,15 @@ struct Tally {
 /// One consumer's loop: batches, writes, commits, until stopped, idle, or failed.
 struct Worker<'a> {
     opts: &'a LoadOptions,
-    consumer: BaseConsumer<LoaderContext>,
-    producer: BaseProducer<DeliveryTracker>,
+    consumer: Arc<BaseConsumer<LoaderContext>>,
+    producer: Arc<BaseProducer<DeliveryTracker>>,
     token: &'a StopToken,
     stats: LoadStats,
+    /// The batch being filled, and an empty one back from the writer for the next.
     batch: Batch,
+    spare: Option<Batch>,
+    /// A batch is with the writer.
+    in_flight: bool,
     input: InputState,
     tally: Tally,
     last_log: Instant,
@@ -372,8 +383,8 @@ impl<'a> Worker<'a> {
             .map_err(|e| Error::kafka(format!("subscribing to {}", opts.topic), e))?;
         Ok(Worker {
             opts,
-            consumer,
-            producer,
+            consumer: Arc::new(consumer),
+            producer: Arc::new(producer),
             token,
             stats: LoadStats {
                 activity: Activity::JoiningGroup,
@@ -381,6 +392,8 @@ impl<'a> Worker<'a> {
                 ..LoadStats::default()
             },
             batch: Batch::new(opts.batch_size),
+            spare: None,
+            in_flight: false,
             input: InputState::new("ecomlogs.loader", settings),
             tally: Tally::default(),
             last_log: Instant::now(),
@@ -393,7 +406,23 @@ impl<'a> Worker<'a> {
     }
 
     fn run(&mut self, shared: &Mutex<LoadStats>) -> Result<()> {
-        let result = self.run_loop(shared);
+        let (consumer, producer, opts) = (self.consumer.clone(), self.producer.clone(), self.opts);
+        let result = std::thread::scope(|scope| {
+            let mut writer = Writer::spawn(scope, consumer, producer, opts)?;
+            let result = self.run_loop(shared, &mut writer);
+            // The batch in flight is finished either way (a failure elsewhere stops after it).
+            let last = writer.finish();
+            result.and_then(|()| match last? {
+                Some(f) => self.flushed(f).map(|_| ()),
+                None => Ok(()),
+            })
+        })
+        .and_then(|()| {
+            // What the batches left for the customer rollup, merged before leaving.
+            locked(&self.consumer.context().sink)
+                .merge_deltas(true)
+                .map(|_| ())
+        });
         // Leaving the group may call the rebalance callback: no more retries for this consumer.
         locked(&self.consumer.context().sink).finish();
         self.log_progress();
@@ -401,11 +430,16 @@ impl<'a> Worker<'a> {
         result
     }
 
-    fn run_loop(&mut self, shared: &Mutex<LoadStats>) -> Result<()> {
+    fn run_loop(&mut self, shared: &Mutex<LoadStats>, writer: &mut Writer) -> Result<()> {
         let start = Instant::now();
         let mut last_tick = start;
         loop {
             let stopping = self.token.is_stopped();
+            if let Some(f) = writer.try_take()? {
+                if !self.flushed(f)? {
+                    break; // stopped during an outage
+                }
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.stats.elapsed = start.elapsed();
@@ -431,7 +465,7 @@ impl<'a> Worker<'a> {
                     continue;
                 }
             }
-            if !self.batch.is_empty() && !self.flush(shared)? {
+            if !self.batch.is_empty() && !self.hand_off(shared, writer)? {
                 break; // stopped during an outage
             }
             if stopping {
@@ -487,48 +521,33 @@ impl<'a> Worker<'a> {
         Ok(taken > 0)
     }
 
-    /// Writes the batch with its offsets and dead letters in one transaction. False: stopped during an
-    /// outage (nothing of the batch is stored; it is read again at the next start).
-    fn flush(&mut self, shared: &Mutex<LoadStats>) -> Result<bool> {
+    /// Hands the batch over to the writer, once the one before is written (its result taken); the
+    /// next one is filled meanwhile. False: stopped during an outage (nothing of the batch in flight was
+    /// stored; it is read again at the next start).
+    fn hand_off(&mut self, shared: &Mutex<LoadStats>, writer: &mut Writer) -> Result<bool> {
+        if let Some(f) = writer.wait()? {
+            if !self.flushed(f)? {
+                return Ok(false);
+            }
+        }
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Batch::new(self.opts.batch_size));
+        let batch = std::mem::replace(&mut self.batch, next);
         self.stats.activity = Activity::Writing;
         locked(shared).activity = Activity::Writing;
-        let ctx = self.consumer.context();
-        let topic_id = locked(&ctx.topic_id).clone();
-        let (batch, producer, opts) = (&self.batch, &self.producer, self.opts);
-        let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
-        let mut deliver = |w: &Written| -> Result<()> {
-            dead_by_reason.clear();
-            let rejected = batch.rejected(w);
-            for d in batch.dead.iter().chain(rejected.iter()) {
-                let why = d.why(&opts.topic, "loader");
-                dead_letter::send(
-                    producer,
-                    &opts.dlq_topic,
-                    d.key.as_deref(),
-                    d.value.as_deref(),
-                    &why,
-                )?;
-                *dead_by_reason.entry(d.reason).or_default() += 1;
-            }
-            if !dead_by_reason.is_empty() {
-                dead_letter::flush(producer)?;
-            }
-            Ok(())
-        };
-        let outcome = {
-            let mut sink = locked(&ctx.sink);
-            let r = sink.write_batch(
-                &batch.rows,
-                &batch.rollup,
-                &batch.progress,
-                topic_id.as_deref(),
-                &mut deliver,
-            );
-            self.stats.db_retries = sink.retries();
-            r?
-        };
-        let Some(written) = outcome else {
-            self.stats.unwritten = self.batch.len() as u64;
+        self.in_flight = true;
+        writer.send(batch)?;
+        Ok(true)
+    }
+
+    /// A batch back from the writer: counted, observed, its offsets remembered and told to Kafka. False:
+    /// it was not written (stopped during an outage).
+    fn flushed(&mut self, f: Flushed) -> Result<bool> {
+        self.in_flight = false;
+        let Some(written) = f.written else {
+            self.stats.unwritten = (f.batch.len() + self.batch.len()) as u64;
             log::warn!(
                 target: "ecomlogs.loader",
                 "stopping during a database outage: {} records not written; they will be loaded at the next start",
@@ -536,11 +555,11 @@ impl<'a> Worker<'a> {
             );
             return Ok(false);
         };
-        let dead: u64 = dead_by_reason.values().sum();
+        let dead: u64 = f.dead_by_reason.values().sum();
         self.stats.rows_inserted += written.inserted;
         self.stats.duplicates_skipped += written.duplicates;
         self.stats.dead_lettered += dead;
-        for (r, n) in dead_by_reason {
+        for (r, n) in f.dead_by_reason {
             *self.stats.by_reason.entry(r).or_default() += n;
         }
         self.stats.batches += 1;
@@ -548,35 +567,37 @@ impl<'a> Worker<'a> {
         self.tally.rows += written.inserted;
         self.tally.duplicates += written.duplicates;
         self.tally.dead += dead;
-        self.observe_batch();
-        self.commit_advisory();
-        self.batch.clear();
+        let mut batch = f.batch;
+        self.observe_batch(&batch);
+        self.commit_advisory(&batch);
+        batch.clear();
+        self.spare = Some(batch);
         self.log_progress();
         Ok(true)
     }
 
     /// A committed batch, as metrics: its size and duration, each row's age at commit, the partitions'
     /// last processed timestamps (for the lag's age).
-    fn observe_batch(&mut self) {
-        let took = self.batch.started.map(|t| t.elapsed()).unwrap_or_default();
-        metrics::batch("loader", self.batch.len(), took);
+    fn observe_batch(&mut self, batch: &Batch) {
+        let took = batch.started.map(|t| t.elapsed()).unwrap_or_default();
+        metrics::batch("loader", batch.len(), took);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let ages = metrics::METRICS.event_to_row.local();
-        for s in self.batch.origin.iter().filter(|s| s.timestamp_ms >= 0) {
+        for s in batch.origin.iter().filter(|s| s.timestamp_ms >= 0) {
             ages.observe((now_ms - s.timestamp_ms).max(0) as f64 / 1000.0);
         }
         ages.flush();
-        for p in &self.batch.progress {
+        for p in &batch.progress {
             self.lag.processed(p.partition, Some(p.last.timestamp_ms));
         }
     }
 
     /// Remembers the stored offsets and tells Kafka too (advisory: for lag in Kafka tools; the offsets
     /// of record are in PostgreSQL).
-    fn commit_advisory(&self) {
+    fn commit_advisory(&self, batch: &Batch) {
         let mut tpl = TopicPartitionList::new();
         let mut known = locked(&self.consumer.context().stored);
-        for p in &self.batch.progress {
+        for p in &batch.progress {
             let _ = tpl.add_partition_offset(
                 &self.opts.topic,
                 p.partition,
@@ -608,7 +629,10 @@ impl<'a> Worker<'a> {
         let Some(days) = self.opts.retention_days.filter(|_| self.retains) else {
             return Ok(true);
         };
-        if !self.batch.is_empty() || self.last_retention.elapsed() < RETENTION_EVERY {
+        if !self.batch.is_empty()
+            || self.in_flight
+            || self.last_retention.elapsed() < RETENTION_EVERY
+        {
             return Ok(true);
         }
         self.last_retention = Instant::now();
@@ -622,7 +646,8 @@ impl<'a> Worker<'a> {
             self.lag.update(&self.consumer);
         }
         let ctx = self.consumer.context();
-        if self.batch.is_empty() && self.last_probe.elapsed() >= PROBE_EVERY {
+        let nothing_to_write = self.batch.is_empty() && !self.in_flight;
+        if nothing_to_write && self.last_probe.elapsed() >= PROBE_EVERY {
             self.last_probe = Instant::now();
             locked(&ctx.sink).probe();
         }
@@ -638,11 +663,11 @@ impl<'a> Worker<'a> {
         if self.stats.activity == Activity::JoiningGroup && self.input.assigned() {
             self.stats.activity = Activity::Running;
         }
-        self.stats.caught_up = self.input.caught_up() && self.batch.is_empty();
+        self.stats.caught_up = self.input.caught_up() && nothing_to_write;
         // Idle only with nothing left to write.
         self.stats.quiet = Quiet {
             assigned: self.input.assigned(),
-            since: self.input.quiet_since().filter(|_| self.batch.is_empty()),
+            since: self.input.quiet_since().filter(|_| nothing_to_write),
             broker_down: ctx.watch.is_down(),
         };
         self.stats.log_resets = ctx.log_resets.load(Ordering::Relaxed);

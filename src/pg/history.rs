@@ -19,6 +19,7 @@ pub const DEFAULT_PARTITION: &str = "kafka_events_silver_default";
 pub const DAILY_ROLLUP: &str = "ecomlogs_daily_rollup";
 pub const CUSTOMER_ROLLUP: &str = "ecomlogs_customer_rollup";
 pub const CUSTOMER_RETIRED: &str = "ecomlogs_customer_rollup_retired";
+pub const CUSTOMER_DELTAS: &str = "ecomlogs_customer_deltas";
 /// Where an upgraded table's rows wait while they move into the partitioned one.
 pub const UNPARTITIONED: &str = "kafka_events_silver_unpartitioned";
 
@@ -169,30 +170,128 @@ impl Rollup {
             ),
             &[&days, &kinds, &currencies, &events, &cents],
         )?;
-        let sorted: BTreeMap<(&str, &str), &(String, i64, i64, i64, NaiveDateTime)> = self
-            .customers
-            .iter()
-            .flat_map(|(id, per)| per.iter().map(move |c| ((id.as_str(), c.0.as_str()), c)))
-            .collect();
-        let ids: Vec<&str> = sorted.keys().map(|k| k.0).collect();
-        let currencies: Vec<&str> = sorted.keys().map(|k| k.1).collect();
-        let purchases: Vec<i64> = sorted.values().map(|c| c.1).collect();
-        let revenue: Vec<i64> = sorted.values().map(|c| c.2).collect();
-        let events: Vec<i64> = sorted.values().map(|c| c.3).collect();
-        let last: Vec<NaiveDateTime> = sorted.values().map(|c| c.4).collect();
-        c.execute(
-            &format!(
-                "INSERT INTO {CUSTOMER_ROLLUP} AS r
-                     (customer_id, currency, purchases, revenue, events, last_seen)
-                 SELECT id, cur, p, rev::numeric / 100, n, ls
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
-                             $6::timestamp[]) AS u(id, cur, p, rev, n, ls)
-                 {CUSTOMER_MERGE}"
-            ),
-            &[&ids, &currencies, &purchases, &revenue, &events, &last],
-        )?;
+        if !self.customers.is_empty() {
+            let mut data = Vec::with_capacity(self.customers.len() * 48);
+            for (id, per) in &self.customers {
+                for c in per {
+                    encode_delta(&mut data, id, c);
+                }
+            }
+            c.execute(
+                &format!("INSERT INTO {CUSTOMER_DELTAS} (data) VALUES ($1)"),
+                &[&data],
+            )?;
+        }
         Ok(())
     }
+}
+
+/// One customer delta: customer id and currency (length-prefixed), purchases, revenue in cents, events,
+/// last seen (µs since the epoch), big-endian.
+fn encode_delta(out: &mut Vec<u8>, id: &str, c: &(String, i64, i64, i64, NaiveDateTime)) {
+    for s in [id, c.0.as_str()] {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    for n in [c.1, c.2, c.3, c.4.and_utc().timestamp_micros()] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+type Delta = (i64, i64, i64, NaiveDateTime);
+
+/// Adds every delta in `data` (see `encode_delta`) to `into`; false if `data` is not such a list.
+fn decode_deltas(mut data: &[u8], into: &mut BTreeMap<(String, String), Delta>) -> bool {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (data.get(..n)?, data.get(n..)?);
+        *data = rest;
+        Some(head)
+    }
+    fn text(data: &mut &[u8]) -> Option<String> {
+        let len = u32::from_be_bytes(take(data, 4)?.try_into().ok()?) as usize;
+        String::from_utf8(take(data, len)?.to_vec()).ok()
+    }
+    fn int(data: &mut &[u8]) -> Option<i64> {
+        Some(i64::from_be_bytes(take(data, 8)?.try_into().ok()?))
+    }
+    while !data.is_empty() {
+        let entry = (|| {
+            let key = (text(&mut data)?, text(&mut data)?);
+            let (p, rev, n, ls) = (
+                int(&mut data)?,
+                int(&mut data)?,
+                int(&mut data)?,
+                int(&mut data)?,
+            );
+            Some((
+                key,
+                (
+                    p,
+                    rev,
+                    n,
+                    chrono::DateTime::from_timestamp_micros(ls)?.naive_utc(),
+                ),
+            ))
+        })();
+        let Some((key, d)) = entry else {
+            return false;
+        };
+        let e = into.entry(key).or_insert((0, 0, 0, d.3));
+        e.0 += d.0;
+        e.1 += d.1;
+        e.2 += d.2;
+        e.3 = e.3.max(d.3);
+    }
+    true
+}
+
+/// Merges the customer deltas the batches stored into the customer rollup, in one transaction (a delta
+/// is merged exactly once: its row goes in the same transaction). Deltas another loader is merging are
+/// left to it. Returns the deltas merged.
+pub fn merge_customer_deltas(client: &mut postgres::Client) -> Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let rows = tx.query(
+        &format!(
+            "SELECT id, data FROM {CUSTOMER_DELTAS} ORDER BY id LIMIT 10000 FOR UPDATE SKIP LOCKED"
+        ),
+        &[],
+    )?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut sum: BTreeMap<(String, String), Delta> = BTreeMap::new();
+    let mut ids: Vec<i64> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(r.get(0));
+        if !decode_deltas(r.get(1), &mut sum) {
+            log::error!(target: "ecomlogs.pg", "customer delta {} is not readable: left in {CUSTOMER_DELTAS}", r.get::<_, i64>(0));
+            ids.pop();
+        }
+    }
+    let keys: Vec<&(String, String)> = sum.keys().collect();
+    let ids_c: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let currencies: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let purchases: Vec<i64> = sum.values().map(|d| d.0).collect();
+    let revenue: Vec<i64> = sum.values().map(|d| d.1).collect();
+    let events: Vec<i64> = sum.values().map(|d| d.2).collect();
+    let last: Vec<NaiveDateTime> = sum.values().map(|d| d.3).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {CUSTOMER_ROLLUP} AS r
+                 (customer_id, currency, purchases, revenue, events, last_seen)
+             SELECT id, cur, p, rev::numeric / 100, n, ls
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
+                         $6::timestamp[]) AS u(id, cur, p, rev, n, ls)
+             {CUSTOMER_MERGE}"
+        ),
+        &[&ids_c, &currencies, &purchases, &revenue, &events, &last],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM {CUSTOMER_DELTAS} WHERE id = ANY($1)"),
+        &[&ids],
+    )?;
+    tx.commit()?;
+    Ok(ids.len() as u64)
 }
 
 const CUSTOMER_MERGE: &str = "ON CONFLICT (customer_id, currency) DO UPDATE SET
@@ -306,7 +405,7 @@ pub struct Rebuilt {
 /// rows plus what retention dropped. Loaders wait for it (the rollups are locked).
 pub fn rebuild_rollups(c: &mut impl GenericClient) -> Result<Rebuilt, postgres::Error> {
     c.batch_execute(&format!(
-        "LOCK TABLE {DAILY_ROLLUP}, {CUSTOMER_ROLLUP} IN EXCLUSIVE MODE"
+        "LOCK TABLE {DAILY_ROLLUP}, {CUSTOMER_ROLLUP}, {CUSTOMER_DELTAS} IN EXCLUSIVE MODE"
     ))?;
     let mut days: Vec<NaiveDate> = partition_days(c)?.into_iter().collect();
     for r in c.query(
@@ -322,7 +421,10 @@ pub fn rebuild_rollups(c: &mut impl GenericClient) -> Result<Rebuilt, postgres::
         &format!("DELETE FROM {DAILY_ROLLUP} WHERE day = ANY($1)"),
         &[&days],
     )?;
-    c.batch_execute(&format!("TRUNCATE {CUSTOMER_ROLLUP}"))?;
+    // Deltas not merged yet are in the table's rows too: recomputed from there, dropped here.
+    c.batch_execute(&format!(
+        "TRUNCATE {CUSTOMER_ROLLUP}; DELETE FROM {CUSTOMER_DELTAS}"
+    ))?;
     c.batch_execute(&rollup_from(TABLE))?;
     c.batch_execute(&format!(
         "INSERT INTO {CUSTOMER_ROLLUP} AS r (customer_id, currency, purchases, revenue, events, last_seen)
@@ -534,6 +636,21 @@ mod tests {
         assert_eq!((c1[0].1, c1[0].2, c1[0].3), (2, 1300, 3));
         assert_eq!(c1[0].4.date(), d(7));
         assert_eq!(r.days.len(), 2);
+        // Stored as one delta per batch and read back to the same sums.
+        let mut data = Vec::new();
+        for (id, per) in &r.customers {
+            for c in per {
+                encode_delta(&mut data, id, c);
+            }
+        }
+        let mut sum = BTreeMap::new();
+        assert!(decode_deltas(&data, &mut sum) && decode_deltas(&data, &mut sum));
+        let c1 = sum[&("C1".to_string(), "EUR".to_string())];
+        assert_eq!((c1.0, c1.1, c1.2, c1.3.date()), (4, 2600, 6, d(7)));
+        assert!(!decode_deltas(
+            &data[..data.len() - 3],
+            &mut BTreeMap::new()
+        ));
         r.clear();
         assert!(r.is_empty() && r.days.is_empty());
     }

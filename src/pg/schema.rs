@@ -495,6 +495,7 @@ pub fn check_schema(client: &mut Client) -> Result<()> {
         (OFFSETS_TABLE, "SELECT, INSERT, UPDATE"),
         (super::history::DAILY_ROLLUP, "SELECT, INSERT, UPDATE"),
         (super::history::CUSTOMER_ROLLUP, "SELECT, INSERT, UPDATE"),
+        (super::history::CUSTOMER_DELTAS, "SELECT, INSERT, DELETE"),
     ] {
         let ok: bool = client
             .query_one(
