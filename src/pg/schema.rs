@@ -542,12 +542,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_unique_key_has_a_prepare_step() {
-        let with: Vec<&str> = MIGRATIONS
-            .iter()
-            .filter(|m| m.prepare.is_some())
-            .map(|m| m.name)
-            .collect();
-        assert_eq!(with, ["unique_event_id"]);
+    fn the_migrations_with_steps_of_their_own() {
+        let with = |step: fn(&Migration) -> bool| -> Vec<&str> {
+            MIGRATIONS
+                .iter()
+                .filter(|m| step(m))
+                .map(|m| m.name)
+                .collect()
+        };
+        assert_eq!(
+            with(|m| m.prepare.is_some()),
+            ["unique_event_id", "partitioned_history"]
+        );
+        assert_eq!(with(|m| m.finish.is_some()), ["partitioned_history"]);
+        let versions: Vec<&str> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let mut sorted = versions.clone();
+        sorted.sort_unstable();
+        assert_eq!(versions, sorted, "applied in order");
     }
 }
