@@ -184,7 +184,7 @@ def test_a_role_without_insert_is_a_fault_at_start_and_mid_run(kafka_bootstrap: 
         with psycopg2.connect(db) as conn, conn.cursor() as c:
             c.execute(f"GRANT INSERT ON kafka_events_silver TO {role}")
             c.execute(f"GRANT INSERT, UPDATE ON ecomlogs_daily_rollup, ecomlogs_customer_rollup TO {role}")
-            c.execute(f"GRANT INSERT, DELETE ON ecomlogs_customer_deltas TO {role}")
+            c.execute(f"GRANT INSERT, UPDATE, DELETE ON ecomlogs_customer_deltas TO {role}")
             c.execute(f"GRANT USAGE ON SEQUENCE ecomlogs_customer_deltas_id_seq TO {role}")
             c.execute(f"GRANT USAGE ON SEQUENCE kafka_events_silver_id_seq TO {role}")
         proc = start([*_loader(kafka_bootstrap, clean, as_role, dlq, "--batch-size", "500"), "--until-idle", "60"])

@@ -34,6 +34,8 @@ pub(super) struct Batch {
     /// The rows' rollup deltas and days (see `pg::history`).
     pub(super) rollup: Rollup,
     pub(super) started: Option<Instant>,
+    /// The batch ends a burst of input (it is not full): the writer merges the rollups after it.
+    pub(super) settles: bool,
     /// Records per transaction at most.
     limit: usize,
 }
@@ -44,6 +46,7 @@ impl Batch {
         let rows = limit.min(100_000);
         Batch {
             limit,
+            settles: false,
             rows: pg::CopyRows::with_capacity(rows),
             origin: Vec::with_capacity(rows),
             dead: Vec::new(),

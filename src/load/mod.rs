@@ -28,7 +28,7 @@ use crate::options::{cmd, Values};
 use crate::pg::{self, Config};
 use crate::resume::LogCheck;
 use crate::sink::{PgSink, SinkState};
-use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
+use crate::stage::{locked, run_workers, Activity, Quiet, Run, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
 mod batch;
@@ -114,15 +114,11 @@ pub struct LoadStats {
     pub log_resets: u64,
     /// Offsets deleted by the broker's retention before they were loaded (logged as an error).
     pub offsets_lost: u64,
-    pub elapsed: Duration,
-    pub interrupted: bool,
+    /// What the harness keeps (elapsed, interrupted, activity, caught up, quiet).
+    pub run: Run,
     /// Records consumed but not written when an interrupt came during an outage (they are replayed at the
     /// next start: their offsets were not stored).
     pub unwritten: u64,
-    pub activity: Activity,
-    /// This worker has stored everything up to the end of every assigned partition (for the drain).
-    caught_up: bool,
-    quiet: Quiet,
     /// The workers' sinks, read live when stats are merged: a worker blocked in a batch that an outage
     /// holds up cannot publish its retries, but the stage's health and metrics must show them.
     sinks: Vec<Arc<SinkState>>,
@@ -139,13 +135,13 @@ impl LoadStats {
         if self.sinks.iter().any(|s| s.waiting()) {
             Activity::WaitingForDatabase
         } else {
-            self.activity
+            self.run.activity
         }
     }
 }
 
 impl Stats for LoadStats {
-    fn merge(&mut self, other: &LoadStats) {
+    fn add(&mut self, other: &LoadStats) {
         self.consumed += other.consumed;
         self.rows_inserted += other.rows_inserted;
         self.duplicates_skipped += other.duplicates_skipped;
@@ -157,24 +153,18 @@ impl Stats for LoadStats {
         self.db_retries += other.live_db_retries();
         self.log_resets += other.log_resets;
         self.offsets_lost += other.offsets_lost;
-        self.interrupted |= other.interrupted;
         self.unwritten += other.unwritten;
-        self.activity = self.activity.max(other.live_activity());
+        // A worker blocked in an outage cannot say so itself: its sink does.
+        self.run.activity = self.run.activity.max(other.live_activity());
         self.sinks.extend(other.sinks.iter().cloned());
-        self.quiet.broker_down |= other.quiet.broker_down;
     }
 
-    fn finish(&mut self, elapsed: Duration, interrupted: bool) {
-        self.elapsed = elapsed;
-        self.interrupted |= interrupted;
+    fn run(&self) -> &Run {
+        &self.run
     }
 
-    fn caught_up(&self) -> bool {
-        self.caught_up
-    }
-
-    fn quiet(&self) -> Quiet {
-        self.quiet
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
     }
 }
 
@@ -283,7 +273,7 @@ impl Export for LoadStats {
     }
 
     fn broker_down(&self) -> bool {
-        self.quiet.broker_down
+        self.run.quiet.broker_down
     }
 }
 
@@ -387,7 +377,10 @@ impl<'a> Worker<'a> {
             producer: Arc::new(producer),
             token,
             stats: LoadStats {
-                activity: Activity::JoiningGroup,
+                run: Run {
+                    activity: Activity::JoiningGroup,
+                    ..Run::default()
+                },
                 sinks: vec![sink_state],
                 ..LoadStats::default()
             },
@@ -442,7 +435,7 @@ impl<'a> Worker<'a> {
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                self.stats.elapsed = start.elapsed();
+                self.stats.run.elapsed = start.elapsed();
                 self.publish(shared);
                 if !self.retain()? {
                     break; // stopped during an outage
@@ -469,7 +462,7 @@ impl<'a> Worker<'a> {
                 break; // stopped during an outage
             }
             if stopping {
-                self.stats.interrupted |= stopping && self.token.is_interrupted();
+                self.stats.run.interrupted |= stopping && self.token.is_interrupted();
                 break;
             }
         }
@@ -514,7 +507,7 @@ impl<'a> Worker<'a> {
         }
         if taken > 0 {
             self.stats.consumed += taken;
-            self.stats.activity = Activity::Running;
+            self.stats.run.activity = Activity::Running;
             self.input.last_input = Instant::now();
             self.batch.started.get_or_insert(self.input.last_input);
         }
@@ -534,9 +527,12 @@ impl<'a> Worker<'a> {
             .spare
             .take()
             .unwrap_or_else(|| Batch::new(self.opts.batch_size));
-        let batch = std::mem::replace(&mut self.batch, next);
-        self.stats.activity = Activity::Writing;
-        locked(shared).activity = Activity::Writing;
+        let mut batch = std::mem::replace(&mut self.batch, next);
+        // Not full: the input went quiet (or the time bound came): the rollups are brought up to date
+        // with it, so a trickle is in top_customers at once; a backlog merges every few seconds.
+        batch.settles = !batch.is_full();
+        self.stats.run.activity = Activity::Writing;
+        locked(shared).run.activity = Activity::Writing;
         self.in_flight = true;
         writer.send(batch)?;
         Ok(true)
@@ -563,7 +559,7 @@ impl<'a> Worker<'a> {
             *self.stats.by_reason.entry(r).or_default() += n;
         }
         self.stats.batches += 1;
-        self.stats.activity = Activity::Running;
+        self.stats.run.activity = Activity::Running;
         self.tally.rows += written.inserted;
         self.tally.duplicates += written.duplicates;
         self.tally.dead += dead;
@@ -655,17 +651,17 @@ impl<'a> Worker<'a> {
             let sink = locked(&ctx.sink);
             self.stats.db_retries = sink.retries();
             if sink.waiting() {
-                self.stats.activity = Activity::WaitingForDatabase;
-            } else if self.stats.activity == Activity::WaitingForDatabase {
-                self.stats.activity = Activity::Running;
+                self.stats.run.activity = Activity::WaitingForDatabase;
+            } else if self.stats.run.activity == Activity::WaitingForDatabase {
+                self.stats.run.activity = Activity::Running;
             }
         }
-        if self.stats.activity == Activity::JoiningGroup && self.input.assigned() {
-            self.stats.activity = Activity::Running;
+        if self.stats.run.activity == Activity::JoiningGroup && self.input.assigned() {
+            self.stats.run.activity = Activity::Running;
         }
-        self.stats.caught_up = self.input.caught_up() && nothing_to_write;
+        self.stats.run.caught_up = self.input.caught_up() && nothing_to_write;
         // Idle only with nothing left to write.
-        self.stats.quiet = Quiet {
+        self.stats.run.quiet = Quiet {
             assigned: self.input.assigned(),
             since: self.input.quiet_since().filter(|_| nothing_to_write),
             broker_down: ctx.watch.is_down(),

@@ -163,7 +163,7 @@ fn write(
         &mut deliver,
     )?;
     if written.is_some() {
-        sink.merge_deltas(false)?;
+        sink.merge_deltas(batch.settles)?;
     }
     Ok((written, dead_by_reason))
 }

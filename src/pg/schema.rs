@@ -495,12 +495,17 @@ pub fn check_schema(client: &mut Client) -> Result<()> {
         (OFFSETS_TABLE, "SELECT, INSERT, UPDATE"),
         (super::history::DAILY_ROLLUP, "SELECT, INSERT, UPDATE"),
         (super::history::CUSTOMER_ROLLUP, "SELECT, INSERT, UPDATE"),
-        (super::history::CUSTOMER_DELTAS, "SELECT, INSERT, DELETE"),
+        (
+            super::history::CUSTOMER_DELTAS,
+            "SELECT, INSERT, UPDATE, DELETE",
+        ),
     ] {
+        // Each privilege on its own: has_table_privilege with a list is true if ANY of them is held.
         let ok: bool = client
             .query_one(
-                "SELECT has_table_privilege(current_user, $1::text::regclass, $2)",
-                &[&table, &privileges.replace(", ", ",")],
+                "SELECT bool_and(has_table_privilege(current_user, $1::text::regclass, p))
+                 FROM unnest(string_to_array($2, ', ')) AS p",
+                &[&table, &privileges],
             )
             .map_err(db)?
             .get(0);

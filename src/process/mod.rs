@@ -20,7 +20,7 @@ use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
-use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
+use crate::stage::{locked, run_workers, Activity, Quiet, Run, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
 mod commit;
@@ -94,16 +94,12 @@ pub struct ProcessStats {
     pub batches: u64,
     /// Transactions aborted and retried (exactly-once) or batches whose commit the group refused.
     pub retried_batches: u64,
-    pub elapsed: Duration,
-    pub interrupted: bool,
-    pub activity: Activity,
-    /// This worker has read every assigned partition to its end (for the drain).
-    caught_up: bool,
-    quiet: Quiet,
+    /// What the harness keeps (elapsed, interrupted, activity, caught up, quiet).
+    pub run: Run,
 }
 
 impl Stats for ProcessStats {
-    fn merge(&mut self, other: &ProcessStats) {
+    fn add(&mut self, other: &ProcessStats) {
         self.consumed += other.consumed;
         self.valid += other.valid;
         self.invalid += other.invalid;
@@ -112,22 +108,14 @@ impl Stats for ProcessStats {
         }
         self.batches += other.batches;
         self.retried_batches += other.retried_batches;
-        self.interrupted |= other.interrupted;
-        self.activity = self.activity.max(other.activity);
-        self.quiet.broker_down |= other.quiet.broker_down;
     }
 
-    fn finish(&mut self, elapsed: Duration, interrupted: bool) {
-        self.elapsed = elapsed;
-        self.interrupted |= interrupted;
+    fn run(&self) -> &Run {
+        &self.run
     }
 
-    fn caught_up(&self) -> bool {
-        self.caught_up
-    }
-
-    fn quiet(&self) -> Quiet {
-        self.quiet
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
     }
 }
 
@@ -192,11 +180,11 @@ impl Export for ProcessStats {
     }
 
     fn activity(&self) -> Activity {
-        self.activity
+        self.run.activity
     }
 
     fn broker_down(&self) -> bool {
-        self.quiet.broker_down
+        self.run.quiet.broker_down
     }
 }
 
@@ -303,7 +291,10 @@ impl<'a> Worker<'a> {
                 opts,
                 producer,
                 stats: ProcessStats {
-                    activity: Activity::JoiningGroup,
+                    run: Run {
+                        activity: Activity::JoiningGroup,
+                        ..Run::default()
+                    },
                     ..ProcessStats::default()
                 },
                 input: InputState::new("ecomlogs.processor", settings),
@@ -321,7 +312,7 @@ impl<'a> Worker<'a> {
         let mut last_log = Instant::now();
         loop {
             if token.is_stopped() {
-                out.stats.interrupted = token.is_interrupted();
+                out.stats.run.interrupted = token.is_interrupted();
                 break;
             }
             let batch = out.collect(consumer)?;
@@ -329,11 +320,11 @@ impl<'a> Worker<'a> {
                 out.last_lag = Instant::now();
                 out.lag.update(consumer);
             }
-            out.stats.caught_up = out.input.caught_up();
+            out.stats.run.caught_up = out.input.caught_up();
             if out.input.assigned() {
-                out.stats.activity = Activity::Running;
+                out.stats.run.activity = Activity::Running;
             }
-            out.stats.quiet = Quiet {
+            out.stats.run.quiet = Quiet {
                 assigned: out.input.assigned(),
                 since: out.input.quiet_since(),
                 broker_down: consumer.context().watch.is_down(),
@@ -347,7 +338,7 @@ impl<'a> Worker<'a> {
                 out.count(&batch, outcome);
             }
             drop(batch);
-            out.stats.caught_up = out.input.caught_up();
+            out.stats.run.caught_up = out.input.caught_up();
             *locked(shared) = out.stats.clone();
             if last_log.elapsed() >= Duration::from_secs(1) {
                 last_log = Instant::now();

@@ -150,9 +150,9 @@ impl From<&processor::ProcessStats> for ProcessStats {
             by_reason: reasons(&s.by_reason),
             batches: s.batches,
             retried_batches: s.retried_batches,
-            elapsed_s: s.elapsed.as_secs_f64(),
-            interrupted: s.interrupted,
-            activity: s.activity.as_str().to_string(),
+            elapsed_s: s.run.elapsed.as_secs_f64(),
+            interrupted: s.run.interrupted,
+            activity: s.run.activity.as_str().to_string(),
         }
     }
 }
@@ -213,12 +213,12 @@ impl From<&loader::LoadStats> for LoadStats {
             by_reason: reasons(&s.by_reason),
             batches: s.batches,
             db_retries: s.db_retries,
-            elapsed_s: s.elapsed.as_secs_f64(),
-            interrupted: s.interrupted,
+            elapsed_s: s.run.elapsed.as_secs_f64(),
+            interrupted: s.run.interrupted,
             unwritten: s.unwritten,
             log_resets: s.log_resets,
             offsets_lost: s.offsets_lost,
-            activity: s.activity.as_str().to_string(),
+            activity: s.run.activity.as_str().to_string(),
         }
     }
 }
