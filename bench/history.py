@@ -420,6 +420,24 @@ def time_readers(design: str, dsn: str, bootstrap_servers: str, runs: int) -> di
     return out
 
 
+def settle(dsn: str, timeout_s: float = 180.0) -> float:
+    """A checkpoint, then waits (up to ``timeout_s``) until no autovacuum worker runs in the cluster, so that
+    the background does not move between the windows with and without the dashboard; returns the seconds."""
+    started = time.perf_counter()
+    conn = B.pg_connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+            while time.perf_counter() - started < timeout_s:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+                if cur.fetchone()[0] == 0:
+                    break
+                time.sleep(0.5)
+    finally:
+        conn.close()
+    return round(time.perf_counter() - started, 2)
+
+
 def dashboard_cpu(ws: B.Workspace, design: str, dsn: str, bootstrap_servers: str, window_s: float) -> dict[str, Any]:
     """The dashboard's PostgreSQL cost: the cluster's CPU over ``window_s`` with the dashboard's database loop
     running at ``--interval 1`` (the Collector's own loop, with the queries of the design's dashboard), minus
@@ -432,6 +450,7 @@ def dashboard_cpu(ws: B.Workspace, design: str, dsn: str, bootstrap_servers: str
     pids = ws.server_pids()
     if not pids.get("postgres"):
         return {"cpu_pct_of_core": None, "note": "PostgreSQL's processes are not visible from here"}
+    quiet_s = settle(dsn)
     def idle(seconds: float) -> tuple[float, float]:
         t0, before = time.perf_counter(), B.server_cpu(pids)
         time.sleep(seconds)
@@ -483,7 +502,7 @@ def dashboard_cpu(ws: B.Workspace, design: str, dsn: str, bootstrap_servers: str
         "cpu_pct_of_core": round(100 * (with_cpu / with_s - without / without_s), 2),
         "with_cpu_s": round(with_cpu, 3), "with_window_s": round(with_s, 3),
         "without_cpu_s": round(without, 3), "without_window_s": round(without_s, 3),
-        "ticks_completed": len(ticks), "queries_cancelled_at_end": cancelled,
+        "ticks_completed": len(ticks), "queries_cancelled_at_end": cancelled, "settled_s": quiet_s,
     }
 
 
@@ -620,6 +639,7 @@ def run_loader(cfg: B.BenchConfig, ws: B.Workspace, dsn: str, clean: str, n: int
         before = B.server_cpu(pids)
         run = B.run_child(B.loader_cmd(defaults, "ecomlogs", clean, dlq, ws.name("hist_load"), dsn), cwd=cfg.repo_root)
         servers = B.cpu_delta(before, B.server_cpu(pids))
+        log_to = pg_log.stat().st_size if pg_log else 0  # the loader's lines end here (the checks below log too)
     finally:
         ws.drop_topics([dlq])
     B._check_exit(run, f"ecomlogs loader ({label})")
@@ -645,7 +665,7 @@ def run_loader(cfg: B.BenchConfig, ws: B.Workspace, dsn: str, clean: str, n: int
         else:
             with open(pg_log, "rb") as f:
                 f.seek(log_from)
-                text = f.read().decode("utf-8", "replace")
+                text = f.read(log_to - log_from).decode("utf-8", "replace")
             times = server_times(text)
             batches = summary["batches"]
             active_s = n / rate
