@@ -4,6 +4,8 @@
     python bench/bench.py --sections stage1 --repeat 5
     python bench/bench.py --sections e2e --e2e-repeat 1
     python bench/bench.py --small --out /tmp/b # tiny sizes, for the test suite (a couple of minutes)
+    python bench/bench.py --sections history      # history sizes 0/1M/10M/30M, both designs (about 40 min)
+    python bench/bench.py --sections history --history-rows 0,1e6 --history-new-rows 100000
 
 Each figure is the median of ``--repeat`` runs; a ratio is ecomlogs / baseline, computed within each run
 (both sides measured back to back, in alternating order) and then the median taken. The command prints
@@ -24,6 +26,9 @@ Sections (:data:`SECTIONS`, in the order they run):
 * ``contracts``: the same raw topic through the ecomlogs processor under the shipped default contract (run as
   typed code), the same rules through their JSON Schema, and the example shop contract; plus the
   validators alone as Rust loops (today's typed validator beside each contract).
+* ``history`` (only when named: it builds tables of up to 30M rows): the events table's writers and readers
+  as history grows, the design before migration 0006 beside today's (``bench/history.py``); its results go
+  to ``bench/results/history/`` unless ``--out`` says otherwise.
 
 Every consumer run gets its own topics, consumer groups and PostgreSQL database (``bench_<tag>``, dropped
 afterwards), so runs never see each other's data.
@@ -62,6 +67,10 @@ from ecomlogs import settings as S
 from ecomlogs.exceptions import EcomlogsError
 
 log = logging.getLogger("ecomlogs.bench")
+
+if __name__ == "__main__":
+    # bench/history.py imports this file as ``bench``: the same module, not a second copy of it.
+    sys.modules.setdefault("bench", sys.modules[__name__])
 
 SCHEMA_VERSION = 2
 DEFAULT_EVENTS = 1_000_000
@@ -169,6 +178,12 @@ class BenchConfig:
     """Every ecomlogs stage serves ``/metrics``, scraped once a second (as Prometheus would) during the run."""
     defaults_only: bool = False
     """The ecomlogs scripts get no tuning flags at all (the ``defaults`` section): what a user gets."""
+    history_rows: tuple[int, ...] = (0, 1_000_000, 10_000_000, 30_000_000)
+    """``history``: the sizes the table grows to, in rows (each design, in order)."""
+    history_new_rows: int = 400_000
+    """``history``: the new rows of today the COPY and the loader write."""
+    history_window_s: float = 10.0
+    """``history``: seconds the dashboard's cost is measured over (and as long without it)."""
 
     @property
     def latency_rates(self) -> tuple[tuple[int, float], ...]:
@@ -880,10 +895,11 @@ def find_server_pids() -> dict[str, Optional[int]]:
     """The broker's and PostgreSQL's (postmaster) pids: from the dev stack, else ``pgrep`` (best effort)."""
     pids: dict[str, Optional[int]] = {"broker": None, "postgres": None}
     with contextlib.suppress(Exception):
-        from ecomlogs import devstack
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # a dev tool, not in the package
+        import devstack
 
         info = devstack.status()
-        pids["broker"], pids["postgres"] = info.broker_pid, info.postgres_pid
+        pids["broker"], pids["postgres"] = info.broker.pid, info.postgres.pid
     if pids["broker"] is None:
         pids["broker"] = _pgrep("-o", "-f", "tansu broker")
     if pids["postgres"] is None:
@@ -1969,6 +1985,13 @@ def contract_loops(cfg: BenchConfig) -> dict[str, Any]:
     return {"rows": rows, "references": references, "runs": runs}
 
 
+def run_history(cfg: BenchConfig, ws: Workspace) -> SectionResult:
+    """History at growing sizes, the current design beside the new one: ``bench/history.py``."""
+    import history  # bench/ is on sys.path (this script's folder)
+
+    return history.run_history(cfg, ws)
+
+
 SECTIONS: dict[str, Callable[[BenchConfig, Workspace], SectionResult]] = {
     "stage1": run_stage1,
     "process": run_process,
@@ -1977,8 +2000,12 @@ SECTIONS: dict[str, Callable[[BenchConfig, Workspace], SectionResult]] = {
     "defaults": run_defaults,
     "latency": run_latency,
     "contracts": run_contracts,
+    "history": run_history,
 }
 """Implemented sections, in the order they run."""
+DEFAULT_SECTIONS: tuple[str, ...] = tuple(s for s in SECTIONS if s != "history")
+"""What runs without ``--sections``: ``history`` builds tables of up to 30M rows (about 40 min), so only
+when named."""
 PLANNED: tuple[str, ...] = ()
 """Sections named in the plan but not written yet."""
 
@@ -2036,8 +2063,7 @@ def markdown_report(report: dict[str, Any], rows: Sequence[Row], sections: Optio
         f"{config.get('loader_workers', 1)} worker(s). The baseline runs one process per stage, as the original."
         + (" Metrics endpoints on, each scraped once a second." if config.get("metrics") else ""),
         "",
-        markdown_table(rows),
-        "",
+        *([markdown_table(rows), ""] if rows else []),
     ]
     if report.get("errors"):
         parts += ["**Failed sections** (their figures are missing): "
@@ -2248,6 +2274,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
             "metrics": cfg.metrics,
             "loader_workers": cfg.loader_workers,
             "sections": list(cfg.sections),
+            **({"history_rows": list(cfg.history_rows), "history_new_rows": cfg.history_new_rows,
+                "history_window_s": cfg.history_window_s} if "history" in cfg.sections else {}),
             "small": cfg.small,
             "bootstrap_servers": cfg.bootstrap_servers,
         },
@@ -2286,7 +2314,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     report["duration_s"] = round(time.perf_counter() - started, 3)
     report["table"] = [asdict(r) for r in rows]
     dated, latest_json, latest_md = write_results(cfg, report, rows, results)
-    print(markdown_table(rows))
+    if rows:
+        print(markdown_table(rows))
     if report["references"]:
         print("\n" + references_table(report["references"]))
     print(f"\nwritten: {dated}, {latest_json}, {latest_md}" + (f", {report['chart']}" if report["chart"] else ""),
@@ -2307,14 +2336,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _history_rows(text: str) -> tuple[int, ...]:
+    import history
+
+    return history.parse_rows(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench/bench.py",
         description="Benchmark ecomlogs against the baseline (the original design in pure Python, baseline/). "
         "Prints figures; never asserts timings.",
     )
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated sections to run, from: {', '.join(SECTIONS)} (default: all)")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated sections to run, from: {', '.join(SECTIONS)} (default: all but "
+                   "history)")
     p.add_argument("--events", type=_positive_int, default=None,
                    help=f"events for generation/validation (default {DEFAULT_EVENTS:,}; {SMALL_EVENTS:,} with --small)")
     p.add_argument("--produce-events", type=_positive_int, default=None,
@@ -2336,7 +2382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", default=None,
                    help=f"PostgreSQL URL of a superuser, to create the per-run databases and run the server-side "
                    f"COPY (env DATABASE_URL; default {S.DEFAULT_DSN})")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default <repo>/bench/results)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default <repo>/bench/results; <repo>/bench/results/history when only "
+                   "the history section runs)")
     p.add_argument("--small", action="store_true", help="tiny sizes and one run (for the test suite)")
     p.add_argument("--keep-topics", action="store_true", help="keep the per-run benchmark topics (default: delete)")
     p.add_argument("--processor-workers", type=_positive_int, default=1,
@@ -2345,6 +2393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", action="store_true",
                    help="every ecomlogs stage serves /metrics, scraped once a second during the runs (to show "
                    "what metrics cost)")
+    p.add_argument("--history-rows", type=_history_rows, default=None, metavar="N,N,...",
+                   help="history: the sizes each design's table grows to, in rows "
+                   "(default 0,1e6,10e6,30e6; 0,20000 with --small)")
+    p.add_argument("--history-new-rows", type=_positive_int, default=None, metavar="N",
+                   help="history: new rows of today for the COPY and the loader (default 400,000; 2,000 with --small)")
+    p.add_argument("--history-window", type=_positive_float, default=None, metavar="SECONDS",
+                   help="history: seconds the dashboard's PostgreSQL cost is measured over, and as long without "
+                   "it (default 10; 1 with --small)")
     p.add_argument("--loader-workers", type=_positive_int, default=1,
                    help="consumer threads of the ecomlogs loader, each with its own PostgreSQL connection "
                    "(default %(default)s)")
@@ -2363,13 +2419,16 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     repo_root = find_repo_root()
     repeat = args.repeat or (SMALL_REPEAT if args.small else DEFAULT_REPEAT)
     chosen = set(sections)
+    import history
+
+    default_out = repo_root / "bench" / "results" / ("history" if chosen == {"history"} else "")
     return BenchConfig(
         events=args.events or (SMALL_EVENTS if args.small else DEFAULT_EVENTS),
         produce_events=args.produce_events or (SMALL_PRODUCE_EVENTS if args.small else DEFAULT_PRODUCE_EVENTS),
         repeat=repeat,
         bootstrap_servers=S.bootstrap_servers(args.bootstrap_servers),
         dsn=args.dsn or os.environ.get("DATABASE_URL") or S.DEFAULT_DSN,
-        out=args.out or repo_root / "bench" / "results",
+        out=args.out or default_out,
         sections=tuple(s for s in SECTIONS if s in chosen),  # always in the documented order
         small=args.small,
         keep_topics=args.keep_topics,
@@ -2381,6 +2440,9 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         processor_workers=args.processor_workers,
         loader_workers=args.loader_workers,
         metrics=args.metrics,
+        history_rows=args.history_rows or (history.SMALL_HISTORY_ROWS if args.small else history.DEFAULT_HISTORY_ROWS),
+        history_new_rows=args.history_new_rows or (history.SMALL_NEW_ROWS if args.small else history.DEFAULT_NEW_ROWS),
+        history_window_s=args.history_window or (history.SMALL_WINDOW_S if args.small else history.DEFAULT_WINDOW_S),
     )
 
 

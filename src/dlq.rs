@@ -194,6 +194,41 @@ pub fn scan(
     Ok(())
 }
 
+/// The latest `limit` dead letters that match `filter` (None: all), oldest first (by time, then partition
+/// and offset); none when the topic does not exist yet (reading is not acting on a mistyped name).
+pub fn read(
+    settings: &KafkaSettings,
+    src: &Source,
+    filter: &Filter,
+    limit: Option<usize>,
+    token: &StopToken,
+    tick: Tick<'_>,
+) -> Result<Vec<DeadLetter>> {
+    let reader = Reader::new(settings, None)?;
+    let Some(parts) = reader.partitions(&src.topic, src.timeout)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    reader.scan(
+        &src.topic,
+        &parts,
+        &Scan::to_end(src.timeout),
+        token,
+        tick,
+        &mut |m| {
+            let d = DeadLetter::of(m);
+            if filter.matches(&d) {
+                out.push(d);
+            }
+            Ok(true)
+        },
+    )?;
+    out.sort_by_key(|d| (d.timestamp_ms.unwrap_or(-1), d.partition, d.offset));
+    let keep = limit.unwrap_or(out.len()).min(out.len());
+    out.drain(..out.len() - keep);
+    Ok(out)
+}
+
 /// Counts the dead letters that match `filter` by (stage, reason), keeping the first `samples` of each.
 pub fn inspect(
     settings: &KafkaSettings,

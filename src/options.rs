@@ -35,6 +35,8 @@ pub mod cmd {
     pub const LOAD: &str = "load";
     pub const RUN: &str = "run";
     pub const MIGRATE: &str = "migrate";
+    pub const RETENTION: &str = "retention";
+    pub const REBUILD_ROLLUPS: &str = "rebuild-rollups";
     pub const DLQ_INSPECT: &str = "dlq inspect";
     pub const DLQ_REPLAY: &str = "dlq replay";
     pub const DASHBOARD: &str = "dashboard";
@@ -68,13 +70,15 @@ const CREATES_TOPICS: &[&str] = &[PRODUCE, PROCESS, LOAD, RUN, TOPICS];
 const CONSUMERS: &[&str] = &[PROCESS, LOAD];
 const DLQ: &[&str] = &[DLQ_INSPECT, DLQ_REPLAY];
 const DLQ_ALL: &[&str] = &[DLQ_INSPECT, DLQ_REPLAY, DLQ_READ];
-const DATABASE: &[&str] = &[LOAD, RUN, MIGRATE, DASHBOARD];
+const DATABASE: &[&str] = &[LOAD, RUN, MIGRATE, DASHBOARD, RETENTION, REBUILD_ROLLUPS];
 const EVERY: &[&str] = &[
     PRODUCE,
     PROCESS,
     LOAD,
     RUN,
     MIGRATE,
+    RETENTION,
+    REBUILD_ROLLUPS,
     DLQ_INSPECT,
     DLQ_REPLAY,
     DASHBOARD,
@@ -408,6 +412,10 @@ pub const OPTIONS: &[Opt] = &[
     opt("workers", &[LOAD], WORKERS, Default::Int(1),
         "consumer threads in this process, sharing the partitions, each with its own PostgreSQL connection"),
     opt("migrate", &[LOAD], Kind::Bool, Default::Bool(true), "apply pending migrations at start-up"),
+    opt("retention_days", &[LOAD], Kind::Int { min: 1, max: 36_500 }, Default::None,
+        "drop the daily partitions whose day ended more than this many days ago, at start and hourly \
+         (whole partitions: seconds; the rollups keep counting those days)")
+        .env("ECOMLOGS_RETENTION_DAYS").metavar("DAYS").none("keep everything"),
     opt("max_backoff_s", &[LOAD], Kind::Seconds { min: 0.1, max: 3600.0 }, Default::Float(10.0),
         "longest pause between reconnection attempts during a database outage")
         .metavar("SECONDS"),
@@ -461,6 +469,12 @@ pub const OPTIONS: &[Opt] = &[
          kafka_events_silver_duplicates (same columns plus moved_at), in the same transaction"),
     opt("dry_run", &[MIGRATE], Kind::Bool, Default::Bool(false),
         "say what would be applied and which duplicates stand in the way; change nothing"),
+    // History.
+    opt("keep", &[RETENTION], Kind::Int { min: 1, max: 36_500 }, Default::None,
+        "drop the daily partitions whose day ended more than this many days ago (required)")
+        .metavar("DAYS").none("required"),
+    opt("dry_run", &[RETENTION], Kind::Bool, Default::Bool(false),
+        "say which partitions would be dropped (and their rows); drop nothing"),
     // The dashboard.
     opt("host", &[DASHBOARD], Kind::Host, Default::Text("127.0.0.1"),
         "address to listen on (127.0.0.1: this machine only)"),
@@ -1103,6 +1117,8 @@ mod tests {
             DLQ_READ,
             CONTRACT_CHECK,
             VALIDATE,
+            RETENTION,
+            REBUILD_ROLLUPS,
         ] {
             let mut names: Vec<&str> = of(command).map(|o| o.name).collect();
             let n = names.len();

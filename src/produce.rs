@@ -72,6 +72,8 @@ pub struct ProduceStats {
     pub elapsed: Duration,
     /// Stopped by the caller (Ctrl-C) rather than by reaching `count`.
     pub interrupted: bool,
+    /// The broker is unreachable (for health).
+    pub broker_down: bool,
 }
 
 /// Generates and produces `opts.count` events (None: until stopped), reporting through `tick` every
@@ -109,6 +111,10 @@ pub fn run_producer(
 impl Export for ProduceStats {
     fn export(&self, _stage: &'static str, out: &mut Exporter) {
         out.produced("output", self.delivered);
+    }
+
+    fn broker_down(&self) -> bool {
+        self.broker_down
     }
 }
 
@@ -245,6 +251,7 @@ impl<'a> Stage<'a> {
             reported => reported,
         };
         self.stats.elapsed = self.start.elapsed();
+        self.stats.broker_down = ctx.watch.is_down();
     }
 
     /// Waits (up to `flush_timeout`) until everything produced is acknowledged.

@@ -3,14 +3,17 @@
 //! the consumed offsets. Every database error is sorted into one of three kinds (see [`pg::Failure`]):
 //! an outage waits and retries, a rejected row is isolated and dead-lettered, a fault stops the stage.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use postgres::{Client, Transaction};
 use rand::Rng;
 
 use crate::error::{describe_pg, Error, Result};
+use crate::pg::history::{self, Rollup};
 use crate::pg::{self, Config, CopyRows, Failure, PartitionProgress};
 use crate::resume::StoredPosition;
 use crate::stage::{locked, StopToken};
@@ -24,7 +27,7 @@ pub struct RejectedRow {
 }
 
 /// Outcome of writing one batch.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Written {
     pub inserted: u64,
     /// Events already in the table (redelivered), skipped by the unique event_id.
@@ -121,7 +124,17 @@ pub struct PgSink {
     done: AtomicBool,
     /// Retries and the outage being waited out, shared with whoever reports on the stage.
     state: Arc<SinkState>,
+    /// The days that have a partition (read once, then kept up to date by the batches that create one).
+    days: Option<BTreeSet<NaiveDate>>,
+    /// The day whose partitions ahead were last made sure of.
+    ahead_for: Option<NaiveDate>,
+    /// When the batches' customer deltas were last merged into the customer rollup.
+    merged: Instant,
 }
+
+/// How often a writing loader merges the batches' customer deltas (see `history::merge_customer_deltas`):
+/// top_customers trails the rows by about this much.
+const MERGE_EVERY: Duration = Duration::from_secs(5);
 
 impl PgSink {
     pub fn new(
@@ -141,6 +154,9 @@ impl PgSink {
             stop,
             done: AtomicBool::new(false),
             state: Arc::default(),
+            days: None,
+            ahead_for: None,
+            merged: Instant::now(),
         }
     }
 
@@ -297,6 +313,7 @@ impl PgSink {
     pub fn write_batch(
         &mut self,
         rows: &CopyRows,
+        rollup: &Rollup,
         progress: &[PartitionProgress],
         topic_id: Option<&str>,
         before_commit: &mut dyn FnMut(&Written) -> Result<()>,
@@ -308,8 +325,137 @@ impl PgSink {
             topic_id,
             progress,
         };
-        self.retrying(|c| write_once(c, rows, &offsets, before_commit))
+        let Some(days) = self.partitions_needed(rollup)? else {
+            return Ok(None);
+        };
+        let rows = Rows {
+            rows,
+            rollup,
+            days: &days,
+        };
+        // A commit whose answer was lost (the connection dropped just then) may have gone through: the
+        // offsets, stored in the batch's own transaction, say whether it did, so the batch is neither
+        // written twice nor counted as duplicates of itself.
+        let mut committing: Option<Written> = None;
+        self.retrying(|c| {
+            if let Some(w) = committing.take() {
+                if stored(c, &offsets)? {
+                    log::info!(target: "ecomlogs.loader", "the batch whose commit was cut off had been stored: not written again");
+                    return Ok(w);
+                }
+            }
+            write_once(c, &rows, &offsets, before_commit, &mut committing)
+        })
+        .map(|written| {
+            if written.is_some() {
+                let known = self.days.get_or_insert_with(BTreeSet::new);
+                known.extend(days.iter().copied());
+                self.ahead_for = Some(history::today());
+            }
+            written
+        })
     }
+
+    /// The days a batch needs a partition for that may not have one yet (to be made sure of in its
+    /// transaction): its days outside the known ones (within the on-demand window), and the days ahead
+    /// once a day. None: stopped during an outage.
+    fn partitions_needed(&mut self, rollup: &Rollup) -> Result<Option<Vec<NaiveDate>>> {
+        if self.days.is_none() {
+            let Some(days) = self.retrying(|c| {
+                history::partition_days(c)
+                    .map_err(|e| Attempt::from_pg("listing the partitions", e))
+            })?
+            else {
+                return Ok(None);
+            };
+            self.days = Some(days);
+        }
+        let known = self.days.as_ref().expect("read above");
+        let today = history::today();
+        let mut needed: BTreeSet<NaiveDate> = rollup
+            .days
+            .iter()
+            .copied()
+            .filter(|d| !known.contains(d) && history::on_demand(*d, today))
+            .collect();
+        if self.ahead_for != Some(today) {
+            needed.extend(
+                (-1..=history::AHEAD_DAYS)
+                    .map(|d| today + chrono::Duration::days(d))
+                    .filter(|d| !known.contains(d)),
+            );
+        }
+        Ok(Some(needed.into_iter().collect()))
+    }
+
+    /// Merges the customer deltas stored so far, if `MERGE_EVERY` has passed (`now`: at once). None:
+    /// stopped during an outage.
+    pub fn merge_deltas(&mut self, now: bool) -> Result<Option<u64>> {
+        if !now && self.merged.elapsed() < MERGE_EVERY {
+            return Ok(Some(0));
+        }
+        let merged = self.retrying(|c| {
+            let mut total = 0;
+            loop {
+                let n = history::merge_customer_deltas(c)
+                    .map_err(|e| Attempt::from_pg("merging the customer rollup", e))?;
+                total += n;
+                if n == 0 {
+                    return Ok(total);
+                }
+            }
+        })?;
+        self.merged = Instant::now();
+        Ok(merged)
+    }
+
+    /// Drops the partitions older than `keep_days` (see `history::retention`), between batches, through
+    /// outages. None: stopped during an outage.
+    pub fn retention(&mut self, keep_days: u32) -> Result<Option<Vec<history::Retired>>> {
+        let retired = self.retrying(|c| {
+            history::retention(c, keep_days, history::today(), false)
+                .map_err(|e| Attempt::from_pg("dropping old partitions", e))
+        })?;
+        if let (Some(r), Some(known)) = (&retired, self.days.as_mut()) {
+            for d in r {
+                known.remove(&d.day);
+            }
+        }
+        Ok(retired)
+    }
+}
+
+/// A batch as the database gets it: its rows, their rollup, the days it makes sure have a partition.
+struct Rows<'a> {
+    rows: &'a CopyRows,
+    rollup: &'a Rollup,
+    days: &'a [NaiveDate],
+}
+
+/// A transaction for a batch, with the partitions its rows need.
+fn begin<'c>(
+    client: &'c mut Client,
+    days: &[NaiveDate],
+) -> std::result::Result<Transaction<'c>, Attempt> {
+    let mut tx = client.transaction().map_err(batch_error)?;
+    history::ensure_days(&mut tx, days)
+        .map_err(|e| Attempt::from_pg("creating a day's partition", e))?;
+    Ok(tx)
+}
+
+/// Whether PostgreSQL holds exactly this batch's offsets (next offset and fingerprint per partition).
+fn stored(client: &mut Client, offsets: &Offsets<'_>) -> std::result::Result<bool, Attempt> {
+    let partitions: Vec<i32> = offsets.progress.iter().map(|p| p.partition).collect();
+    let held = pg::load_offsets(client, offsets.group, offsets.topic, &partitions)
+        .map_err(|e| Attempt::from_pg("reading the stored offsets", e))?;
+    Ok(!offsets.progress.is_empty()
+        && offsets.progress.iter().all(|p| {
+            held.iter().any(|(partition, s)| {
+                *partition == p.partition
+                    && s.next_offset == p.next_offset
+                    && s.last == Some(p.last)
+            })
+        }))
 }
 
 struct Offsets<'a> {
@@ -323,18 +469,21 @@ fn batch_error(e: postgres::Error) -> Attempt {
     Attempt::from_pg("writing a batch", e)
 }
 
-/// One transaction: COPY straight into the table (the fast path); only a batch that hits the unique key
-/// falls back to staging + ON CONFLICT DO NOTHING; only a batch with a rejected row is split.
+/// One transaction: COPY straight into the table (the fast path) with the batch's rollup; only a batch
+/// that hits the unique key falls back to staging + ON CONFLICT DO NOTHING, only a batch with a rejected
+/// row is split (both roll up server side the rows they actually inserted).
 fn write_once(
     client: &mut Client,
-    rows: &CopyRows,
+    batch: &Rows<'_>,
     offsets: &Offsets<'_>,
     before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+    committing: &mut Option<Written>,
 ) -> std::result::Result<Written, Attempt> {
-    let mut tx = client.transaction().map_err(batch_error)?;
+    let rows = batch.rows;
+    let mut tx = begin(client, batch.days)?;
     let mut out = Written::default();
     if rows.is_empty() {
-        return commit(tx, offsets, out, before_commit);
+        return commit(tx, offsets, out, before_commit, committing);
     }
     let mut sp = tx.savepoint("batch").map_err(batch_error)?;
     let order = rows.key_order();
@@ -346,8 +495,9 @@ fn write_once(
     let e = match first {
         Ok(n) => {
             sp.commit().map_err(batch_error)?;
+            batch.rollup.upsert(&mut tx).map_err(batch_error)?;
             out.inserted = n;
-            return commit(tx, offsets, out, before_commit);
+            return commit(tx, offsets, out, before_commit, committing);
         }
         Err(e) => e,
     };
@@ -357,20 +507,22 @@ fn write_once(
     if unique_hit {
         match pg::copy_rows_dedup(&mut tx, rows.tuples(0..rows.len())) {
             Ok(n) => {
+                history::rollup_inserted(&mut tx).map_err(batch_error)?;
                 out.inserted = n;
                 out.duplicates = rows.len() as u64 - n;
-                return commit(tx, offsets, out, before_commit);
+                return commit(tx, offsets, out, before_commit, committing);
             }
             Err(e) => {
                 row_level(e)?;
                 // Duplicates and a rejected row in one batch: isolate from scratch.
                 tx.rollback().map_err(batch_error)?;
-                tx = client.transaction().map_err(batch_error)?;
+                tx = begin(client, batch.days)?;
             }
         }
     }
     insert_isolating(&mut tx, rows, &mut out)?;
-    commit(tx, offsets, out, before_commit)
+    history::rollup_inserted(&mut tx).map_err(batch_error)?;
+    commit(tx, offsets, out, before_commit, committing)
 }
 
 /// Passes a row-level rejection on to be isolated; anything else ends the attempt.
@@ -408,6 +560,7 @@ fn commit(
     offsets: &Offsets<'_>,
     out: Written,
     before_commit: &mut dyn FnMut(&Written) -> Result<()>,
+    committing: &mut Option<Written>,
 ) -> std::result::Result<Written, Attempt> {
     pg::store_offsets(
         &mut tx,
@@ -418,6 +571,7 @@ fn commit(
     )
     .map_err(|e| Attempt::from_pg("storing the offsets", e))?;
     before_commit(&out).map_err(Attempt::Fault)?;
+    *committing = Some(out.clone());
     tx.commit().map_err(batch_error)?;
     Ok(out)
 }

@@ -110,18 +110,34 @@ pub struct Quiet {
     pub broker_down: bool,
 }
 
+/// What every worker's stats hold for the harness, which merges and finishes it (the stages only add up
+/// their own counters): how long the stage ran, whether it was interrupted, what it is doing, whether the
+/// worker has read its input to the end, and how long it has had none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Run {
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    pub activity: Activity,
+    /// This worker has read every assigned partition to its end (a drain completes when all have).
+    pub caught_up: bool,
+    /// This worker's input activity, for `until_idle`.
+    pub quiet: Quiet,
+}
+
+impl Run {
+    fn merge(&mut self, other: &Run) {
+        self.interrupted |= other.interrupted;
+        self.activity = self.activity.max(other.activity);
+        self.quiet.broker_down |= other.quiet.broker_down;
+    }
+}
+
 /// A stage's counters: workers' copies add up to the stage's.
 pub trait Stats: Default + Clone + Send {
-    fn merge(&mut self, other: &Self);
-    fn finish(&mut self, elapsed: Duration, interrupted: bool);
-    /// This worker has read every assigned partition to its end (a drain completes when all have).
-    fn caught_up(&self) -> bool {
-        false
-    }
-    /// This worker's input activity, for `until_idle`.
-    fn quiet(&self) -> Quiet {
-        Quiet::default()
-    }
+    /// Adds another worker's counters (the harness merges their `Run`).
+    fn add(&mut self, other: &Self);
+    fn run(&self) -> &Run;
+    fn run_mut(&mut self) -> &mut Run;
 }
 
 /// Whether a stage whose workers report `quiet` has been idle for `idle`: every worker with partitions
@@ -167,9 +183,13 @@ pub fn run_workers<S: Stats>(
     let total = |interrupted: bool| {
         let mut t = S::default();
         for s in &shared {
-            t.merge(&locked(s));
+            let s = locked(s);
+            t.add(&s);
+            t.run_mut().merge(s.run());
         }
-        t.finish(start.elapsed(), interrupted);
+        let run = t.run_mut();
+        run.elapsed = start.elapsed();
+        run.interrupted |= interrupted;
         t
     };
     let mut watch = Supervisor::new(name, token, until_idle);
@@ -253,14 +273,14 @@ impl<'a> Supervisor<'a> {
     /// fetch waits at the end) before it counts.
     fn drain<S: Stats>(&mut self, shared: &[Mutex<S>]) {
         if let Some(idle) = self.until_idle {
-            let quiet: Vec<Quiet> = shared.iter().map(|s| locked(s).quiet()).collect();
+            let quiet: Vec<Quiet> = shared.iter().map(|s| locked(s).run().quiet).collect();
             if !self.token.is_stopped() && all_idle(&quiet, idle) {
                 log::info!(target: "ecomlogs.stage", "{}: no input for {:.1}s: finishing", self.name, idle.as_secs_f64());
                 self.token.finish();
                 return;
             }
         }
-        if !(self.token.is_draining() && shared.iter().all(|s| locked(s).caught_up())) {
+        if !(self.token.is_draining() && shared.iter().all(|s| locked(s).run().caught_up)) {
             self.caught_up_since = None;
             return;
         }
@@ -301,15 +321,18 @@ mod tests {
     #[derive(Default, Clone, Debug)]
     struct Count {
         n: u64,
-        interrupted: bool,
+        run: Run,
     }
 
     impl Stats for Count {
-        fn merge(&mut self, other: &Self) {
+        fn add(&mut self, other: &Self) {
             self.n += other.n;
         }
-        fn finish(&mut self, _: Duration, interrupted: bool) {
-            self.interrupted = interrupted;
+        fn run(&self) -> &Run {
+            &self.run
+        }
+        fn run_mut(&mut self) -> &mut Run {
+            &mut self.run
         }
     }
 
@@ -334,7 +357,7 @@ mod tests {
         };
         let out = run_workers("test", 3, None, &token, &mut tick, &work).unwrap();
         assert_eq!(out.n, 3);
-        assert!(out.interrupted && ticks >= 1);
+        assert!(out.run.interrupted && ticks >= 1);
     }
 
     #[test]
@@ -410,32 +433,29 @@ mod tests {
     fn a_drain_finishes_once_every_worker_caught_up_and_is_no_interruption() {
         #[derive(Default, Clone)]
         struct Reader {
-            caught_up: bool,
-            interrupted: bool,
+            run: Run,
         }
         impl Stats for Reader {
-            fn merge(&mut self, other: &Self) {
-                self.interrupted |= other.interrupted;
+            fn add(&mut self, _: &Self) {}
+            fn run(&self) -> &Run {
+                &self.run
             }
-            fn finish(&mut self, _: Duration, interrupted: bool) {
-                self.interrupted |= interrupted;
-            }
-            fn caught_up(&self) -> bool {
-                self.caught_up
+            fn run_mut(&mut self) -> &mut Run {
+                &mut self.run
             }
         }
         let token = StopToken::new();
         token.drain();
         let work = |i: usize, cell: &Mutex<Reader>| {
             std::thread::sleep(Duration::from_millis(50 * i as u64));
-            locked(cell).caught_up = true;
+            locked(cell).run.caught_up = true;
             while !token.is_stopped() {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            locked(cell).interrupted = token.is_interrupted();
+            locked(cell).run.interrupted = token.is_interrupted();
             Ok(())
         };
         let out = run_workers("test", 3, None, &token, &mut |_: &Reader| Ok(()), &work).unwrap();
-        assert!(!out.interrupted && token.is_stopped());
+        assert!(!out.run.interrupted && token.is_stopped());
     }
 }

@@ -1,4 +1,4 @@
-"""Shared fixtures: the local dev stack (``python -m ecomlogs.devstack``) and its settings.
+"""Shared fixtures: the local dev stack (tools/devstack.py, a dev tool outside the package) and its settings.
 
 The stack is started once per session. Whatever was already running is reused and left running;
 at the end only what this session started is stopped.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 if TYPE_CHECKING:
-    from ecomlogs.devstack import StackInfo
+    from devstack import StackInfo
 
 STACK_UP_TIMEOUT = 90.0
 STACK_STOP_TIMEOUT = 30.0
@@ -22,9 +22,9 @@ STACK_STOP_TIMEOUT = 30.0
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
-    """The running dev stack (``ecomlogs.devstack.StackInfo``): a Kafka broker and PostgreSQL."""
-    # Imported here so that a missing native module never breaks collection of unrelated tests.
-    from ecomlogs import devstack
+    """The running dev stack (``devstack.StackInfo``): a Kafka broker and PostgreSQL."""
+    # Imported here so that a missing dev dependency never breaks collection of unrelated tests.
+    import devstack
 
     with pytest.MonkeyPatch.context() as mp:
         # Pin the state folder so that a test changing the working directory cannot point the
@@ -37,10 +37,9 @@ def stack() -> Iterator[StackInfo]:
         try:
             yield info
         finally:
-            if owner and info.broker_started_now:
-                devstack.stop_broker(timeout=STACK_STOP_TIMEOUT)
-            if owner and info.postgres_started_now:
-                devstack.stop_postgres(timeout=STACK_STOP_TIMEOUT)
+            for name, service in (("broker", info.broker), ("postgres", info.postgres)):
+                if owner and service.started_now:
+                    devstack.down(timeout=STACK_STOP_TIMEOUT, only=name)
 
 
 @pytest.fixture(scope="session")

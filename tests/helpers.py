@@ -208,5 +208,39 @@ def assert_exact(dsn: str, expected: dict[str, dict]) -> None:
         sent = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
         assert sent.utcoffset() == timedelta(0)
         assert ts == sent.replace(tzinfo=None)
+    assert_rollups_exact(dsn)
 
 
+
+
+# The analytics views as the original defined them, over the table: what the rollups must equal.
+_FROM_TABLE = {
+    "daily_funnel": (
+        "SELECT event_timestamp::date AS day, count(*) FILTER (WHERE event_type = 'PAGE_VIEW'), "
+        "count(*) FILTER (WHERE event_type = 'ADD_TO_CART'), count(*) FILTER (WHERE event_type = 'PURCHASE') "
+        "FROM kafka_events_silver WHERE event_timestamp IS NOT NULL GROUP BY 1 ORDER BY 1",
+        "SELECT day, page_views, add_to_carts, purchases FROM daily_funnel "
+        "WHERE page_views + add_to_carts + purchases > 0 ORDER BY 1"),
+    "daily_revenue": (
+        "SELECT event_timestamp::date, currency, count(*), sum(amount), round(avg(amount), 2) "
+        "FROM kafka_events_silver WHERE event_type = 'PURCHASE' GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT day, currency, purchases, revenue, average_order FROM daily_revenue ORDER BY 1, 2"),
+    "top_customers": (
+        "SELECT customer_id, currency, count(*) FILTER (WHERE event_type = 'PURCHASE'), "
+        "coalesce(sum(amount) FILTER (WHERE event_type = 'PURCHASE'), 0), count(*), max(event_timestamp) "
+        "FROM kafka_events_silver GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT customer_id, currency, purchases, revenue, events, last_seen FROM top_customers ORDER BY 1, 2"),
+}
+
+
+def assert_rollups_exact(dsn: str) -> None:
+    """The views (which read the rollups the loader keeps) equal the same aggregates computed from the
+    table's rows: nothing counted twice, nothing missed."""
+    with psycopg2.connect(dsn, connect_timeout=10) as conn, conn.cursor() as c:
+        for view, (from_table, from_view) in _FROM_TABLE.items():
+            c.execute(from_table)
+            want = c.fetchall()
+            c.execute(from_view)
+            got = c.fetchall()
+            assert got == want, f"{view}: {len(got)} rows from the rollups, {len(want)} from the table; " \
+                                f"first difference: {next((g, w) for g, w in zip(got + [None] * len(want), want + [None] * len(got)) if g != w)}"

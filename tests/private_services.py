@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ecomlogs import devstack
+import devstack
 
 HOST = "127.0.0.1"
 BUCKET = "tansu"
@@ -69,7 +69,7 @@ class MemoryBroker:
     def _start_broker(self) -> None:
         log = self.folder / "broker.log"
         url = f"tcp://{HOST}:{self.port}"
-        cmd = [str(devstack._tansu_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        cmd = [str(devstack.tansu_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                "--storage-engine", self.storage]
         with open(log, "ab") as out:  # the child keeps its own descriptor
             self.broker = subprocess.Popen(cmd, env=self._env(), stdout=out, stderr=subprocess.STDOUT,
@@ -140,7 +140,7 @@ class DurableBroker(MemoryBroker):
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of the test's own (the dev stack's code, another state folder and port)."""
+    """A PostgreSQL cluster of the test's own (the dev stack's, in another state folder and on another port)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -163,16 +163,16 @@ class PrivatePostgres:
 
     def start(self, timeout: float = 90.0) -> "PrivatePostgres":
         with self._pointed():
-            devstack.start_postgres(timeout=timeout)
+            devstack.up(timeout=timeout, only="postgres")
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._pointed():
-            devstack.stop_postgres(timeout=timeout)
+            devstack.down(timeout=timeout, only="postgres")
 
     def close(self) -> None:
         with self._pointed():
             data = devstack.status().postgres_data_dir
-            devstack.stop_postgres(timeout=30)
+            devstack.down(timeout=30, only="postgres")
         if data.parent.name.startswith("ecomlogs-devstack-"):  # the /tmp fallback used as root
             shutil.rmtree(data.parent, ignore_errors=True)

@@ -42,6 +42,8 @@ def known(db: str) -> str:
     with psycopg2.connect(db) as conn, conn.cursor() as c:
         c.executemany("INSERT INTO kafka_events_silver (event_id, customer_id, event_type, amount, currency, "
                       "event_timestamp) VALUES (%s, %s, %s, %s, %s, %s)", KNOWN)
+    # Rows written by hand, not by the loader: the rollups the views read are rebuilt from the table.
+    ecomlogs.rebuild_rollups(db)
     return db
 
 
@@ -206,9 +208,9 @@ def test_dead_letters_exact_from_the_topic(kafka_bootstrap: str) -> None:
                              dlq_topic=dlq, group_id=unique("g"), until_caught_up=True, partitions=1)
     assert (stats.valid, stats.invalid) == (2, 4)
 
-    df = analytics.dead_letters(topic=dlq, bootstrap_servers=kafka_bootstrap)
+    df = analytics.dead_letter_frame(dlq_topic=dlq, bootstrap_servers=kafka_bootstrap)
     assert list(df.columns) == ["timestamp", "reason", "stage", "detail", "sqlstate", "source_topic",
-                                "source_partition", "source_offset", "partition", "offset", "key", "value"]
+                                "source_partition", "source_offset", "generation", "partition", "offset", "key", "value"]
     assert list(df["reason"]) == ["malformed_json", "missing_currency", "non_positive_amount", "invalid_event_type"]
     assert list(df["stage"]) == ["processor"] * 4
     assert list(df["source_topic"]) == [raw] * 4
@@ -221,10 +223,10 @@ def test_dead_letters_exact_from_the_topic(kafka_bootstrap: str) -> None:
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
     assert (df["timestamp"] > pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=10)).all()
 
-    assert list(analytics.dead_letters(2, topic=dlq, bootstrap_servers=kafka_bootstrap)["source_offset"]) == [3, 5]
-    only = analytics.dead_letters(1, reason="missing_currency", topic=dlq, bootstrap_servers=kafka_bootstrap)
+    assert list(analytics.dead_letter_frame(limit=2, dlq_topic=dlq, bootstrap_servers=kafka_bootstrap)["source_offset"]) == [3, 5]
+    only = analytics.dead_letter_frame(limit=1, reason="missing_currency", dlq_topic=dlq, bootstrap_servers=kafka_bootstrap)
     assert list(only["source_offset"]) == [2]
-    assert analytics.dead_letters(topic=unique("absent"), bootstrap_servers=kafka_bootstrap).empty
+    assert analytics.dead_letter_frame(dlq_topic=unique("absent"), bootstrap_servers=kafka_bootstrap).empty
 
 
 def test_read_topic_continues_where_it_stopped(kafka_bootstrap: str) -> None:

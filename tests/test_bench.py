@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 if TYPE_CHECKING:
-    from ecomlogs.devstack import StackInfo
+    from devstack import StackInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "baseline"
@@ -260,6 +260,70 @@ def test_bench_small_consumer_sections(stack: StackInfo, tmp_path: Path) -> None
     markdown = (out / "latest.md").read_text(encoding="utf-8")
     for heading in ("**process**", "**load**", "**e2e**", "**latency**", "CPU seconds per process"):
         assert heading in markdown, heading
+
+
+HISTORY_QUERIES = {"funnel today", "revenue today", "top 10 customers", "funnel 7 days",
+                   "dashboard: rows and last load", "dashboard: rows by type", "dashboard: stored offsets",
+                   "dashboard tick"}
+ROLLUPS_AND_OFFSETS = {"ecomlogs_daily_rollup", "ecomlogs_customer_rollup", "ecomlogs_kafka_offsets"}
+
+
+def test_bench_history_tiny(stack: StackInfo, tmp_path: Path) -> None:
+    """The history section end to end at tiny sizes (two sizes, 2,000 new rows, a 1 s dashboard window): both
+    designs measured at each size, the loader's counts right, the new design's readers reading only the
+    rollups (and the loader's offsets) while the current design's read the events table."""
+    out = tmp_path / "history"
+    proc = _run(
+        [BENCH, "--sections", "history", "--history-rows", "0,20e3", "--history-new-rows", "2000",
+         "--history-window", "1", "--repeat", "1", "--out", str(out),
+         "--bootstrap-servers", stack.bootstrap_servers, "--dsn", stack.dsn],
+        timeout=CONSUMER_BENCH_TIMEOUT_S,
+    )
+    assert "| rows already in the table | COPY of 2k new rows |" in proc.stdout
+    assert "| section | metric |" not in proc.stdout  # no ecomlogs/baseline pairs in this section
+    report = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    assert [p for p in out.glob("*.json") if p.name != "latest.json"], "no timestamped JSON"
+    assert report["config"]["sections"] == ["history"] and report["config"]["history_rows"] == [0, 20_000]
+    assert report["errors"] == {}
+    history = report["sections"]["history"]
+    assert history["new_rows"] == 2000 and history["history_rows"] == [0, 20_000]
+
+    designs = history["designs"]
+    assert designs["current"]["migrations"] == ["0001", "0002", "0003", "0004", "0005"]
+    assert "0006" in designs["new"]["migrations"]
+    for name, design in designs.items():
+        assert [s["rows"] for s in design["sizes"]] == [0, 20_000], name
+        for size in design["sizes"]:
+            assert _positive_number(size["copy"]["rows_per_s"]), (name, size["rows"])
+            assert set(size["queries"]) == HISTORY_QUERIES
+            for query, figures in size["queries"].items():
+                assert _positive_number(figures["seconds"]) and figures["sql"], (name, query)
+                assert figures["relations"], (name, query)
+                if name == "new":
+                    assert set(figures["relations"]) <= ROLLUPS_AND_OFFSETS, (query, figures["relations"])
+            dashboard = size["dashboard"]
+            assert math.isfinite(dashboard["cpu_pct_of_core"]) and dashboard["ticks_completed"] >= 1, dashboard
+        # At 20k rows the generated history went in and, on the new design, into the rollups too.
+        if name == "new":
+            assert design["sizes"][1]["growth"]["rollups"]["days"] >= 90
+    for query in ("funnel today", "top 10 customers", "dashboard: rows and last load"):
+        assert "kafka_events_silver" in designs["current"]["sizes"][1]["queries"][query]["relations"], query
+
+    loader = history["loader"]
+    for run in ("empty", "statements", "history"):
+        assert loader[run]["rows"] == 2000 and loader[run]["table"]["distinct_event_ids"] == 2000, run
+        assert _positive_number(loader[run]["rows_per_s"]), run
+    assert loader["history"]["history_rows"] == 20_000
+    statements = loader["statements"]["statements"]
+    assert statements is not None, loader["statements"]  # the dev stack's log is readable
+    assert statements["statements"]["rollups"] >= 2 and statements["statements"]["copy"] >= 1, statements
+    assert _positive_number(statements["rollup_ms_per_batch"])
+
+    summary = history["summary"]
+    assert summary["new_design_reads_only_rollups"] is True
+    assert _positive_number(summary["loader_over_copy"]["empty"]) and _positive_number(summary["loader_history_over_empty"])
+    markdown = (out / "latest.md").read_text(encoding="utf-8")
+    assert "**history**" in markdown and "Current design" in markdown and "New design" in markdown
 
 
 def test_bench_rejects_unknown_sections(tmp_path: Path) -> None:

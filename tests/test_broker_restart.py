@@ -83,7 +83,7 @@ def test_records_deleted_by_retention_before_loading_are_an_error_and_the_rest_l
         assert ecomlogs.produce(n, bootstrap_servers=bs, topic=clean, seed=seed,
                                 invalid_ratio=0.0).delivered == n
 
-    def load() -> ecomlogs.LoadStats:
+    def load() -> ecomlogs.types.LoadStats:
         return ecomlogs.load(bootstrap_servers=bs, topic=clean, group_id=group, dsn=db,
                              dlq_topic=unique("dlq"), until_idle_s=8, partitions=1)
 

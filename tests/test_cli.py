@@ -143,7 +143,7 @@ def test_a_bad_value_in_the_environment_is_a_bad_flag_naming_the_variable(var: s
 def test_config_error_is_also_a_value_error_and_every_error_an_ecomlogs_error() -> None:
     assert issubclass(ecomlogs.ConfigError, ValueError)
     for cls in (ecomlogs.KafkaError, ecomlogs.DatabaseError, ecomlogs.ResourceError, ecomlogs.InternalError,
-                ecomlogs.StalledError, ecomlogs.DevStackError):
+                ecomlogs.StalledError):
         assert issubclass(cls, ecomlogs.EcomlogsError)
 
 
@@ -156,7 +156,8 @@ def test_kafka_error_code_is_librdkafkas_name() -> None:
 # ------------------------------------------------------------------------------------ declared once
 PY_FUNCTIONS = {"produce": ecomlogs.produce, "process": ecomlogs.process, "load": ecomlogs.load,
                 "topics": ecomlogs.ensure_topics, "migrate": ecomlogs.migrate, "dlq inspect": _core.dlq_inspect,
-                "dlq replay": _core.dlq_replay, "dead letters": _core.dlq_read}
+                "dlq replay": _core.dlq_replay, "dead letters": _core.dlq_read, "retention": ecomlogs.retention,
+                "rebuild-rollups": ecomlogs.rebuild_rollups}
 NOT_OPTIONS = {"progress", "progress_every_s", "stop", "topics", "timeout_s", "since_ms"}
 
 

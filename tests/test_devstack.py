@@ -1,4 +1,5 @@
-"""Integration tests of the dev stack against real processes (a Tansu broker, PostgreSQL): no mocks.
+"""Integration tests of the dev stack (tools/devstack.py, a dev tool outside the package) against real processes
+(a Tansu broker, PostgreSQL), through its public functions only: no mocks.
 
 Two stacks are involved:
 
@@ -24,8 +25,8 @@ import psycopg2
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from ecomlogs import devstack
-from ecomlogs.exceptions import DevStackError, EcomlogsError
+import devstack
+from devstack import DevStackError
 
 # The private stack is module-scoped: keep this module's tests on one worker, one after the other.
 pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("devstack")]
@@ -90,9 +91,8 @@ def test_defaults_match_the_original_system(stack: devstack.StackInfo) -> None:
 def test_up_twice_is_harmless(stack: devstack.StackInfo) -> None:
     again = devstack.up(timeout=60)
     assert (again.bootstrap_servers, again.dsn) == (stack.bootstrap_servers, stack.dsn)
-    assert (again.broker_started_by_us, again.postgres_started_by_us) == (
-        stack.broker_started_by_us, stack.postgres_started_by_us)
-    assert not again.broker_started_now and not again.postgres_started_now
+    assert (again.broker.ours, again.postgres.ours) == (stack.broker.ours, stack.postgres.ours)
+    assert not again.broker.started_now and not again.postgres.started_now
     assert again.pids == stack.pids
     _list_topics(again.bootstrap_servers)
     assert _query(again.dsn, "SELECT current_database()") == "ecom_kafka"
@@ -100,13 +100,13 @@ def test_up_twice_is_harmless(stack: devstack.StackInfo) -> None:
 
 def test_status_reports_running(stack: devstack.StackInfo) -> None:
     info = devstack.status()
-    assert info.running and info.broker_running and info.postgres_running
+    assert info.running and info.broker.running and info.postgres.running
     assert info.bootstrap_servers == stack.bootstrap_servers
     assert info.dsn.split("@")[1] == stack.dsn.split("@")[1]
     assert info.pids == stack.pids
-    if info.broker_started_by_us:
-        assert info.broker_log == devstack.broker_log_path()
-        assert info.broker_log.is_file()
+    if info.broker.ours:
+        assert info.broker.log == devstack.state_dir() / "broker.log"
+        assert info.broker.log.is_file()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,22 +160,22 @@ def _pg_accepts(dsn: str) -> bool:
 
 
 def test_private_up_starts_both_services(private_env: Private) -> None:
-    assert devstack.status().broker_running is False
+    assert devstack.status().broker.running is False
     info = devstack.up(timeout=90)
-    assert info.broker_started_now and info.postgres_started_now
-    assert info.broker_started_by_us and info.postgres_started_by_us
+    assert info.broker.started_now and info.postgres.started_now
+    assert info.broker.ours and info.postgres.ours
     assert info.bootstrap_servers == f"127.0.0.1:{private_env.broker_port}"
     assert info.dsn == f"postgresql://postgres@127.0.0.1:{private_env.pg_port}/ecom_kafka"
     assert set(info.pids) == {"broker", "postgres"}
     assert info.state_dir == private_env.folder
-    assert (private_env.folder / "broker.pid").read_text().strip() == str(info.broker_pid)
-    assert info.broker_log.is_file() and info.postgres_log.is_file()
+    assert (private_env.folder / "broker.pid").read_text().split()[0] == str(info.broker.pid)
+    assert info.broker.log.is_file() and info.postgres.log.is_file()
     _list_topics(info.bootstrap_servers)
     assert _query(info.dsn, "SELECT current_database()") == "ecom_kafka"
     assert _query(info.dsn, "SHOW listen_addresses") == "127.0.0.1"
 
     again = devstack.up(timeout=60)
-    assert not again.broker_started_now and not again.postgres_started_now
+    assert not again.broker.started_now and not again.postgres.started_now
     assert again.pids == info.pids
 
 
@@ -184,27 +184,27 @@ def test_private_postgres_stop_start_round_trip(private_env: Private) -> None:
     _query(info.dsn, "CREATE TABLE IF NOT EXISTS survives_restart (n int); "
                      "INSERT INTO survives_restart VALUES (42)")
 
-    assert devstack.stop_postgres(timeout=30) is True
+    assert devstack.down(timeout=30, only="postgres") == ["postgres"]
     assert not _pg_accepts(info.dsn)
     stopped = devstack.status()
-    assert not stopped.postgres_running and stopped.postgres_pid is None
-    assert stopped.broker_running, "stopping PostgreSQL must leave the broker alone"
-    assert devstack.stop_postgres(timeout=30) is False  # already stopped: a no-op
+    assert not stopped.postgres.running and stopped.postgres.pid is None
+    assert stopped.broker.running, "stopping PostgreSQL must leave the broker alone"
+    assert devstack.down(timeout=30, only="postgres") == []  # already stopped: a no-op
 
-    devstack.start_postgres(timeout=60)
-    assert devstack.status().postgres_running
+    started = devstack.up(timeout=60, only="postgres")
+    assert started.postgres.started_now and not started.broker.started_now
+    assert started.broker.pid == info.broker.pid, "starting PostgreSQL must leave the broker alone"
+    assert devstack.status().postgres.running
     assert _query(info.dsn, "SELECT max(n) FROM survives_restart") == 42
 
-    devstack.restart_postgres(downtime=0.5, timeout=60)
+    assert devstack.up(timeout=60, only="postgres").postgres.started_now is False  # already running: a no-op
     assert _query(info.dsn, "SELECT count(*) FROM survives_restart") == 1
 
 
 def test_private_cli_status_and_errors(private_env: Private) -> None:
     devstack.up(timeout=90)
     env = private_env.env()
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(devstack.__file__).parents[1]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cli = [sys.executable, "-m", "ecomlogs.devstack"]
+    cli = [sys.executable, devstack.__file__]
 
     helped = subprocess.run([*cli, "--help"], env=env, capture_output=True, text=True, timeout=30)
     assert helped.returncode == 0
@@ -234,7 +234,7 @@ def test_private_down_stops_what_it_started(private_env: Private) -> None:
     info = devstack.up(timeout=90)
     devstack.down(timeout=30)
     after = devstack.status()
-    assert not after.broker_running and not after.postgres_running
+    assert not after.broker.running and not after.postgres.running
     assert after.pids == {}
     assert not (private_env.folder / "broker.pid").exists()
     assert not _pg_accepts(info.dsn)
@@ -255,16 +255,15 @@ def test_reuses_services_it_did_not_start(stack: devstack.StackInfo, tmp_path: P
     Private(tmp_path / "other", broker_port, pg_port).apply(monkeypatch)
 
     info = devstack.up(timeout=60)
-    assert not info.broker_started_by_us and not info.postgres_started_by_us
-    assert not info.broker_started_now and not info.postgres_started_now
+    assert not info.broker.ours and not info.postgres.ours
+    assert not info.broker.started_now and not info.postgres.started_now
     assert info.pids == {}
     assert info.bootstrap_servers == f"127.0.0.1:{broker_port}"
     assert info.dsn.endswith(f"@127.0.0.1:{pg_port}/ecom_kafka")
     assert len(info.notes) == 2  # both say "not started by devstack"
 
-    with pytest.raises(DevStackError, match="not started by devstack"):
-        devstack.stop_postgres(timeout=10)
-    devstack.down(timeout=10)
+    assert devstack.down(timeout=10, only="postgres") == []  # not ours: left alone
+    assert devstack.down(timeout=10) == []
     _list_topics(stack.bootstrap_servers)
     assert _query(stack.dsn, "SELECT current_database()") == "ecom_kafka"
 
@@ -308,7 +307,7 @@ def test_refuses_a_broker_port_held_by_something_else(rude_server: _RudeServer, 
     Private(tmp_path / "state", rude_server.port, _free_port()).apply(monkeypatch)
     with pytest.raises(DevStackError, match=f"127.0.0.1:{rude_server.port}") as caught:
         devstack.up(timeout=30)
-    assert isinstance(caught.value, EcomlogsError)
+    assert isinstance(caught.value, RuntimeError)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "state" / "broker.pid").exists()
     assert not (tmp_path / "state" / "pg" / "data").exists()

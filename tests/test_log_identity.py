@@ -27,7 +27,7 @@ def feed(bootstrap: str, topic: str, n: int, seed: int) -> None:
     assert stats.delivered == n
 
 
-def load(bootstrap: str, topic: str, group: str, dsn: str, **kw: Any) -> ecomlogs.LoadStats:
+def load(bootstrap: str, topic: str, group: str, dsn: str, **kw: Any) -> ecomlogs.types.LoadStats:
     return ecomlogs.load(bootstrap_servers=bootstrap, topic=topic, group_id=group, dsn=dsn,
                          dlq_topic=unique("dlq"), until_caught_up=True, batch_size=5000, **kw)
 
@@ -183,6 +183,9 @@ def test_a_role_without_insert_is_a_fault_at_start_and_mid_run(kafka_bootstrap: 
         # and its rows are not the database "rejecting" them one by one.
         with psycopg2.connect(db) as conn, conn.cursor() as c:
             c.execute(f"GRANT INSERT ON kafka_events_silver TO {role}")
+            c.execute(f"GRANT INSERT, UPDATE ON ecomlogs_daily_rollup, ecomlogs_customer_rollup TO {role}")
+            c.execute(f"GRANT INSERT, UPDATE, DELETE ON ecomlogs_customer_deltas TO {role}")
+            c.execute(f"GRANT USAGE ON SEQUENCE ecomlogs_customer_deltas_id_seq TO {role}")
             c.execute(f"GRANT USAGE ON SEQUENCE kafka_events_silver_id_seq TO {role}")
         proc = start([*_loader(kafka_bootstrap, clean, as_role, dlq, "--batch-size", "500"), "--until-idle", "60"])
         wait_for("the first 2,000 rows", lambda: count(db)[0] >= 2_000)

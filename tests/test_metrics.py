@@ -169,7 +169,9 @@ def test_a_retry_streak_in_the_middle_of_a_batch_shows_in_health_and_metrics_as_
                 c.execute(f"ALTER DATABASE {dbname} CONNECTION LIMIT -1")
         wait_for("every row stored", lambda: row_count(as_admin) == len(expected), timeout_s=60)
         wait_for("/healthz 200 once connections are allowed", lambda: _health(url)[0] == 200, timeout_s=30)
-        last = prom.scrape(url)
+        # The counters follow the stage's stats at its next tick (a tenth of a second).
+        last = wait_for("the rows counted", lambda: (s := prom.scrape(url)) and
+                        prom.value(s, "ecomlogs_rows_inserted_total") == len(expected) and s, timeout_s=10)
     except AssertionError as e:
         health = _health(url) if url else None
         raise AssertionError(f"{e}\n/healthz: {health}\nthe loader's log:\n{''.join(lines)[-4000:]}") from None

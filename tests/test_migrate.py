@@ -157,7 +157,7 @@ def test_move_duplicates_keeps_the_lowest_id_and_loses_no_row(db: str, via: str)
     assert sorted(kept + [r[:-1] for r in moved]) == before
 
     # The upgrade itself happened: the unique key, the new default, every migration recorded.
-    assert fetch(db, "SELECT conname FROM pg_constraint WHERE conname = 'kafka_events_silver_event_id_key'")
+    assert fetch(db, "SELECT conname FROM pg_constraint WHERE conname = 'kafka_events_silver_event_key'")
     default = fetch(db, "SELECT column_default FROM information_schema.columns"
                         " WHERE table_name = 'kafka_events_silver' AND column_name = 'created_at'")[0][0]
     assert "'UTC'" in default and "CURRENT_TIMESTAMP" not in default, default
@@ -168,8 +168,10 @@ def test_move_duplicates_keeps_the_lowest_id_and_loses_no_row(db: str, via: str)
     p = migrate_cli(db)
     assert p.returncode == 0 and p.stderr.strip().splitlines()[-1] == "the schema is up to date", p.stderr
     assert ecomlogs.migrate(db, move_duplicates=True, dry_run=True) == []
-    with pytest.raises(ecomlogs.DatabaseError, match=r"DETAIL: Key \(event_id\)=\(evt-a\) already exists"):
-        ecomlogs.query("INSERT INTO kafka_events_silver (event_id) VALUES ('evt-a')", dsn=db)
+    with pytest.raises(ecomlogs.DatabaseError,
+                       match=r"DETAIL: Key \(event_timestamp, event_id\)=\(.*, evt-a\) already exists"):
+        ecomlogs.query("INSERT INTO kafka_events_silver (event_id, event_timestamp) SELECT event_id, "
+                       "event_timestamp FROM kafka_events_silver WHERE event_id = 'evt-a'", dsn=db)
 
 
 @pytest.mark.parametrize("no_migrate", [True, False], ids=["no-migrate", "migrate-at-start"])

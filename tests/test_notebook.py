@@ -57,5 +57,5 @@ def test_quickstart_runs_top_to_bottom(stack: Any, db: str, tmp_path: Path, monk
     assert "text/html" in _outputs(cells["analytics.daily_funnel()"])[0]["data"]
     for plot in ("analytics.plot_funnel()", "analytics.plot_revenue()"):
         assert [o for o in _outputs(cells[plot]) if "image/png" in o.get("data", {})], plot
-    reasons = json.dumps(_outputs(cells['dead = analytics.dead_letters()']))
+    reasons = json.dumps(_outputs(cells['dead = analytics.dead_letter_frame()']))
     assert "processor" in reasons and "missing_currency" in reasons

@@ -102,7 +102,7 @@ def test_help_shows_defaults_and_env() -> None:
 
 def test_python_api_produce(kafka_bootstrap: str) -> None:
     topic = unique("raw_api")
-    seen: list[ecomlogs.ProduceStats] = []
+    seen: list[ecomlogs.types.ProduceStats] = []
     stats = ecomlogs.produce(3000, bootstrap_servers=kafka_bootstrap, topic=topic, seed=1, progress=seen.append)
     assert stats.produced == stats.delivered == 3000
     assert stats.valid + stats.invalid == 3000 and not stats.interrupted

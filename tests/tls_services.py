@@ -164,15 +164,15 @@ class TlsBroker(MemoryBroker):
 
 
 def _tansu() -> Path:
-    from ecomlogs import devstack
+    import devstack
 
-    return devstack._tansu_bin()
+    return devstack.tansu_bin()
 
 
 def enable_ssl(pg: PrivatePostgres, cert: Path, key: Path) -> None:
     """Turns TLS on in a running private cluster (a reload is enough) with this certificate and key: its
     own copies in the data folder, owned by the server's account, as PostgreSQL requires."""
-    from ecomlogs import devstack
+    import devstack
 
     with pg._pointed():
         data = devstack.status().postgres_data_dir
@@ -196,7 +196,7 @@ def enable_ssl(pg: PrivatePostgres, cert: Path, key: Path) -> None:
 
 def require_client_certs(pg: PrivatePostgres, certs: Certs) -> None:
     """With TLS on: every TCP connection must use TLS and show a client certificate signed by the CA."""
-    from ecomlogs import devstack
+    import devstack
 
     with pg._pointed():
         data = devstack.status().postgres_data_dir

@@ -10,19 +10,15 @@ The notebook-facing API::
     ecomlogs.validate(raw[0], contract="shop.json")       # under your own contract (JSON Schema)
     ecomlogs.produce(10_000)                              # to raw_events on localhost:29092
 
-Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly.
+Everything heavy runs in Rust with the GIL released; Ctrl-C stops a running stage cleanly. The types the
+functions return are in :mod:`ecomlogs.types`; DataFrames and plots in :mod:`ecomlogs.analytics`.
 """
 
 from __future__ import annotations
 
 from ecomlogs.api import (
     DEFAULT_CONTRACT,
-    ContractCheck,
-    LoadStats,
-    ProcessStats,
-    ProduceStats,
     StopToken,
-    Validation,
     contract_check,
     ensure_topics,
     generate_events,
@@ -33,14 +29,12 @@ from ecomlogs.api import (
     produce,
     query,
     reason_codes,
+    rebuild_rollups,
+    retention,
     validate,
     validate_batch,
 )
 from ecomlogs.ops import (
-    DeadLetter,
-    DeadLetterReport,
-    MetricsServer,
-    ReplayStats,
     dead_letters,
     dlq_inspect,
     dlq_replay,
@@ -50,7 +44,6 @@ from ecomlogs.ops import (
 from ecomlogs.exceptions import (
     ConfigError,
     DatabaseError,
-    DevStackError,
     EcomlogsError,
     InternalError,
     KafkaError,
@@ -63,24 +56,14 @@ from ecomlogs._core import __version__
 __all__ = [
     "__version__",
     "ConfigError",
-    "ContractCheck",
     "DEFAULT_CONTRACT",
     "DatabaseError",
-    "DeadLetter",
-    "DeadLetterReport",
-    "DevStackError",
     "EcomlogsError",
     "InternalError",
     "KafkaError",
-    "LoadStats",
-    "MetricsServer",
-    "ProcessStats",
-    "ProduceStats",
-    "ReplayStats",
     "ResourceError",
     "StalledError",
     "StopToken",
-    "Validation",
     "contract_check",
     "dead_letters",
     "dlq_inspect",
@@ -95,6 +78,8 @@ __all__ = [
     "produce",
     "query",
     "reason_codes",
+    "rebuild_rollups",
+    "retention",
     "serve_metrics",
     "validate",
     "validate_batch",

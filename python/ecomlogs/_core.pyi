@@ -39,6 +39,8 @@ __all__ = [
     "query",
     "read_topic",
     "reason_codes",
+    "rebuild_rollups",
+    "retention",
     "reset_log_cache",
     "resolve_bootstrap_servers",
     "resolve_dsn",
@@ -327,6 +329,7 @@ def load(
     until_caught_up: Optional[bool] = ...,
     workers: Optional[int] = ...,
     migrate: Optional[bool] = ...,
+    retention_days: Optional[int] = ...,
     max_backoff_s: Optional[float] = ...,
     log_each: Optional[bool] = ...,
     partitions: Optional[int] = ...,
@@ -400,6 +403,17 @@ def migrate(dsn: Optional[str] = ..., *, move_duplicates: Optional[bool] = ..., 
     ``dry_run`` changes nothing: it returns the versions that would be applied, logs what would be moved,
     and raises as the real run would on duplicates. Each migration is logged (``ecomlogs.pg``) with its
     duration."""
+
+def retention(keep: Optional[int] = ..., *, dsn: Optional[str] = ..., dry_run: Optional[bool] = ...) -> list[tuple[date, int]]:
+    """Drops the daily partitions of ``kafka_events_silver`` whose day ended more than ``keep`` days ago
+    (whole partitions: seconds, no DELETE), each in its own transaction, its customer totals kept aside
+    first; the daily rollups stay, so the analytics views still count those days. Returns (day, rows) of
+    each partition dropped (``dry_run``: that would be)."""
+
+def rebuild_rollups(dsn: Optional[str] = ...) -> tuple[int, int]:
+    """Recomputes the rollups from the table, in one transaction (loaders wait): the daily rollup of
+    every day the table covers (days retention dropped keep theirs) and the customer rollup from the rows
+    plus what retention dropped. Returns (days, customer rows)."""
 
 def migrations() -> list[tuple[str, str, str]]:
     """The embedded migrations: (version, name, sql)."""
@@ -601,7 +615,8 @@ def dlq_read(
     timeout_s: Optional[float] = ...,
     extra_config: _ExtraConfig = ...,
 ) -> list[DeadLetter]:
-    """Every dead letter that matches the filters (at most ``limit``)."""
+    """The latest ``limit`` dead letters that match the filters (None: all), oldest first; none for a
+    topic that does not exist yet."""
 
 def dlq_replay(
     *,

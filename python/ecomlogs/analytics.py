@@ -6,7 +6,7 @@
     analytics.daily_revenue(currency="EUR")  # day, currency, purchases, revenue, average_order
     analytics.top_customers(5)               # the 5 best customers of each currency
     analytics.events(limit=100)              # the latest rows of kafka_events_silver
-    analytics.dead_letters()                 # the dead-letter topic: reason, stage, detail, source
+    analytics.dead_letter_frame()            # ecomlogs.dead_letters() as a DataFrame
     analytics.plot_funnel(); analytics.plot_revenue()
     analytics.read_sql("SELECT ... WHERE day >= $1", [date(2024, 1, 1)])
 
@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 from ecomlogs import _core
 from ecomlogs import settings as S
+from ecomlogs._core import DeadLetter
 from ecomlogs.api import QueryParam, query_params
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "daily_funnel",
     "daily_revenue",
-    "dead_letters",
+    "dead_letter_frame",
     "events",
     "plot_funnel",
     "plot_revenue",
@@ -160,63 +161,43 @@ def events(
     return read_sql(
         "SELECT * FROM (SELECT id, event_id, customer_id, event_type, amount, currency, event_timestamp, "
         "created_at FROM kafka_events_silver WHERE $1::timestamp IS NULL OR event_timestamp >= $1 "
-        "ORDER BY event_timestamp DESC, id DESC LIMIT $2) latest ORDER BY event_timestamp, id",
+        "ORDER BY event_timestamp DESC, event_id DESC LIMIT $2) latest ORDER BY event_timestamp, event_id",
         [since, limit],
         dsn=dsn,
     )
 
 
-def dead_letters(
-    limit: Optional[int] = 10_000,
-    *,
-    reason: Optional[str] = None,
-    stage: Optional[str] = None,
-    topic: str = S.DLQ_TOPIC,
-    bootstrap_servers: Optional[str] = None,
-    extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
-    timeout_s: float = 30.0,
-) -> pd.DataFrame:
-    """The latest ``limit`` dead letters (None: all), oldest first, read from the dead-letter topic to
-    its end: ``timestamp`` (UTC), ``reason``, ``stage`` (processor or loader), ``detail``, ``sqlstate``
-    (database rejections), ``source_topic``, ``source_partition``, ``source_offset`` (where the original
-    record is), the dead letter's own ``partition`` and ``offset``, and the original ``key`` and
-    ``value`` (bytes, untouched). ``reason`` / ``stage``: only those (filtered before the limit)."""
-    filtered = reason is not None or stage is not None
-    records, _next, _restarted = _core.read_topic(
-        topic, bootstrap_servers=bootstrap_servers, last=None if filtered else limit,
-        extra_config=dict(extra_config) if extra_config else None, timeout_s=timeout_s,
-    )
-    kept: list[tuple[int, int, int, dict[str, str], Optional[bytes], Optional[bytes]]] = []
-    for partition, offset, timestamp_ms, key, value, headers in records:
-        h = {k: v.decode("utf-8", "replace") for k, v in headers if v is not None}
-        if (reason is not None and h.get("reason") != reason) or (stage is not None and h.get("stage") != stage):
-            continue
-        kept.append((-1 if timestamp_ms is None else timestamp_ms, partition, offset, h, key, value))
-    kept.sort(key=lambda r: r[:3])
-    if limit is not None:
-        kept = kept[-limit:] if limit > 0 else []
+def dead_letter_frame(letters: Optional[Sequence[DeadLetter]] = None, **filters: Any) -> pd.DataFrame:
+    """Dead letters as a DataFrame, one row each, oldest first: ``timestamp`` (UTC), ``reason``, ``stage``
+    (processor or loader), ``detail``, ``sqlstate`` (database rejections), ``source_topic``,
+    ``source_partition``, ``source_offset`` (where the original record is), ``generation`` (0: an original;
+    n: made from a record replayed n times), the dead letter's own ``partition`` and ``offset``, and the
+    original ``key`` and ``value`` (bytes, untouched). ``letters``: those :func:`ecomlogs.dead_letters`
+    returned; else it is called with ``filters`` (``limit=``, ``reason=``, ``stage=``, ``since=``,
+    ``dlq_topic=``, ...), the one reader of the dead-letter topic."""
+    if letters is None:
+        from ecomlogs.ops import dead_letters
 
-    def header(name: str) -> pd.Series[Any]:
-        return pd.Series([r[3].get(name) for r in kept], dtype=object)
+        letters = dead_letters(**filters)
 
-    def number(name: str) -> pd.Series[Any]:
-        texts = [r[3].get(name) for r in kept]
-        return pd.Series([int(t) if t is not None and t.lstrip("-").isdigit() else None for t in texts],
-                         dtype="Int64")
+    def series(values: list[Any], dtype: str) -> pd.Series[Any]:
+        return pd.Series(values, dtype=dtype)
 
     return pd.DataFrame({
-        "timestamp": pd.Series([r[0] for r in kept], dtype="int64").astype("datetime64[ms]").dt.tz_localize("UTC"),
-        "reason": header("reason"),
-        "stage": header("stage"),
-        "detail": header("detail"),
-        "sqlstate": header("sqlstate"),
-        "source_topic": header("source.topic"),
-        "source_partition": number("source.partition"),
-        "source_offset": number("source.offset"),
-        "partition": pd.Series([r[1] for r in kept], dtype="int64"),
-        "offset": pd.Series([r[2] for r in kept], dtype="int64"),
-        "key": pd.Series([r[4] for r in kept], dtype=object),
-        "value": pd.Series([r[5] for r in kept], dtype=object),
+        "timestamp": series([-1 if d.timestamp_ms is None else d.timestamp_ms for d in letters], "int64")
+        .astype("datetime64[ms]").dt.tz_localize("UTC"),
+        "reason": series([d.reason for d in letters], "object"),
+        "stage": series([d.stage for d in letters], "object"),
+        "detail": series([d.detail for d in letters], "object"),
+        "sqlstate": series([d.headers.get("sqlstate") for d in letters], "object"),
+        "source_topic": series([d.source_topic for d in letters], "object"),
+        "source_partition": series([d.source_partition for d in letters], "Int64"),
+        "source_offset": series([d.source_offset for d in letters], "Int64"),
+        "generation": series([d.generation for d in letters], "int64"),
+        "partition": series([d.partition for d in letters], "int64"),
+        "offset": series([d.offset for d in letters], "int64"),
+        "key": series([d.key for d in letters], "object"),
+        "value": series([d.value for d in letters], "object"),
     })
 
 

@@ -21,6 +21,8 @@ from ecomlogs._core import (
     Validation,
     ensure_topics,
     migrate,
+    rebuild_rollups,
+    retention,
 )
 from ecomlogs.exceptions import ConfigError
 
@@ -64,6 +66,8 @@ __all__ = [
     "produce",
     "query",
     "reason_codes",
+    "rebuild_rollups",
+    "retention",
     "validate",
     "validate_batch",
 ]

@@ -158,11 +158,42 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- history
+RETENTION = ("Drop the daily partitions of kafka_events_silver whose day ended more than --keep days ago: whole "
+             "partitions, so seconds whatever their size (no DELETE). The rollups keep counting those days: the "
+             "daily views still show them, customer totals keep them. Each partition dropped is logged.")
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    options = flags.given(args, "retention")
+    if options.get("keep") is None:
+        raise ConfigError("--keep DAYS is required (the days of history to keep)")
+    dropped = _core.retention(**options)
+    rows = sum(n for _day, n in dropped)
+    verb = "would drop" if options.get("dry_run") else "dropped"
+    flags.report(f"{verb} {len(dropped)} daily partition{'s' * (len(dropped) != 1)} ({rows:,} rows)"
+                 + (f", {dropped[0][0]} to {dropped[-1][0]}" if dropped else ""))
+    return 0
+
+
+REBUILD_ROLLUPS = ("Recompute the rollups the analytics views read from kafka_events_silver: after manual edits of "
+                   "the table, or to check them. Days the table covers are recomputed (days retention dropped keep "
+                   "theirs); customer totals are the table's plus what retention dropped. Loaders wait meanwhile.")
+
+
+def cmd_rebuild_rollups(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    days, customers = _core.rebuild_rollups(**flags.given(args, "rebuild-rollups"))
+    flags.report(f"rebuilt the rollups of {days:,} days and {customers:,} customer rows in "
+                 f"{time.monotonic() - started:.1f}s")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- run
 RUN = ("Run the whole pipeline in one process: producer -> processor -> loader on raw_events, clean_events and "
        "kafka_events_silver, with a live status line (events/s and lag per stage, rows, invalid by reason), then "
-       "drain and print an analytics report from the views. Start the local stack first (python -m "
-       "ecomlogs.devstack up) or point at your own Kafka and PostgreSQL.")
+       "drain and print an analytics report from the views. Start the local stack first (./dev stack "
+       "up in a checkout) or point at your own Kafka and PostgreSQL.")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -244,6 +275,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                 _stage(PROCESS, "process"), cmd_process),
     "load": ("load clean_events into PostgreSQL, exactly once (psqlConsumer.py)", _stage(LOAD, "load"), cmd_load),
     "migrate": ("apply the database migrations", _stage(MIGRATE, "migrate"), cmd_migrate),
+    "retention": ("drop the daily partitions older than --keep days (the rollups keep them)",
+                  _stage(RETENTION, "retention"), cmd_retention),
+    "rebuild-rollups": ("recompute the rollups from the table", _stage(REBUILD_ROLLUPS, "rebuild-rollups"),
+                        cmd_rebuild_rollups),
     "run": ("the whole pipeline in one process, with live status and a report", _stage(RUN, "run"), cmd_run),
     "dlq": ("inspect dead letters, or replay them to the topic they came from", _dlq_parser, cmd_dlq),
     "contract": ("check an event contract (JSON Schema) against a sample of real records, or show the default",

@@ -52,8 +52,4 @@ class InternalError(EcomlogsError):
     """A bug in ecomlogs (a worker thread panicked). Nothing the caller did; please report it."""
 
 
-class DevStackError(EcomlogsError):
-    """The local dev stack (python -m ecomlogs.devstack) could not start, stop or inspect a service."""
-
-
-__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "ResourceError", "StalledError", "InternalError", "DevStackError"]
+__all__ = ["EcomlogsError", "ConfigError", "KafkaError", "DatabaseError", "ResourceError", "StalledError", "InternalError"]

@@ -103,17 +103,19 @@ def dlq_inspect(
 
 
 def dead_letters(
+    limit: Optional[int] = None,
     *,
     reason: Union[None, str, Iterable[str]] = None,
     stage: Union[None, str, Iterable[str]] = None,
     since: Since = None,
-    limit: Optional[int] = None,
     dlq_topic: Optional[str] = None,
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
     timeout_s: Optional[float] = None,
 ) -> list[DeadLetter]:
-    """Every dead letter that matches the filters (at most ``limit``), in partition and offset order."""
+    """The dead letters that match the filters, read from the dead-letter topic to its end (the latest
+    ``limit`` of them; None: all), oldest first (by time, then partition and offset). A topic that does
+    not exist yet has none. :func:`ecomlogs.analytics.dead_letter_frame` puts them in a DataFrame."""
     return _core.dlq_read(
         bootstrap_servers=bootstrap_servers, dlq_topic=dlq_topic, reason=_names(reason), stage=_names(stage),
         since_ms=since_ms(since), limit=limit, timeout_s=timeout_s,

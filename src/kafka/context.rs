@@ -96,7 +96,6 @@ impl BrokerWatch {
             Some((since, last)) if last.elapsed() >= NO_ERRORS_FOR => {
                 *g = None;
                 self.is_down.store(false, Ordering::Relaxed);
-                crate::metrics::broker_down(crate::metrics::stage_of(self.target), false);
                 log::info!(target: self.target, "the broker is reachable again (no connection error for {}s; after {:.1}s)", NO_ERRORS_FOR.as_secs(), since.elapsed().as_secs_f64());
                 false
             }
@@ -118,7 +117,6 @@ impl BrokerWatch {
                 *g = Some((now, now));
                 self.is_down.store(true, Ordering::Relaxed);
                 self.outages.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::broker_down(crate::metrics::stage_of(self.target), true);
                 log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
             }
             Some((_, last)) => {
@@ -138,7 +136,6 @@ impl BrokerWatch {
             if last.elapsed() >= QUIET_BEFORE_BACK {
                 *g = None;
                 self.is_down.store(false, Ordering::Relaxed);
-                crate::metrics::broker_down(crate::metrics::stage_of(self.target), false);
                 log::info!(target: self.target, "the broker is reachable again (after {:.1}s)", since.elapsed().as_secs_f64());
             }
         }
@@ -272,24 +269,77 @@ impl ProducerContext for LastError {
     fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
-/// Counts delivery reports; keeps the first failure so the stage can report it.
-pub struct DeliveryTracker {
+/// Every client of a stage: librdkafka's log lines and errors go through the stage's `BrokerWatch` (the
+/// one `ClientContext` of the crate), its partition assignments are counted, and `S` holds what the kind
+/// of client needs (delivery counts, the loader's sink, ...), reached through `Deref`.
+pub struct StageContext<S> {
+    pub watch: Arc<BrokerWatch>,
+    pub assignment: Assignment,
+    pub state: S,
+}
+
+impl<S> StageContext<S> {
+    pub fn with(watch: Arc<BrokerWatch>, state: S) -> Self {
+        StageContext {
+            watch,
+            assignment: Assignment::default(),
+            state,
+        }
+    }
+}
+
+impl<S> std::ops::Deref for StageContext<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.state
+    }
+}
+
+impl<S: Send + Sync> ClientContext for StageContext<S> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.watch.on_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.on_error(error, reason);
+    }
+}
+
+/// A consumer that only logs and counts its rebalances (readers, log checks).
+pub type GroupContext = StageContext<()>;
+
+impl GroupContext {
+    pub fn new(watch: Arc<BrokerWatch>) -> Self {
+        StageContext::with(watch, ())
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        log_rebalance(rebalance);
+        match rebalance {
+            Rebalance::Assign(_) => self.assignment.assigned(),
+            Rebalance::Revoke(_) | Rebalance::Error(_) => self.assignment.revoked(),
+        }
+    }
+}
+
+/// A producer that counts delivery reports and keeps the first failure so the stage can report it.
+pub type DeliveryTracker = StageContext<Deliveries>;
+
+#[derive(Default)]
+pub struct Deliveries {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     first_error: Mutex<Option<KafkaError>>,
-    pub watch: Arc<BrokerWatch>,
 }
 
 impl DeliveryTracker {
     pub fn new(watch: Arc<BrokerWatch>) -> Self {
-        DeliveryTracker {
-            delivered: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            first_error: Mutex::new(None),
-            watch,
-        }
+        StageContext::with(watch, Deliveries::default())
     }
+}
 
+impl Deliveries {
     pub fn take_error(&self) -> Option<KafkaError> {
         self.first_error
             .lock()
@@ -301,15 +351,6 @@ impl DeliveryTracker {
     }
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
-    }
-}
-
-impl ClientContext for DeliveryTracker {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.watch.on_log(level, fac, log_message);
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.watch.on_error(error, reason);
     }
 }
 
@@ -332,37 +373,40 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
-/// Logs rebalances (who got which partitions) under `ecomlogs.kafka` and counts them, so a stage can
-/// tell "no input yet because the group is still joining" from "no input".
-pub struct GroupContext {
-    pub assignment: Assignment,
-    pub watch: Arc<BrokerWatch>,
-}
-
-impl GroupContext {
-    pub fn new(watch: Arc<BrokerWatch>) -> Self {
-        GroupContext {
-            assignment: Assignment::default(),
-            watch,
+/// The consumer side of a rebalance for a stage that decides where each assigned partition starts
+/// (`plan`, which sets the offsets in the list): assign, revoke or give up the partitions, counting the
+/// assignments, logging what happened.
+pub fn rebalance<S: Send + Sync>(
+    ctx: &StageContext<S>,
+    consumer: &BaseConsumer<StageContext<S>>,
+    err: rdkafka::types::RDKafkaRespErr,
+    tpl: &mut rdkafka::TopicPartitionList,
+    target: &str,
+    plan: impl FnOnce(&mut rdkafka::TopicPartitionList),
+) where
+    StageContext<S>: ConsumerContext,
+{
+    use rdkafka::consumer::Consumer;
+    use rdkafka::types::RDKafkaRespErr as E;
+    match err {
+        E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+            plan(tpl);
+            if let Err(e) = consumer.assign(tpl) {
+                log::error!(target: target, "assigning partitions failed: {e}");
+            }
+            ctx.assignment.assigned();
         }
-    }
-}
-
-impl ClientContext for GroupContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.watch.on_log(level, fac, log_message);
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.watch.on_error(error, reason);
-    }
-}
-
-impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        log_rebalance(rebalance);
-        match rebalance {
-            Rebalance::Assign(_) => self.assignment.assigned(),
-            Rebalance::Revoke(_) | Rebalance::Error(_) => self.assignment.revoked(),
+        E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+            log_rebalance(&Rebalance::Revoke(tpl));
+            if let Err(e) = consumer.unassign() {
+                log::error!(target: target, "unassigning partitions failed: {e}");
+            }
+            ctx.assignment.revoked();
+        }
+        other => {
+            log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
+            let _ = consumer.unassign();
+            ctx.assignment.revoked();
         }
     }
 }

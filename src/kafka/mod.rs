@@ -10,7 +10,10 @@ mod read;
 pub mod session;
 mod topic_id;
 
-pub use context::{is_connection_error, BrokerWatch, DeliveryTracker, GroupContext, LastError};
+pub use context::{
+    is_connection_error, rebalance, BrokerWatch, DeliveryTracker, GroupContext, LastError,
+    StageContext,
+};
 pub use input::{Assignment, InputState};
 pub use read::{
     read_to_end, topic_offsets, Each, PartitionOffsets, ReadRequest, Reader, Record, Scan, ScanEnd,

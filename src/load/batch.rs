@@ -6,6 +6,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 
 use super::{LoadOptions, TICK};
 use crate::dead_letter::{DeadLetter, Lineage, OwnedLineage};
+use crate::pg::history::Rollup;
 use crate::pg::{self, PartitionProgress};
 use crate::resume::Fingerprint;
 use crate::sink::Written;
@@ -30,7 +31,11 @@ pub(super) struct Batch {
     /// The lineage of rows that were replayed from a dead letter, by row index (few or none).
     pub(super) lineage: Vec<(usize, OwnedLineage)>,
     pub(super) progress: Vec<PartitionProgress>,
+    /// The rows' rollup deltas and days (see `pg::history`).
+    pub(super) rollup: Rollup,
     pub(super) started: Option<Instant>,
+    /// The batch ends a burst of input (it is not full): the writer merges the rollups after it.
+    pub(super) settles: bool,
     /// Records per transaction at most.
     limit: usize,
 }
@@ -41,11 +46,13 @@ impl Batch {
         let rows = limit.min(100_000);
         Batch {
             limit,
+            settles: false,
             rows: pg::CopyRows::with_capacity(rows),
             origin: Vec::with_capacity(rows),
             dead: Vec::new(),
             lineage: Vec::new(),
             progress: Vec::new(),
+            rollup: Rollup::default(),
             started: None,
         }
     }
@@ -90,6 +97,7 @@ impl Batch {
                     log::info!(target: "ecomlogs.loader", "row {} {} {}", e.event_id, e.event_type_text(), e.amount.map_or("-".into(), |a| a.to_string()));
                 }
                 self.rows.push(&e);
+                self.rollup.add(&e);
                 self.origin.push(Source {
                     partition,
                     offset,
@@ -172,6 +180,7 @@ impl Batch {
         self.dead.clear();
         self.lineage.clear();
         self.progress.clear();
+        self.rollup.clear();
         self.started = None;
     }
 }

@@ -3,21 +3,20 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
-use crate::kafka::{log_rebalance, Assignment, BrokerWatch};
+use crate::kafka::{rebalance, StageContext};
 use crate::resume::{LogCheck, Start, StoredPosition};
 use crate::sink::PgSink;
 use crate::stage::locked;
 
-/// The consumer context: on assignment, decides where each partition starts.
-pub(super) struct LoaderContext {
+/// The loader's state in its consumer context: on assignment it decides where each partition starts.
+pub(super) struct LoaderState {
     pub(super) sink: Mutex<PgSink>,
     pub(super) topic: String,
     pub(super) check: LogCheck,
@@ -25,22 +24,13 @@ pub(super) struct LoaderContext {
     pub(super) topic_id: Mutex<Option<String>>,
     /// Next offset per partition; records below it are already stored and skipped.
     pub(super) stored: Mutex<HashMap<i32, i64>>,
-    pub(super) assignment: Assignment,
     pub(super) log_resets: AtomicU64,
     pub(super) offsets_lost: AtomicU64,
     /// A fault met in the rebalance callback, which cannot return it: the loop stops with it.
     pub(super) fault: Mutex<Option<Error>>,
-    pub(super) watch: Arc<BrokerWatch>,
 }
 
-impl ClientContext for LoaderContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.watch.on_log(level, fac, log_message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.watch.on_error(error, reason);
-    }
-}
+pub(super) type LoaderContext = StageContext<LoaderState>;
 
 impl ConsumerContext for LoaderContext {
     fn rebalance(
@@ -49,45 +39,27 @@ impl ConsumerContext for LoaderContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                match self.plan(&partitions) {
-                    Ok(Some(plan)) => {
-                        for (partition, offset) in plan {
-                            let _ = tpl.set_partition_offset(&self.topic, partition, offset);
-                        }
+        rebalance(self, consumer, err, tpl, "ecomlogs.loader", |tpl| {
+            let partitions: Vec<i32> = tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            match self.plan(&partitions) {
+                Ok(Some(plan)) => {
+                    for (partition, offset) in plan {
+                        let _ = tpl.set_partition_offset(&self.topic, partition, offset);
                     }
-                    // Stopping during an outage: the loop ends before it reads anything.
-                    Ok(None) => {}
-                    Err(e) => *locked(&self.fault) = Some(e),
                 }
-                if let Err(e) = consumer.assign(tpl) {
-                    log::error!(target: "ecomlogs.loader", "assigning partitions failed: {e}");
-                }
-                self.assignment.assigned();
+                // Stopping during an outage: the loop ends before it reads anything.
+                Ok(None) => {}
+                Err(e) => *locked(&self.fault) = Some(e),
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                log_rebalance(&Rebalance::Revoke(tpl));
-                if let Err(e) = consumer.unassign() {
-                    log::error!(target: "ecomlogs.loader", "unassigning partitions failed: {e}");
-                }
-                self.assignment.revoked();
-            }
-            other => {
-                log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
-                let _ = consumer.unassign();
-                self.assignment.revoked();
-            }
-        }
+        });
     }
 }
 
-impl LoaderContext {
+impl LoaderState {
     /// Where each assigned partition starts: the stored offset if the log is the one it was read from,
     /// else the beginning of the log (see `resume`). None: stopping during an outage.
     pub(super) fn plan(&self, partitions: &[i32]) -> Result<Option<Vec<(i32, Offset)>>> {

@@ -22,20 +22,22 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{ClientKind, KafkaSettings};
 use crate::dead_letter::{self};
 use crate::error::{Error, Result};
-use crate::kafka::{ensure_topics, Assignment, BrokerWatch, DeliveryTracker, InputState};
+use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::pg::{self, Config};
 use crate::resume::LogCheck;
-use crate::sink::{PgSink, SinkState, Written};
-use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
+use crate::sink::{PgSink, SinkState};
+use crate::stage::{locked, run_workers, Activity, Quiet, Run, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
 mod batch;
 mod context;
+mod writer;
 
 use batch::Batch;
-use context::LoaderContext;
+use context::{LoaderContext, LoaderState};
+use writer::{Flushed, Writer};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -62,6 +64,9 @@ pub struct LoadOptions {
     /// Consumers (threads) in this process, each with its own PostgreSQL connection; they share the
     /// group's partitions, so up to one per partition writes in parallel.
     pub workers: usize,
+    /// Drop the daily partitions whose day ended more than this many days ago, at start and hourly
+    /// (None: never; see `pg::history::retention`).
+    pub retention_days: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -88,6 +93,7 @@ impl LoadOptions {
             max_backoff: v.seconds("max_backoff_s")?,
             log_each: v.flag("log_each")?,
             workers: v.int("workers")?,
+            retention_days: v.opt_int("retention_days")?,
         })
     }
 }
@@ -108,15 +114,11 @@ pub struct LoadStats {
     pub log_resets: u64,
     /// Offsets deleted by the broker's retention before they were loaded (logged as an error).
     pub offsets_lost: u64,
-    pub elapsed: Duration,
-    pub interrupted: bool,
+    /// What the harness keeps (elapsed, interrupted, activity, caught up, quiet).
+    pub run: Run,
     /// Records consumed but not written when an interrupt came during an outage (they are replayed at the
     /// next start: their offsets were not stored).
     pub unwritten: u64,
-    pub activity: Activity,
-    /// This worker has stored everything up to the end of every assigned partition (for the drain).
-    caught_up: bool,
-    quiet: Quiet,
     /// The workers' sinks, read live when stats are merged: a worker blocked in a batch that an outage
     /// holds up cannot publish its retries, but the stage's health and metrics must show them.
     sinks: Vec<Arc<SinkState>>,
@@ -133,13 +135,13 @@ impl LoadStats {
         if self.sinks.iter().any(|s| s.waiting()) {
             Activity::WaitingForDatabase
         } else {
-            self.activity
+            self.run.activity
         }
     }
 }
 
 impl Stats for LoadStats {
-    fn merge(&mut self, other: &LoadStats) {
+    fn add(&mut self, other: &LoadStats) {
         self.consumed += other.consumed;
         self.rows_inserted += other.rows_inserted;
         self.duplicates_skipped += other.duplicates_skipped;
@@ -151,23 +153,18 @@ impl Stats for LoadStats {
         self.db_retries += other.live_db_retries();
         self.log_resets += other.log_resets;
         self.offsets_lost += other.offsets_lost;
-        self.interrupted |= other.interrupted;
         self.unwritten += other.unwritten;
-        self.activity = self.activity.max(other.live_activity());
+        // A worker blocked in an outage cannot say so itself: its sink does.
+        self.run.activity = self.run.activity.max(other.live_activity());
         self.sinks.extend(other.sinks.iter().cloned());
     }
 
-    fn finish(&mut self, elapsed: Duration, interrupted: bool) {
-        self.elapsed = elapsed;
-        self.interrupted |= interrupted;
+    fn run(&self) -> &Run {
+        &self.run
     }
 
-    fn caught_up(&self) -> bool {
-        self.caught_up
-    }
-
-    fn quiet(&self) -> Quiet {
-        self.quiet
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
     }
 }
 
@@ -196,6 +193,15 @@ pub fn run_loader(
         pg::migrate(&mut client)?;
     }
     pg::check_schema(&mut client)?;
+    if let Some(days) = opts.retention_days {
+        pg::history::retention(&mut client, days, pg::history::today(), false)
+            .map_err(|e| Error::database("dropping old partitions", &e))?;
+    }
+    // A loader that stopped without merging (kill -9) left customer deltas: merged now.
+    while pg::history::merge_customer_deltas(&mut client)
+        .map_err(|e| Error::database("merging the customer rollup", &e))?
+        > 0
+    {}
     ensure_topics(
         settings,
         &[&opts.topic, &opts.dlq_topic],
@@ -224,9 +230,12 @@ pub fn run_loader(
             opts.until_idle,
             token,
             tick,
-            &|_, shared| {
+            &|index, shared| {
                 let client = locked(&first).take();
-                Worker::new(settings, opts, &pg_cfg, client, token, watch.clone())?.run(shared)
+                let mut w = Worker::new(settings, opts, &pg_cfg, client, token, watch.clone())?;
+                // One worker keeps the retention going (every hour; the start did it once).
+                w.retains = index == 0 && opts.retention_days.is_some();
+                w.run(shared)
             },
         )
     })
@@ -262,6 +271,10 @@ impl Export for LoadStats {
             .min_by_key(|o| o.since)
             .map(|o| (o.since, o.reason))
     }
+
+    fn broker_down(&self) -> bool {
+        self.run.quiet.broker_down
+    }
 }
 
 /// How often an idle loader checks its database connection (health, status line).
@@ -278,11 +291,15 @@ struct Tally {
 /// One consumer's loop: batches, writes, commits, until stopped, idle, or failed.
 struct Worker<'a> {
     opts: &'a LoadOptions,
-    consumer: BaseConsumer<LoaderContext>,
-    producer: BaseProducer<DeliveryTracker>,
+    consumer: Arc<BaseConsumer<LoaderContext>>,
+    producer: Arc<BaseProducer<DeliveryTracker>>,
     token: &'a StopToken,
     stats: LoadStats,
+    /// The batch being filled, and an empty one back from the writer for the next.
     batch: Batch,
+    spare: Option<Batch>,
+    /// A batch is with the writer.
+    in_flight: bool,
     input: InputState,
     tally: Tally,
     last_log: Instant,
@@ -290,7 +307,13 @@ struct Worker<'a> {
     /// Last lag update and idle connection check.
     last_lag: Instant,
     last_probe: Instant,
+    /// This worker runs the retention (`LoadOptions::retention_days`), last at `last_retention`.
+    retains: bool,
+    last_retention: Instant,
 }
+
+/// How often a loader that keeps a retention drops the partitions that grew old.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 impl<'a> Worker<'a> {
     fn new(
@@ -319,24 +342,25 @@ impl<'a> Worker<'a> {
             token.clone(),
         );
         let sink_state = Arc::clone(sink.state());
-        let ctx = LoaderContext {
-            sink: Mutex::new(sink),
-            topic: opts.topic.clone(),
-            check: LogCheck::new(
-                &opts.topic,
-                cconf.clone(),
-                watch.clone(),
-                "ecomlogs.loader",
-                "PostgreSQL",
-            ),
-            topic_id: Mutex::new(None),
-            stored: Mutex::new(HashMap::new()),
-            assignment: Assignment::default(),
-            log_resets: AtomicU64::new(0),
-            offsets_lost: AtomicU64::new(0),
-            fault: Mutex::new(None),
-            watch: watch.clone(),
-        };
+        let ctx = LoaderContext::with(
+            watch.clone(),
+            LoaderState {
+                sink: Mutex::new(sink),
+                topic: opts.topic.clone(),
+                check: LogCheck::new(
+                    &opts.topic,
+                    cconf.clone(),
+                    watch.clone(),
+                    "ecomlogs.loader",
+                    "PostgreSQL",
+                ),
+                topic_id: Mutex::new(None),
+                stored: Mutex::new(HashMap::new()),
+                log_resets: AtomicU64::new(0),
+                offsets_lost: AtomicU64::new(0),
+                fault: Mutex::new(None),
+            },
+        );
         let consumer: BaseConsumer<LoaderContext> = cconf
             .create_with_context(ctx)
             .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;
@@ -349,26 +373,49 @@ impl<'a> Worker<'a> {
             .map_err(|e| Error::kafka(format!("subscribing to {}", opts.topic), e))?;
         Ok(Worker {
             opts,
-            consumer,
-            producer,
+            consumer: Arc::new(consumer),
+            producer: Arc::new(producer),
             token,
             stats: LoadStats {
-                activity: Activity::JoiningGroup,
+                run: Run {
+                    activity: Activity::JoiningGroup,
+                    ..Run::default()
+                },
                 sinks: vec![sink_state],
                 ..LoadStats::default()
             },
             batch: Batch::new(opts.batch_size),
+            spare: None,
+            in_flight: false,
             input: InputState::new("ecomlogs.loader", settings),
             tally: Tally::default(),
             last_log: Instant::now(),
             lag: metrics::Lag::new("loader", &opts.topic),
             last_lag: Instant::now(),
             last_probe: Instant::now(),
+            retains: false,
+            last_retention: Instant::now(),
         })
     }
 
     fn run(&mut self, shared: &Mutex<LoadStats>) -> Result<()> {
-        let result = self.run_loop(shared);
+        let (consumer, producer, opts) = (self.consumer.clone(), self.producer.clone(), self.opts);
+        let result = std::thread::scope(|scope| {
+            let mut writer = Writer::spawn(scope, consumer, producer, opts)?;
+            let result = self.run_loop(shared, &mut writer);
+            // The batch in flight is finished either way (a failure elsewhere stops after it).
+            let last = writer.finish();
+            result.and_then(|()| match last? {
+                Some(f) => self.flushed(f).map(|_| ()),
+                None => Ok(()),
+            })
+        })
+        .and_then(|()| {
+            // What the batches left for the customer rollup, merged before leaving.
+            locked(&self.consumer.context().sink)
+                .merge_deltas(true)
+                .map(|_| ())
+        });
         // Leaving the group may call the rebalance callback: no more retries for this consumer.
         locked(&self.consumer.context().sink).finish();
         self.log_progress();
@@ -376,15 +423,23 @@ impl<'a> Worker<'a> {
         result
     }
 
-    fn run_loop(&mut self, shared: &Mutex<LoadStats>) -> Result<()> {
+    fn run_loop(&mut self, shared: &Mutex<LoadStats>, writer: &mut Writer) -> Result<()> {
         let start = Instant::now();
         let mut last_tick = start;
         loop {
             let stopping = self.token.is_stopped();
+            if let Some(f) = writer.try_take()? {
+                if !self.flushed(f)? {
+                    break; // stopped during an outage
+                }
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                self.stats.elapsed = start.elapsed();
+                self.stats.run.elapsed = start.elapsed();
                 self.publish(shared);
+                if !self.retain()? {
+                    break; // stopped during an outage
+                }
             }
             if !stopping
                 && !self
@@ -403,11 +458,11 @@ impl<'a> Worker<'a> {
                     continue;
                 }
             }
-            if !self.batch.is_empty() && !self.flush(shared)? {
+            if !self.batch.is_empty() && !self.hand_off(shared, writer)? {
                 break; // stopped during an outage
             }
             if stopping {
-                self.stats.interrupted |= stopping && self.token.is_interrupted();
+                self.stats.run.interrupted |= stopping && self.token.is_interrupted();
                 break;
             }
         }
@@ -452,54 +507,43 @@ impl<'a> Worker<'a> {
         }
         if taken > 0 {
             self.stats.consumed += taken;
-            self.stats.activity = Activity::Running;
+            self.stats.run.activity = Activity::Running;
             self.input.last_input = Instant::now();
             self.batch.started.get_or_insert(self.input.last_input);
         }
         Ok(taken > 0)
     }
 
-    /// Writes the batch with its offsets and dead letters in one transaction. False: stopped during an
-    /// outage (nothing of the batch is stored; it is read again at the next start).
-    fn flush(&mut self, shared: &Mutex<LoadStats>) -> Result<bool> {
-        self.stats.activity = Activity::Writing;
-        locked(shared).activity = Activity::Writing;
-        let ctx = self.consumer.context();
-        let topic_id = locked(&ctx.topic_id).clone();
-        let (batch, producer, opts) = (&self.batch, &self.producer, self.opts);
-        let mut dead_by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
-        let mut deliver = |w: &Written| -> Result<()> {
-            dead_by_reason.clear();
-            let rejected = batch.rejected(w);
-            for d in batch.dead.iter().chain(rejected.iter()) {
-                let why = d.why(&opts.topic, "loader");
-                dead_letter::send(
-                    producer,
-                    &opts.dlq_topic,
-                    d.key.as_deref(),
-                    d.value.as_deref(),
-                    &why,
-                )?;
-                *dead_by_reason.entry(d.reason).or_default() += 1;
+    /// Hands the batch over to the writer, once the one before is written (its result taken); the
+    /// next one is filled meanwhile. False: stopped during an outage (nothing of the batch in flight was
+    /// stored; it is read again at the next start).
+    fn hand_off(&mut self, shared: &Mutex<LoadStats>, writer: &mut Writer) -> Result<bool> {
+        if let Some(f) = writer.wait()? {
+            if !self.flushed(f)? {
+                return Ok(false);
             }
-            if !dead_by_reason.is_empty() {
-                dead_letter::flush(producer)?;
-            }
-            Ok(())
-        };
-        let outcome = {
-            let mut sink = locked(&ctx.sink);
-            let r = sink.write_batch(
-                &batch.rows,
-                &batch.progress,
-                topic_id.as_deref(),
-                &mut deliver,
-            );
-            self.stats.db_retries = sink.retries();
-            r?
-        };
-        let Some(written) = outcome else {
-            self.stats.unwritten = self.batch.len() as u64;
+        }
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Batch::new(self.opts.batch_size));
+        let mut batch = std::mem::replace(&mut self.batch, next);
+        // Not full: the input went quiet (or the time bound came): the rollups are brought up to date
+        // with it, so a trickle is in top_customers at once; a backlog merges every few seconds.
+        batch.settles = !batch.is_full();
+        self.stats.run.activity = Activity::Writing;
+        locked(shared).run.activity = Activity::Writing;
+        self.in_flight = true;
+        writer.send(batch)?;
+        Ok(true)
+    }
+
+    /// A batch back from the writer: counted, observed, its offsets remembered and told to Kafka. False:
+    /// it was not written (stopped during an outage).
+    fn flushed(&mut self, f: Flushed) -> Result<bool> {
+        self.in_flight = false;
+        let Some(written) = f.written else {
+            self.stats.unwritten = (f.batch.len() + self.batch.len()) as u64;
             log::warn!(
                 target: "ecomlogs.loader",
                 "stopping during a database outage: {} records not written; they will be loaded at the next start",
@@ -507,47 +551,49 @@ impl<'a> Worker<'a> {
             );
             return Ok(false);
         };
-        let dead: u64 = dead_by_reason.values().sum();
+        let dead: u64 = f.dead_by_reason.values().sum();
         self.stats.rows_inserted += written.inserted;
         self.stats.duplicates_skipped += written.duplicates;
         self.stats.dead_lettered += dead;
-        for (r, n) in dead_by_reason {
+        for (r, n) in f.dead_by_reason {
             *self.stats.by_reason.entry(r).or_default() += n;
         }
         self.stats.batches += 1;
-        self.stats.activity = Activity::Running;
+        self.stats.run.activity = Activity::Running;
         self.tally.rows += written.inserted;
         self.tally.duplicates += written.duplicates;
         self.tally.dead += dead;
-        self.observe_batch();
-        self.commit_advisory();
-        self.batch.clear();
+        let mut batch = f.batch;
+        self.observe_batch(&batch);
+        self.commit_advisory(&batch);
+        batch.clear();
+        self.spare = Some(batch);
         self.log_progress();
         Ok(true)
     }
 
     /// A committed batch, as metrics: its size and duration, each row's age at commit, the partitions'
     /// last processed timestamps (for the lag's age).
-    fn observe_batch(&mut self) {
-        let took = self.batch.started.map(|t| t.elapsed()).unwrap_or_default();
-        metrics::batch("loader", self.batch.len(), took);
+    fn observe_batch(&mut self, batch: &Batch) {
+        let took = batch.started.map(|t| t.elapsed()).unwrap_or_default();
+        metrics::batch("loader", batch.len(), took);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let ages = metrics::METRICS.event_to_row.local();
-        for s in self.batch.origin.iter().filter(|s| s.timestamp_ms >= 0) {
+        for s in batch.origin.iter().filter(|s| s.timestamp_ms >= 0) {
             ages.observe((now_ms - s.timestamp_ms).max(0) as f64 / 1000.0);
         }
         ages.flush();
-        for p in &self.batch.progress {
+        for p in &batch.progress {
             self.lag.processed(p.partition, Some(p.last.timestamp_ms));
         }
     }
 
     /// Remembers the stored offsets and tells Kafka too (advisory: for lag in Kafka tools; the offsets
     /// of record are in PostgreSQL).
-    fn commit_advisory(&self) {
+    fn commit_advisory(&self, batch: &Batch) {
         let mut tpl = TopicPartitionList::new();
         let mut known = locked(&self.consumer.context().stored);
-        for p in &self.batch.progress {
+        for p in &batch.progress {
             let _ = tpl.add_partition_offset(
                 &self.opts.topic,
                 p.partition,
@@ -573,13 +619,31 @@ impl<'a> Worker<'a> {
         self.last_log = Instant::now();
     }
 
+    /// Between batches, once an hour: drops the partitions that grew older than the retention (see
+    /// `LoadOptions::retention_days`). False: stopped during an outage.
+    fn retain(&mut self) -> Result<bool> {
+        let Some(days) = self.opts.retention_days.filter(|_| self.retains) else {
+            return Ok(true);
+        };
+        if !self.batch.is_empty()
+            || self.in_flight
+            || self.last_retention.elapsed() < RETENTION_EVERY
+        {
+            return Ok(true);
+        }
+        self.last_retention = Instant::now();
+        let retired = locked(&self.consumer.context().sink).retention(days)?;
+        Ok(retired.is_some())
+    }
+
     fn publish(&mut self, shared: &Mutex<LoadStats>) {
         if self.last_lag.elapsed() >= Duration::from_secs(1) {
             self.last_lag = Instant::now();
             self.lag.update(&self.consumer);
         }
         let ctx = self.consumer.context();
-        if self.batch.is_empty() && self.last_probe.elapsed() >= PROBE_EVERY {
+        let nothing_to_write = self.batch.is_empty() && !self.in_flight;
+        if nothing_to_write && self.last_probe.elapsed() >= PROBE_EVERY {
             self.last_probe = Instant::now();
             locked(&ctx.sink).probe();
         }
@@ -587,19 +651,19 @@ impl<'a> Worker<'a> {
             let sink = locked(&ctx.sink);
             self.stats.db_retries = sink.retries();
             if sink.waiting() {
-                self.stats.activity = Activity::WaitingForDatabase;
-            } else if self.stats.activity == Activity::WaitingForDatabase {
-                self.stats.activity = Activity::Running;
+                self.stats.run.activity = Activity::WaitingForDatabase;
+            } else if self.stats.run.activity == Activity::WaitingForDatabase {
+                self.stats.run.activity = Activity::Running;
             }
         }
-        if self.stats.activity == Activity::JoiningGroup && self.input.assigned() {
-            self.stats.activity = Activity::Running;
+        if self.stats.run.activity == Activity::JoiningGroup && self.input.assigned() {
+            self.stats.run.activity = Activity::Running;
         }
-        self.stats.caught_up = self.input.caught_up() && self.batch.is_empty();
+        self.stats.run.caught_up = self.input.caught_up() && nothing_to_write;
         // Idle only with nothing left to write.
-        self.stats.quiet = Quiet {
+        self.stats.run.quiet = Quiet {
             assigned: self.input.assigned(),
-            since: self.input.quiet_since().filter(|_| self.batch.is_empty()),
+            since: self.input.quiet_since().filter(|_| nothing_to_write),
             broker_down: ctx.watch.is_down(),
         };
         self.stats.log_resets = ctx.log_resets.load(Ordering::Relaxed);

@@ -189,6 +189,10 @@ pub trait Export {
     fn database_outage(&self) -> Option<(Instant, String)> {
         None
     }
+    /// The stage has lost its broker (its `BrokerWatch` says so).
+    fn broker_down(&self) -> bool {
+        false
+    }
 }
 
 /// The health of one running stage.
@@ -240,6 +244,7 @@ impl StageMetrics {
         stats.export(self.stage, &mut self.exporter);
         let outage = stats.database_outage();
         if let Some(h) = locked(&HEALTH).get_mut(self.stage) {
+            h.broker_down = stats.broker_down();
             h.db_down = match outage {
                 Some((since, reason)) => Some(DbDown {
                     since,
@@ -288,18 +293,6 @@ pub fn observed<S: Export>(
         m.report(s);
     }
     result
-}
-
-/// The stage of a logger target (`ecomlogs.loader` -> `loader`).
-pub fn stage_of(target: &str) -> &str {
-    target.strip_prefix("ecomlogs.").unwrap_or(target)
-}
-
-/// A stage's broker connection went down or came back (from its `BrokerWatch`).
-pub fn broker_down(stage: &str, down: bool) {
-    if let Some(h) = locked(&HEALTH).iter_mut().find(|(s, _)| **s == stage) {
-        h.1.broker_down = down;
-    }
 }
 
 /// `/healthz`: Ok while at least one stage runs and every running stage reaches its broker and
@@ -437,6 +430,7 @@ mod tests {
         n: u64,
         waiting: bool,
         outage: Option<(Instant, String)>,
+        broker_down: bool,
     }
 
     impl Export for Fake {
@@ -456,6 +450,9 @@ mod tests {
         }
         fn database_outage(&self) -> Option<(Instant, String)> {
             self.outage.clone()
+        }
+        fn broker_down(&self) -> bool {
+            self.broker_down
         }
     }
 
@@ -511,7 +508,11 @@ mod tests {
             ..Fake::default()
         });
         assert!(health().is_ok_and(|h| h.contains("unit-a")));
-        broker_down("unit-a", true);
+        s.report(&Fake {
+            n: 12,
+            broker_down: true,
+            ..Fake::default()
+        });
         assert!(health().unwrap_err().contains("broker is unreachable"));
         drop(s);
         assert!(!render().contains("ecomlogs_stage_up{stage=\"unit-a\"} 1"));

@@ -9,10 +9,12 @@ use postgres::types::{FromSql, IsNull, ToSql, Type};
 use postgres::{CopyInWriter, Transaction};
 use rust_decimal::Decimal;
 
-use super::TABLE;
+use super::{history, TABLE};
 use crate::event::CleanEvent;
 
 const COLUMNS: &str = "event_id, customer_id, event_type, amount, currency, event_timestamp";
+/// The unique key that stores each event once (see migration 0006).
+const KEY: &str = "event_timestamp, event_id";
 
 /// Bytes handed to the connection at a time. `postgres::binary_copy::BinaryCopyInWriter` enters the
 /// client's async runtime once per row, a visible share of the loader's CPU (bench/PROFILE.md);
@@ -82,11 +84,14 @@ impl CopyRows {
 
     pub fn push(&mut self, e: &CleanEvent<'_>) {
         encode_row(&mut self.buf, e);
-        let mut prefix = [0u8; 16];
-        let n = e.event_id.len().min(16);
+        // (timestamp, event id): the unique key's order. The timestamp's sign bit flipped so that the
+        // unsigned comparison orders it as the signed value; then the id's first 8 bytes.
+        let ts = (e.timestamp.timestamp_micros() as u64) ^ (1 << 63);
+        let mut prefix = [0u8; 8];
+        let n = e.event_id.len().min(8);
         prefix[..n].copy_from_slice(&e.event_id.as_bytes()[..n]);
-        self.rows
-            .push((u128::from_be_bytes(prefix), self.buf.len()));
+        let key = (u128::from(ts) << 64) | u128::from(u64::from_be_bytes(prefix));
+        self.rows.push((key, self.buf.len()));
     }
 
     pub fn len(&self) -> usize {
@@ -118,11 +123,11 @@ impl CopyRows {
         decode_row(self.tuple(i))
     }
 
-    /// The order in which to COPY the rows: ascending by the first 16 bytes of the event id (byte order,
-    /// as PostgreSQL's C collation and UUID text in any collation compare). Inserting a batch in the
-    /// unique index's order turns its random leaf-page visits into one sweep, which costs PostgreSQL
-    /// less CPU (figures in `bench/PROFILE.md`). Only the cost depends on it, never the result: any order
-    /// stores the same rows.
+    /// The order in which to COPY the rows: the unique key's, by timestamp then the first 8 bytes of the
+    /// event id (byte order, as PostgreSQL's C collation and UUID text in any collation compare).
+    /// Inserting a batch in the index's order turns its leaf-page visits into one sweep per day's
+    /// partition, which costs PostgreSQL less CPU (figures in `bench/PROFILE.md`). Only the cost depends
+    /// on it, never the result: any order stores the same rows.
     pub fn key_order(&self) -> Vec<u32> {
         let mut keyed: Vec<(u128, u32)> = self
             .rows
@@ -193,8 +198,8 @@ where
     sink.finish()
 }
 
-/// Fallback for a batch that hit the unique key: COPY into a staging table, then insert what is new.
-/// Returns the rows inserted (the rest were already there, or repeated within the batch).
+/// Fallback for a batch that hit the unique key: COPY into a staging table, then insert what is new,
+/// keeping the rows actually inserted in `history::INSERTED` (for the rollups). Returns how many.
 pub fn copy_rows_dedup<'a, I>(tx: &mut Transaction<'_>, tuples: I) -> Result<u64, postgres::Error>
 where
     I: IntoIterator<Item = &'a [u8]>,
@@ -202,14 +207,20 @@ where
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS ecomlogs_staging
              (LIKE {TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-         TRUNCATE ecomlogs_staging"
+         TRUNCATE ecomlogs_staging;
+         {}",
+        history::inserted_table_sql()
     ))?;
     copy_rows(tx, "ecomlogs_staging", tuples)?;
     tx.execute(
         &format!(
-            "INSERT INTO {TABLE} ({COLUMNS})
-             SELECT DISTINCT ON (event_id) {COLUMNS} FROM ecomlogs_staging ORDER BY event_id
-             ON CONFLICT (event_id) DO NOTHING"
+            "WITH ins AS (
+                 INSERT INTO {TABLE} ({COLUMNS})
+                 SELECT DISTINCT ON ({KEY}) {COLUMNS} FROM ecomlogs_staging ORDER BY {KEY}
+                 ON CONFLICT ({KEY}) DO NOTHING
+                 RETURNING {COLUMNS})
+             INSERT INTO {} SELECT * FROM ins",
+            history::INSERTED
         ),
         &[],
     )
@@ -231,7 +242,8 @@ const ISOLATE_CHUNK: i32 = 16;
 /// server-side pass: COPY into a staging table (in batch order), then a PL/pgSQL loop inserts it in chunks
 /// of `ISOLATE_CHUNK` rows, each under its own exception block, and a chunk that fails row by row, so that
 /// each refused row is named with its SQLSTATE and every other row is stored (or skipped as a duplicate by
-/// `ON CONFLICT (event_id) DO NOTHING`). Errors other than a row-level refusal (SQLSTATE classes 22, 23,
+/// `ON CONFLICT (event_timestamp, event_id) DO NOTHING`; the rows inserted are kept in
+/// `history::INSERTED` for the rollups). Errors other than a row-level refusal (SQLSTATE classes 22, 23,
 /// 44, 54) propagate. The function is a temporary one (`pg_temp`): no schema change, no privilege beyond
 /// what the staging table needs. The staging columns are unconstrained (text, numeric: the same binary
 /// COPY format as the table's varchar and decimal) so that a value too long or too large for the table is
@@ -243,11 +255,14 @@ pub fn insert_isolating<'a, I>(
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
+    #[allow(non_snake_case)]
+    let (INSERTED, INSERTED_SQL) = (history::INSERTED, history::inserted_table_sql());
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS ecomlogs_isolate (
              event_id text, customer_id text, event_type text, amount numeric, currency text,
              event_timestamp timestamp, ecomlogs_idx bigserial PRIMARY KEY) ON COMMIT DELETE ROWS;
          TRUNCATE ecomlogs_isolate;
+         {INSERTED_SQL}
          CREATE OR REPLACE FUNCTION pg_temp.ecomlogs_insert_isolating(
              chunk int, OUT inserted bigint, OUT positions int[], OUT sqlstates text[], OUT messages text[])
          LANGUAGE plpgsql AS $fn$
@@ -259,10 +274,12 @@ where
              lo := first;
              WHILE lo <= last LOOP
                  BEGIN
-                     INSERT INTO {TABLE} ({COLUMNS})
-                     SELECT {COLUMNS} FROM ecomlogs_isolate
-                     WHERE ecomlogs_idx BETWEEN lo AND lo + chunk - 1 ORDER BY ecomlogs_idx
-                     ON CONFLICT (event_id) DO NOTHING;
+                     WITH ins AS (
+                         INSERT INTO {TABLE} ({COLUMNS})
+                         SELECT {COLUMNS} FROM ecomlogs_isolate
+                         WHERE ecomlogs_idx BETWEEN lo AND lo + chunk - 1 ORDER BY ecomlogs_idx
+                         ON CONFLICT ({KEY}) DO NOTHING RETURNING {COLUMNS})
+                     INSERT INTO {INSERTED} SELECT * FROM ins;
                      GET DIAGNOSTICS n = ROW_COUNT;
                      inserted := inserted + n;
                  EXCEPTION WHEN data_exception OR integrity_constraint_violation
@@ -270,10 +287,12 @@ where
                      FOR r IN SELECT * FROM ecomlogs_isolate
                               WHERE ecomlogs_idx BETWEEN lo AND lo + chunk - 1 ORDER BY ecomlogs_idx LOOP
                          BEGIN
-                             INSERT INTO {TABLE} ({COLUMNS})
-                             VALUES (r.event_id, r.customer_id, r.event_type, r.amount, r.currency,
-                                     r.event_timestamp)
-                             ON CONFLICT (event_id) DO NOTHING;
+                             WITH ins AS (
+                                 INSERT INTO {TABLE} ({COLUMNS})
+                                 VALUES (r.event_id, r.customer_id, r.event_type, r.amount, r.currency,
+                                         r.event_timestamp)
+                                 ON CONFLICT ({KEY}) DO NOTHING RETURNING {COLUMNS})
+                             INSERT INTO {INSERTED} SELECT * FROM ins;
                              GET DIAGNOSTICS n = ROW_COUNT;
                              inserted := inserted + n;
                          EXCEPTION WHEN data_exception OR integrity_constraint_violation

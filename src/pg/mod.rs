@@ -9,6 +9,7 @@ use postgres::Client;
 use crate::error::{Error, Result};
 mod copy;
 mod dsn;
+pub mod history;
 mod offsets;
 mod query;
 mod schema;

@@ -33,6 +33,8 @@ pub struct Migration {
     pub name: &'static str,
     pub sql: &'static str,
     pub prepare: Option<Prepare>,
+    /// Runs in the transaction right after the migration's SQL (not on a dry run).
+    pub finish: Option<Prepare>,
 }
 
 impl Migration {
@@ -48,30 +50,42 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "kafka_events_silver",
         sql: include_str!("../../migrations/0001_kafka_events_silver.sql"),
         prepare: None,
+        finish: None,
     },
     Migration {
         version: "0002",
         name: "unique_event_id",
         sql: include_str!("../../migrations/0002_unique_event_id.sql"),
         prepare: Some(prepare_unique_event_id),
+        finish: None,
     },
     Migration {
         version: "0003",
         name: "kafka_offsets",
         sql: include_str!("../../migrations/0003_kafka_offsets.sql"),
         prepare: None,
+        finish: None,
     },
     Migration {
         version: "0004",
         name: "analytics_views",
         sql: include_str!("../../migrations/0004_analytics_views.sql"),
         prepare: None,
+        finish: None,
     },
     Migration {
         version: "0005",
         name: "log_identity",
         sql: include_str!("../../migrations/0005_log_identity.sql"),
         prepare: None,
+        finish: None,
+    },
+    Migration {
+        version: "0006",
+        name: "partitioned_history",
+        sql: include_str!("../../migrations/0006_partitioned_history.sql"),
+        prepare: Some(prepare_partitioned_history),
+        finish: Some(finish_partitioned_history),
     },
 ];
 
@@ -237,6 +251,15 @@ pub fn migrate_with(client: &mut Client, options: &MigrateOptions) -> Result<Mig
         if !options.dry_run {
             tx.batch_execute(migration.sql)
                 .map_err(|e| Error::database(format!("{context} (nothing was changed)"), &e))?;
+            if let Some(finish) = migration.finish {
+                finish(&mut Run {
+                    tx: &mut tx,
+                    options: *options,
+                    migration,
+                    report: &mut report,
+                    started: at,
+                })?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 &[&migration.version, &migration.name],
@@ -270,6 +293,19 @@ pub fn migrate_with(client: &mut Client, options: &MigrateOptions) -> Result<Mig
         }
     );
     Ok(report)
+}
+
+/// History in daily partitions: an existing table steps aside (and the plan is logged) ...
+fn prepare_partitioned_history(run: &mut Run<'_, '_>) -> Result<()> {
+    let context = format!("applying migration {}", run.migration.label());
+    super::history::prepare_upgrade(run.tx, run.options.dry_run)
+        .map_err(|e| Error::database(context, &e))
+}
+
+/// ... and its rows move in, the rollups are built from them.
+fn finish_partitioned_history(run: &mut Run<'_, '_>) -> Result<()> {
+    let context = format!("applying migration {}", run.migration.label());
+    super::history::finish_upgrade(run.tx).map_err(|e| Error::database(context, &e))
 }
 
 /// Before the unique key on `event_id`: an existing table (the original system's has no such key)
@@ -457,11 +493,19 @@ pub fn check_schema(client: &mut Client) -> Result<()> {
     for (table, privileges) in [
         (TABLE, "SELECT, INSERT"),
         (OFFSETS_TABLE, "SELECT, INSERT, UPDATE"),
+        (super::history::DAILY_ROLLUP, "SELECT, INSERT, UPDATE"),
+        (super::history::CUSTOMER_ROLLUP, "SELECT, INSERT, UPDATE"),
+        (
+            super::history::CUSTOMER_DELTAS,
+            "SELECT, INSERT, UPDATE, DELETE",
+        ),
     ] {
+        // Each privilege on its own: has_table_privilege with a list is true if ANY of them is held.
         let ok: bool = client
             .query_one(
-                "SELECT has_table_privilege(current_user, $1::text::regclass, $2)",
-                &[&table, &privileges.replace(", ", ",")],
+                "SELECT bool_and(has_table_privilege(current_user, $1::text::regclass, p))
+                 FROM unnest(string_to_array($2, ', ')) AS p",
+                &[&table, &privileges],
             )
             .map_err(db)?
             .get(0);
@@ -503,12 +547,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_unique_key_has_a_prepare_step() {
-        let with: Vec<&str> = MIGRATIONS
-            .iter()
-            .filter(|m| m.prepare.is_some())
-            .map(|m| m.name)
-            .collect();
-        assert_eq!(with, ["unique_event_id"]);
+    fn the_migrations_with_steps_of_their_own() {
+        let with = |step: fn(&Migration) -> bool| -> Vec<&str> {
+            MIGRATIONS
+                .iter()
+                .filter(|m| step(m))
+                .map(|m| m.name)
+                .collect()
+        };
+        assert_eq!(
+            with(|m| m.prepare.is_some()),
+            ["unique_event_id", "partitioned_history"]
+        );
+        assert_eq!(with(|m| m.finish.is_some()), ["partitioned_history"]);
+        let versions: Vec<&str> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let mut sorted = versions.clone();
+        sorted.sort_unstable();
+        assert_eq!(versions, sorted, "applied in order");
     }
 }

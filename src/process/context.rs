@@ -3,34 +3,23 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{log_rebalance, GroupContext};
+use crate::kafka::{rebalance, StageContext};
 use crate::resume::{from_commit, LogCheck};
 
 /// The consumer context: on assignment, checks that each partition's committed offset still belongs to
 /// the log it was read from (its fingerprint travels in the commit metadata, see `resume`); on a new log
 /// (reset broker, re-created topic) the partition is read again from its beginning, so nothing new is
 /// skipped (outputs may repeat: at-least-once).
-pub(super) struct ProcessorContext {
-    pub(super) group: GroupContext,
+pub(super) struct ProcessorState {
     pub(super) check: LogCheck,
     pub(super) topic_id: Mutex<Option<String>>,
 }
 
-impl ClientContext for ProcessorContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.group.watch.on_log(level, fac, log_message);
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.group.watch.on_error(error, reason);
-    }
-}
+pub(super) type ProcessorContext = StageContext<ProcessorState>;
 
 impl ConsumerContext for ProcessorContext {
     fn rebalance(
@@ -39,27 +28,9 @@ impl ConsumerContext for ProcessorContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.plan(consumer, tpl);
-                if let Err(e) = consumer.assign(tpl) {
-                    log::error!(target: "ecomlogs.processor", "assigning partitions failed: {e}");
-                }
-                self.group.assignment.assigned();
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                log_rebalance(&Rebalance::Revoke(tpl));
-                if let Err(e) = consumer.unassign() {
-                    log::error!(target: "ecomlogs.processor", "unassigning partitions failed: {e}");
-                }
-                self.group.assignment.revoked();
-            }
-            other => {
-                log::warn!(target: "ecomlogs.kafka", "rebalance error: {other:?}");
-                let _ = consumer.unassign();
-                self.group.assignment.revoked();
-            }
-        }
+        rebalance(self, consumer, err, tpl, "ecomlogs.processor", |tpl| {
+            self.plan(consumer, tpl)
+        });
     }
 }
 

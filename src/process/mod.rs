@@ -17,11 +17,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{ClientKind, KafkaSettings};
 use crate::contract::Contract;
 use crate::error::{Error, Result};
-use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, GroupContext, InputState};
+use crate::kafka::{ensure_topics, BrokerWatch, DeliveryTracker, InputState};
 use crate::metrics::{self, Export, Exporter, METRICS};
 use crate::options::{cmd, Values};
 use crate::resume::{commit_metadata, Fingerprint, LogCheck};
-use crate::stage::{locked, run_workers, Activity, Quiet, Stats, StopToken, TICK};
+use crate::stage::{locked, run_workers, Activity, Quiet, Run, Stats, StopToken, TICK};
 use crate::validate::Reason;
 
 mod commit;
@@ -29,7 +29,7 @@ mod context;
 mod route;
 
 use commit::{commit_after_delivery, commit_transaction, producer, CommitFailure};
-use context::ProcessorContext;
+use context::{ProcessorContext, ProcessorState};
 use route::Counts;
 
 #[derive(Debug, Clone)]
@@ -98,16 +98,12 @@ pub struct ProcessStats {
     pub batches: u64,
     /// Transactions aborted and retried (exactly-once) or batches whose commit the group refused.
     pub retried_batches: u64,
-    pub elapsed: Duration,
-    pub interrupted: bool,
-    pub activity: Activity,
-    /// This worker has read every assigned partition to its end (for the drain).
-    caught_up: bool,
-    quiet: Quiet,
+    /// What the harness keeps (elapsed, interrupted, activity, caught up, quiet).
+    pub run: Run,
 }
 
 impl Stats for ProcessStats {
-    fn merge(&mut self, other: &ProcessStats) {
+    fn add(&mut self, other: &ProcessStats) {
         self.consumed += other.consumed;
         self.valid += other.valid;
         self.invalid += other.invalid;
@@ -116,21 +112,14 @@ impl Stats for ProcessStats {
         }
         self.batches += other.batches;
         self.retried_batches += other.retried_batches;
-        self.interrupted |= other.interrupted;
-        self.activity = self.activity.max(other.activity);
     }
 
-    fn finish(&mut self, elapsed: Duration, interrupted: bool) {
-        self.elapsed = elapsed;
-        self.interrupted |= interrupted;
+    fn run(&self) -> &Run {
+        &self.run
     }
 
-    fn caught_up(&self) -> bool {
-        self.caught_up
-    }
-
-    fn quiet(&self) -> Quiet {
-        self.quiet
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
     }
 }
 
@@ -195,7 +184,11 @@ impl Export for ProcessStats {
     }
 
     fn activity(&self) -> Activity {
-        self.activity
+        self.run.activity
+    }
+
+    fn broker_down(&self) -> bool {
+        self.run.quiet.broker_down
     }
 }
 
@@ -270,17 +263,19 @@ impl<'a> Worker<'a> {
             },
             &[],
         );
-        let ctx = ProcessorContext {
-            group: GroupContext::new(watch.clone()),
-            check: LogCheck::new(
-                &opts.input_topic,
-                cconf.clone(),
-                watch.clone(),
-                "ecomlogs.processor",
-                "the consumer group",
-            ),
-            topic_id: Mutex::new(None),
-        };
+        let ctx = ProcessorContext::with(
+            watch.clone(),
+            ProcessorState {
+                check: LogCheck::new(
+                    &opts.input_topic,
+                    cconf.clone(),
+                    watch.clone(),
+                    "ecomlogs.processor",
+                    "the consumer group",
+                ),
+                topic_id: Mutex::new(None),
+            },
+        );
         let consumer: BaseConsumer<ProcessorContext> = cconf
             .create_with_context(ctx)
             .map_err(|e| Error::kafka("creating the Kafka consumer", e))?;
@@ -302,7 +297,10 @@ impl<'a> Worker<'a> {
                 opts,
                 producer,
                 stats: ProcessStats {
-                    activity: Activity::JoiningGroup,
+                    run: Run {
+                        activity: Activity::JoiningGroup,
+                        ..Run::default()
+                    },
                     ..ProcessStats::default()
                 },
                 input: InputState::new("ecomlogs.processor", settings),
@@ -320,7 +318,7 @@ impl<'a> Worker<'a> {
         let mut last_log = Instant::now();
         loop {
             if token.is_stopped() {
-                out.stats.interrupted = token.is_interrupted();
+                out.stats.run.interrupted = token.is_interrupted();
                 break;
             }
             let batch = out.collect(consumer)?;
@@ -328,25 +326,25 @@ impl<'a> Worker<'a> {
                 out.last_lag = Instant::now();
                 out.lag.update(consumer);
             }
-            out.stats.caught_up = out.input.caught_up();
+            out.stats.run.caught_up = out.input.caught_up();
             if out.input.assigned() {
-                out.stats.activity = Activity::Running;
+                out.stats.run.activity = Activity::Running;
             }
-            out.stats.quiet = Quiet {
+            out.stats.run.quiet = Quiet {
                 assigned: out.input.assigned(),
                 since: out.input.quiet_since(),
-                broker_down: consumer.context().group.watch.is_down(),
+                broker_down: consumer.context().watch.is_down(),
             };
             if batch.is_empty() {
                 *locked(shared) = out.stats.clone();
                 continue;
             }
-            consumer.context().group.watch.alive();
+            consumer.context().watch.alive();
             if let Some(outcome) = out.process(consumer, &batch)? {
                 out.count(&batch, outcome);
             }
             drop(batch);
-            out.stats.caught_up = out.input.caught_up();
+            out.stats.run.caught_up = out.input.caught_up();
             *locked(shared) = out.stats.clone();
             if last_log.elapsed() >= Duration::from_secs(1) {
                 last_log = Instant::now();
@@ -374,7 +372,7 @@ impl Outputs<'_> {
             };
             let polled = consumer.poll(wait);
             let ctx = consumer.context();
-            self.input.sync(&ctx.group.assignment, consumer)?;
+            self.input.sync(&ctx.assignment, consumer)?;
             match polled {
                 Some(Ok(m)) => {
                     self.input.record(m.partition());
@@ -387,7 +385,7 @@ impl Outputs<'_> {
                     let answered = matches!(e, rdkafka::error::KafkaError::PartitionEOF(_));
                     self.input.poll_error(e, consumer)?;
                     if answered {
-                        ctx.group.watch.alive(); // a fetch answered: the broker is there
+                        ctx.watch.alive(); // a fetch answered: the broker is there
                     }
                 }
                 None if !batch.is_empty() || Instant::now() >= deadline => break,

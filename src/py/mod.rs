@@ -134,6 +134,61 @@ fn migrate(
     .map_err(to_pyerr)
 }
 
+/// Drops the daily partitions whose day ended more than `keep` days ago (each with its customer totals
+/// kept aside; the daily rollups stay); returns (day, rows) of each (on a dry run, those that would be).
+#[pyfunction]
+#[pyo3(signature = (keep=None, *, dsn=None, dry_run=None))]
+fn retention<'py>(
+    py: Python<'py>,
+    keep: args::Arg<'_>,
+    dsn: args::Arg<'_>,
+    dry_run: args::Arg<'_>,
+) -> PyResult<Vec<(Bound<'py, pyo3::types::PyDate>, i64)>> {
+    use chrono::Datelike;
+    let v = values!(options::cmd::RETENTION, keep, dsn, dry_run)?;
+    let keep: u32 = v
+        .opt_int("keep")
+        .map_err(to_pyerr)?
+        .ok_or_else(|| args::config_error("keep (the days to keep) is required".into()))?;
+    let (dsn, dry_run) = (
+        v.text("dsn").map_err(to_pyerr)?,
+        v.flag("dry_run").map_err(to_pyerr)?,
+    );
+    py.detach(|| {
+        let mut client = pg::connect(&pg::parse_dsn(&dsn)?)?;
+        pg::check_schema(&mut client)?;
+        pg::history::retention(&mut client, keep, pg::history::today(), dry_run)
+            .map_err(|e| crate::error::Error::database("dropping old partitions", &e))
+    })
+    .map_err(to_pyerr)?
+    .into_iter()
+    .map(|d| {
+        let day =
+            pyo3::types::PyDate::new(py, d.day.year(), d.day.month() as u8, d.day.day() as u8)?;
+        Ok((day, d.rows))
+    })
+    .collect()
+}
+
+/// Recomputes the rollups from the table (days the table covers; customer totals from its rows plus
+/// what retention dropped); returns (days, customer rows).
+#[pyfunction]
+#[pyo3(signature = (dsn=None))]
+fn rebuild_rollups(py: Python<'_>, dsn: args::Arg<'_>) -> PyResult<(u64, u64)> {
+    let v = values!(options::cmd::REBUILD_ROLLUPS, dsn)?;
+    let dsn = v.text("dsn").map_err(to_pyerr)?;
+    py.detach(|| {
+        let mut client = pg::connect(&pg::parse_dsn(&dsn)?)?;
+        pg::check_schema(&mut client)?;
+        let db = |e: postgres::Error| crate::error::Error::database("rebuilding the rollups", &e);
+        let mut tx = client.transaction().map_err(db)?;
+        let r = pg::history::rebuild_rollups(&mut tx).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok((r.days, r.customers))
+    })
+    .map_err(to_pyerr)
+}
+
 /// The embedded migrations: (version, name, sql).
 #[pyfunction]
 fn migrations() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -382,6 +437,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migrations, m)?)?;
+    m.add_function(wrap_pyfunction!(retention, m)?)?;
+    m.add_function(wrap_pyfunction!(rebuild_rollups, m)?)?;
     m.add_function(wrap_pyfunction!(query::query, m)?)?;
     m.add_function(wrap_pyfunction!(query::read_topic, m)?)?;
     m.add_function(wrap_pyfunction!(query::topic_offsets, m)?)?;

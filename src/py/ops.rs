@@ -305,7 +305,8 @@ pub fn dlq_inspect(
     })
 }
 
-/// Every dead letter that matches the filters (at most `limit`), in partition and offset order.
+/// The latest `limit` dead letters that match the filters (None: all), oldest first; none for a topic
+/// that does not exist yet.
 #[pyfunction]
 #[pyo3(signature = (*, bootstrap_servers=None, dlq_topic=None, reason=None, stage=None,
                     since_ms=None, limit=None, timeout_s=None, extra_config=None))]
@@ -332,18 +333,11 @@ pub fn dlq_read(
         extra_config
     )?;
     let settings = args::kafka_of(&v)?;
-    let limit: usize = v.opt_int("limit").map_err(to_pyerr)?.unwrap_or(usize::MAX);
+    let limit: Option<usize> = v.opt_int("limit").map_err(to_pyerr)?;
     let src = source(&v)?;
     let f = filter(&v, since_ms)?;
     let found = scanning(py, |token, tick| {
-        let mut out = Vec::new();
-        dlq::scan(&settings, &src, token, tick, &mut |d| {
-            if out.len() < limit && f.matches(&d) {
-                out.push(d);
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        dlq::read(&settings, &src, &f, limit, token, tick)
     })?;
     Ok(found.iter().map(|d| DeadLetter::new(py, d)).collect())
 }

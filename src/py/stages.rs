@@ -150,9 +150,9 @@ impl From<&processor::ProcessStats> for ProcessStats {
             by_reason: reasons(&s.by_reason),
             batches: s.batches,
             retried_batches: s.retried_batches,
-            elapsed_s: s.elapsed.as_secs_f64(),
-            interrupted: s.interrupted,
-            activity: s.activity.as_str().to_string(),
+            elapsed_s: s.run.elapsed.as_secs_f64(),
+            interrupted: s.run.interrupted,
+            activity: s.run.activity.as_str().to_string(),
         }
     }
 }
@@ -213,12 +213,12 @@ impl From<&loader::LoadStats> for LoadStats {
             by_reason: reasons(&s.by_reason),
             batches: s.batches,
             db_retries: s.db_retries,
-            elapsed_s: s.elapsed.as_secs_f64(),
-            interrupted: s.interrupted,
+            elapsed_s: s.run.elapsed.as_secs_f64(),
+            interrupted: s.run.interrupted,
             unwritten: s.unwritten,
             log_resets: s.log_resets,
             offsets_lost: s.offsets_lost,
-            activity: s.activity.as_str().to_string(),
+            activity: s.run.activity.as_str().to_string(),
         }
     }
 }
@@ -420,8 +420,8 @@ pub fn process(
 #[pyfunction]
 #[pyo3(signature = (*, bootstrap_servers=None, dsn=None, topic=None, group_id=None, dlq_topic=None,
                     batch_size=None, flush_interval_ms=None, until_idle_s=None,
-                    until_caught_up=None, workers=None, migrate=None, max_backoff_s=None,
-                    log_each=None, partitions=None, replication_factor=None,
+                    until_caught_up=None, workers=None, migrate=None, retention_days=None,
+                    max_backoff_s=None, log_each=None, partitions=None, replication_factor=None,
                     unreadable_timeout_s=None, extra_config=None, progress=None,
                     progress_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
@@ -438,6 +438,7 @@ pub fn load(
     until_caught_up: Arg<'_>,
     workers: Arg<'_>,
     migrate: Arg<'_>,
+    retention_days: Arg<'_>,
     max_backoff_s: Arg<'_>,
     log_each: Arg<'_>,
     partitions: Arg<'_>,
@@ -461,6 +462,7 @@ pub fn load(
         until_caught_up,
         workers,
         migrate,
+        retention_days,
         max_backoff_s,
         log_each,
         partitions,

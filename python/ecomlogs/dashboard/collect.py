@@ -27,9 +27,13 @@ RATE_WINDOW_S = 5.0
 """Rates are measured over this many seconds of samples."""
 
 _TODAY = "(now() AT TIME ZONE 'UTC')::date"
-_SQL_TABLE = ("SELECT count(*) AS rows, max(created_at) AS last_loaded, "
-              f"{_TODAY} AS today FROM kafka_events_silver")
-_SQL_TYPES = "SELECT event_type, count(*) AS n FROM kafka_events_silver GROUP BY 1 ORDER BY 1"
+# Nothing here reads the events themselves (history grows; the page asks every second): rows loaded come
+# from the rollups the loader keeps in its transactions, the last load from the offsets it stores.
+_SQL_TABLE = ("SELECT coalesce((SELECT sum(events) FROM ecomlogs_daily_rollup), 0)::bigint AS rows, "
+              "(SELECT max(updated_at) AT TIME ZONE 'UTC' FROM ecomlogs_kafka_offsets) AS last_loaded, "
+              f"{_TODAY} AS today")
+_SQL_TYPES = ("SELECT NULLIF(event_type, '') AS event_type, sum(events)::bigint AS n FROM ecomlogs_daily_rollup "
+              "GROUP BY 1 ORDER BY 1")
 _SQL_FUNNEL = ("SELECT page_views, add_to_carts, purchases, view_to_cart_rate, cart_to_purchase_rate, "
                f"view_to_purchase_rate FROM daily_funnel WHERE day = {_TODAY}")
 _SQL_REVENUE = ("SELECT currency, purchases, revenue, average_order FROM daily_revenue "
