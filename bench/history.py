@@ -312,42 +312,50 @@ def current_dashboard(design: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def recorded_queries() -> Iterator[list[tuple[str, Any]]]:
-    """Every ``ecomlogs._core.query`` call made meanwhile (the dashboard and the analytics module run their
-    SQL through it), as (sql, params); the calls still run."""
+    """Every ``ecomlogs._core.query`` call made meanwhile (the analytics module runs its SQL through it) and
+    every query of the dashboard's collector (on its open connection), as (sql, params); the calls still
+    run."""
     from ecomlogs import _core
+    from ecomlogs.dashboard import collect
 
-    real = _core.query
+    real, real_q = _core.query, collect.Collector._q
     seen: list[tuple[str, Any]] = []
 
     def recording(sql: str, params: Any = None, *, dsn: Optional[str] = None) -> Any:
         seen.append((sql, params))
         return real(sql, params, dsn=dsn)
 
+    def recording_q(self: Any, sql: str, params: Any = None) -> Any:
+        seen.append((sql, params))
+        return real_q(self, sql, params)
+
     _core.query = recording  # type: ignore[assignment]
+    collect.Collector._q = recording_q  # type: ignore[method-assign]
     try:
         yield seen
     finally:
         _core.query = real  # type: ignore[assignment]
+        collect.Collector._q = real_q  # type: ignore[method-assign]
 
 
 def reader_queries(dsn: str, bootstrap_servers: str) -> dict[str, Callable[[], Any]]:
-    """Each reader query as its reader runs it (the dashboard's SQL constants through ``_core.query``, the
-    analytics functions themselves, and one whole dashboard database tick)."""
-    from ecomlogs import _core, analytics
+    """Each reader query as its reader runs it (the dashboard's SQL constants on its collector's open
+    connection, the analytics functions themselves with the connection each opens, and one whole dashboard
+    database tick)."""
+    from ecomlogs import analytics
     from ecomlogs import settings as S
     from ecomlogs.dashboard import collect
 
     collector = collect.Collector(dsn=dsn, bootstrap_servers=bootstrap_servers, interval_s=1.0)
     # The SQL constants are read when called, so that current_dashboard() applies to them.
     return {
-        "funnel today": lambda: _core.query(collect._SQL_FUNNEL, None, dsn=dsn),
-        "revenue today": lambda: _core.query(collect._SQL_REVENUE, None, dsn=dsn),
+        "funnel today": lambda: collector._q(collect._SQL_FUNNEL),
+        "revenue today": lambda: collector._q(collect._SQL_REVENUE),
         "top 10 customers": lambda: analytics.top_customers(10, dsn=dsn),
         "funnel 7 days": lambda: analytics.daily_funnel(days=7, dsn=dsn),
-        "dashboard: rows and last load": lambda: _core.query(collect._SQL_TABLE, None, dsn=dsn),
-        "dashboard: rows by type": lambda: _core.query(collect._SQL_TYPES, None, dsn=dsn),
-        "dashboard: stored offsets": lambda: _core.query(collect._SQL_OFFSETS, [S.LOADER_GROUP, S.CLEAN_TOPIC],
-                                                         dsn=dsn),
+        "dashboard: rows and last load": lambda: collector._q(collect._SQL_TABLE),
+        "dashboard: rows by type": lambda: collector._q(collect._SQL_TYPES),
+        "dashboard: stored offsets": lambda: collector._q(collect._SQL_OFFSETS, [S.LOADER_GROUP, S.CLEAN_TOPIC]),
         "dashboard tick": collector.poll_database,
     }
 
@@ -483,9 +491,12 @@ def dashboard_cpu(ws: B.Workspace, design: str, dsn: str, bootstrap_servers: str
             conn = B.pg_connect(dsn)
             try:
                 with conn.cursor() as cur:
-                    cur.execute("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                                "AND backend_type = 'client backend'")
+                    # Every other connection ends (the collector's open one too); the count is of the
+                    # queries that were still running.
+                    cur.execute("SELECT count(*) FILTER (WHERE state = 'active') FROM "
+                                "(SELECT state, pg_terminate_backend(pid) FROM pg_stat_activity "
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                " AND backend_type = 'client backend') s")
                     cancelled = int(cur.fetchone()[0])
             finally:
                 conn.close()
@@ -586,7 +597,7 @@ _DURATION = re.compile(r"duration: ([\d.]+) ms {2}(?:(?:parse|bind|execute) [^:]
 
 def statement_kind(sql: str) -> str:
     s = sql.strip().upper()
-    if "ECOMLOGS_DAILY_ROLLUP" in s or "ECOMLOGS_CUSTOMER_ROLLUP" in s:
+    if "ECOMLOGS_DAILY_ROLLUP" in s or "ECOMLOGS_CUSTOMER_" in s:  # the rollups, the customer deltas
         return "rollups"
     if s.startswith("COPY"):
         return "copy"

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod contract;
+pub mod contract_check;
 pub mod dead_letter;
 pub mod dlq;
 pub mod error;

@@ -100,6 +100,23 @@ def test_query_database_errors_keep_their_sqlstate(known: str) -> None:
     assert e.value.sqlstate == "42P01" and "no_such_table" in str(e.value)
 
 
+def test_an_open_connection_answers_again_after_it_is_lost(known: str) -> None:
+    """The dashboard's connection: one backend for many queries, a new one after the old one is gone."""
+    with ecomlogs._core.Database(known) as database:
+        pid = database.query("SELECT pg_backend_pid()")[2][0][0]
+        assert database.query("SELECT pg_backend_pid()")[2][0][0] == pid
+        with psycopg2.connect(known) as conn, conn.cursor() as c:
+            c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            assert c.fetchone() == (True,)
+        with pytest.raises(ecomlogs.DatabaseError):  # the query that finds it gone fails, and says so
+            database.query("SELECT 1")
+        columns, types, rows = database.query("SELECT $1::int8 + 1 AS n", [41])
+        assert (columns, types, rows) == (["n"], ["int8"], [(42,)])
+        assert database.query("SELECT pg_backend_pid()")[2][0][0] != pid
+    with pytest.raises(ecomlogs.ConfigError):
+        ecomlogs._core.Database("postgresql://[::1")
+
+
 # ------------------------------------------------------------------------------------------ DataFrames
 def test_daily_funnel_exact(known: str) -> None:
     want = pd.DataFrame({
@@ -151,6 +168,15 @@ def test_top_customers_exact(known: str) -> None:
     pd.testing.assert_frame_equal(analytics.top_customers(1, dsn=known),
                                   want.iloc[:3].reset_index(drop=True))
     assert list(analytics.top_customers(5, currency="USD", dsn=known)["customer_id"]) == ["C3", "C1"]
+    # The same as ranking every customer through the view (it reads an index instead).
+    for n in (1, 2, 3):
+        for currency in (None, "USD", "XXX"):
+            through_view = analytics.read_sql(
+                "SELECT currency, revenue_rank AS rank, customer_id, purchases, revenue, events, last_seen "
+                "FROM top_customers WHERE purchases > 0 AND revenue_rank <= $1 "
+                "AND ($2::text IS NULL OR currency = $2) ORDER BY currency, revenue_rank, customer_id",
+                [n, currency], dsn=known)
+            pd.testing.assert_frame_equal(analytics.top_customers(n, currency=currency, dsn=known), through_view)
 
 
 def test_events_latest_first_limited_and_since(known: str) -> None:

@@ -144,7 +144,7 @@ def test_an_earlier_ecomlogs_database_upgrades_too(db: str) -> None:
                 c.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
     events = _events([TODAY - timedelta(days=5), TODAY], per_day=100, seed=3)
     _insert(db, events)
-    assert ecomlogs.migrate(db) == ["0006"]
+    assert ecomlogs.migrate(db) == ["0006", "0007"]
     assert _fetch(db, "SELECT count(*), count(DISTINCT event_id) FROM kafka_events_silver") == [(200, 200)]
     assert_rollups_exact(db)
 

@@ -12,14 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # From the bottom up (README, Layout).
 LAYERS = [
     {"error", "event", "stage"},
-    {"validate", "generate"},
+    {"validate", "generate", "contract"},
     {"options"},
     {"config"},
     {"kafka"},
     {"resume"},
     {"pg", "dead_letter"},
     {"sink"},
-    {"metrics", "dlq"},
+    {"metrics", "dlq", "contract_check"},
     {"produce", "process", "load"},
     {"py"},
 ]

@@ -426,6 +426,21 @@ def query(
     Decimal for NUMERIC, float, bool, date, time, datetime (naive for TIMESTAMP, UTC for TIMESTAMPTZ),
     str, bytes, None). The GIL is released while the database works."""
 
+class Database:
+    """A PostgreSQL connection kept open between queries, for a reader that asks often (the dashboard):
+    connects at the first query and again after the connection is lost; one query at a time, from any
+    thread. A context manager (closes on exit)."""
+
+    def __init__(self, dsn: Optional[str] = None) -> None: ...
+    def query(
+        self, sql: str, params: Optional[Sequence[_Param]] = None
+    ) -> tuple[list[str], list[str], list[tuple[_Value, ...]]]:
+        """Runs one statement as :func:`query` does, on this connection."""
+    def close(self) -> None:
+        """Closes the connection (the next query opens a new one)."""
+    def __enter__(self) -> Database: ...
+    def __exit__(self, *args: object) -> bool: ...
+
 def read_topic(
     topic: str,
     *,

@@ -136,13 +136,35 @@ def top_customers(n: int = 10, *, currency: Optional[str] = None, dsn: Optional[
     """The ``n`` customers with the most purchase revenue in each currency (ties share a rank, so a
     currency can have more than ``n``), by currency then rank; customers without purchases are left out.
     ``currency``: that one only."""
-    return read_sql(
-        "SELECT currency, revenue_rank AS rank, customer_id, purchases, revenue, events, last_seen "
-        "FROM top_customers WHERE purchases > 0 AND revenue_rank <= $1 AND ($2::text IS NULL OR currency = $2) "
-        "ORDER BY currency, revenue_rank, customer_id",
-        [n, currency],
-        dsn=dsn,
-    )
+    return read_sql(_SQL_TOP_CUSTOMERS, [n, currency], dsn=dsn)
+
+
+# What the view top_customers gives for ``revenue_rank <= $1`` (ranks shared by ties), without ranking every
+# customer: each currency's first entries of the rollup's (currency, revenue DESC) index, the currencies
+# themselves found by skipping through the same index. Customers without purchases have no revenue, so
+# they rank after every customer who has some, and leaving them out changes no rank.
+_SQL_TOP_CUSTOMERS = """
+WITH RECURSIVE currencies(currency) AS (
+    (SELECT currency FROM ecomlogs_customer_rollup ORDER BY currency LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.currency FROM ecomlogs_customer_rollup r WHERE r.currency > c.currency
+            ORDER BY r.currency LIMIT 1)
+    FROM currencies c WHERE c.currency IS NOT NULL
+)
+SELECT NULLIF(t.currency, '')::varchar(10) AS currency,
+       rank() OVER (PARTITION BY t.currency ORDER BY t.revenue DESC) AS rank,
+       NULLIF(t.customer_id, '')::varchar(255) AS customer_id,
+       t.purchases, t.revenue, t.events, t.last_seen
+FROM currencies c
+CROSS JOIN LATERAL (
+    SELECT * FROM ecomlogs_customer_rollup r
+    WHERE r.currency = c.currency AND r.purchases > 0
+    ORDER BY r.revenue DESC
+    FETCH FIRST $1 ROWS WITH TIES
+) t
+WHERE $2::text IS NULL OR c.currency = $2
+ORDER BY t.currency, rank, t.customer_id
+"""
 
 
 def events(

@@ -24,10 +24,7 @@ use crate::error::{Error, Result};
 use crate::event::CleanEvent;
 use crate::validate::{self, truncate, Reason, Rejection};
 
-mod check;
 mod instance;
-
-pub use check::{check, CheckReport, Sample};
 
 /// The default contract, as shipped (also installed with the package for users to copy).
 pub const DEFAULT_TEXT: &str = include_str!("../../contracts/default.json");

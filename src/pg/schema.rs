@@ -87,6 +87,13 @@ pub const MIGRATIONS: &[Migration] = &[
         prepare: Some(prepare_partitioned_history),
         finish: Some(finish_partitioned_history),
     },
+    Migration {
+        version: "0007",
+        name: "top_customers_index",
+        sql: include_str!("../../migrations/0007_top_customers_index.sql"),
+        prepare: None,
+        finish: None,
+    },
 ];
 
 /// Serialises migration runs of concurrent loaders (an arbitrary, fixed advisory-lock key).

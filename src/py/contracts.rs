@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use super::args::{self, Arg};
 use super::errors::to_pyerr;
 use super::ops::scanning;
-use crate::contract::{self, Contract};
+use crate::contract::Contract;
+use crate::contract_check as check;
 use crate::options::{cmd, Values};
 use crate::validate::Reason;
 use crate::values;
@@ -181,7 +182,7 @@ pub fn contract_check(
             .map_err(to_pyerr)?;
     let settings = args::kafka_of(&v)?;
     let sample = match v.opt_text("sample_topic").map_err(to_pyerr)? {
-        Some(topic) => Some(contract::Sample {
+        Some(topic) => Some(check::Sample {
             topic,
             per_partition: v.int("sample_size").map_err(to_pyerr)?,
             timeout: v.seconds("timeout_s").map_err(to_pyerr)?,
@@ -190,9 +191,9 @@ pub fn contract_check(
     };
     let r = match &sample {
         Some(s) => scanning(py, |token, tick| {
-            contract::check(&settings, &new, &current, Some(s), token, tick)
+            check::check(&settings, &new, &current, Some(s), token, tick)
         })?,
-        None => contract::CheckReport::default(),
+        None => check::CheckReport::default(),
     };
     Ok(ContractCheck {
         contract_id: new.id().to_string(),

@@ -440,6 +440,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(retention, m)?)?;
     m.add_function(wrap_pyfunction!(rebuild_rollups, m)?)?;
     m.add_function(wrap_pyfunction!(query::query, m)?)?;
+    m.add_class::<query::Database>()?;
     m.add_function(wrap_pyfunction!(query::read_topic, m)?)?;
     m.add_function(wrap_pyfunction!(query::topic_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_bootstrap_servers, m)?)?;

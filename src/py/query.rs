@@ -47,14 +47,9 @@ pub fn query<'py>(
     sql: String,
     params: Option<Vec<Bound<'py, PyAny>>>,
     dsn: Option<&str>,
-) -> PyResult<(Vec<String>, Vec<String>, Bound<'py, PyList>)> {
+) -> PyResult<QueryResult<'py>> {
     let t = PyTypes::new(py)?;
-    let params = params
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| param(i, p, &t))
-        .collect::<PyResult<Vec<_>>>()?;
+    let params = params_of(params, &t)?;
     let dsn = config::database_from(dsn);
     let table = py
         .detach(|| {
@@ -63,15 +58,101 @@ pub fn query<'py>(
             pg::query(&mut client, &sql, &params)
         })
         .map_err(to_pyerr)?;
+    to_python(py, table, &t)
+}
+
+/// (column names, PostgreSQL type names, rows as tuples).
+type QueryResult<'py> = (Vec<String>, Vec<String>, Bound<'py, PyList>);
+
+fn params_of(params: Option<Vec<Bound<'_, PyAny>>>, t: &PyTypes<'_>) -> PyResult<Vec<Param>> {
+    params
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| param(i, p, t))
+        .collect()
+}
+
+fn to_python<'py>(
+    py: Python<'py>,
+    table: pg::Table,
+    t: &PyTypes<'py>,
+) -> PyResult<QueryResult<'py>> {
     let rows = PyList::empty(py);
     for row in table.rows {
         let cells = row
             .into_iter()
-            .map(|v| value(py, v, &t))
+            .map(|v| value(py, v, t))
             .collect::<PyResult<Vec<_>>>()?;
         rows.append(PyTuple::new(py, cells)?)?;
     }
     Ok((table.columns, table.types, rows))
+}
+
+/// A PostgreSQL connection kept open between queries: for a reader that asks every second (the
+/// dashboard), whose every new connection would cost the server a process start. Connects at the first
+/// query and again after the connection is lost; usable from several threads (one query at a time).
+#[pyclass(module = "ecomlogs._core", frozen)]
+pub struct Database {
+    dsn: String,
+    client: std::sync::Mutex<Option<postgres::Client>>,
+}
+
+#[pymethods]
+impl Database {
+    #[new]
+    #[pyo3(signature = (dsn=None))]
+    fn new(dsn: Option<&str>) -> PyResult<Self> {
+        let dsn = config::database_from(dsn);
+        pg::parse_dsn(&dsn).map_err(to_pyerr)?;
+        Ok(Database {
+            dsn,
+            client: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Runs one statement as `ecomlogs._core.query` does, on this connection.
+    #[pyo3(signature = (sql, params=None))]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        sql: String,
+        params: Option<Vec<Bound<'py, PyAny>>>,
+    ) -> PyResult<QueryResult<'py>> {
+        let t = PyTypes::new(py)?;
+        let params = params_of(params, &t)?;
+        let table = py
+            .detach(|| {
+                let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+                let client = match guard.take() {
+                    Some(c) if !c.is_closed() => guard.insert(c),
+                    _ => guard.insert(pg::connect(&pg::parse_dsn(&self.dsn)?)?),
+                };
+                let result = pg::query(client, &sql, &params);
+                if client.is_closed() {
+                    *guard = None;
+                }
+                result
+            })
+            .map_err(to_pyerr)?;
+        to_python(py, table, &t)
+    }
+
+    /// Closes the connection (the next query opens a new one).
+    fn close(&self, py: Python<'_>) {
+        let client = self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+        py.detach(move || drop(client));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
 }
 
 fn param(i: usize, v: &Bound<'_, PyAny>, t: &PyTypes<'_>) -> PyResult<Param> {

@@ -121,6 +121,9 @@ class Collector:
         self.metrics_urls = list(metrics_urls or [])
         self.interval_s = interval_s
         self.extra_config = extra_config or None
+        # One connection kept open for the database loop (a new one each second would cost the server a
+        # process start each time); it reconnects by itself after an outage.
+        self.database = _core.Database(dsn)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -151,6 +154,7 @@ class Collector:
         self.stopping.set()
         for t in self.threads:
             t.join(timeout=timeout_s)
+        self.database.close()
 
     def _loop(self, name: str, poll: Callable[[], None]) -> None:
         last_error: Optional[str] = None
@@ -173,7 +177,7 @@ class Collector:
 
     # ------------------------------------------------------------------------------------ sources
     def _q(self, sql: str, params: Optional[list[Any]] = None) -> list[dict[str, Any]]:
-        columns, _types, rows = _core.query(sql, params, dsn=self.dsn)
+        columns, _types, rows = self.database.query(sql, params)
         return [dict(zip(columns, r)) for r in rows]
 
     def poll_database(self) -> None:

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::Contract;
 use crate::config::KafkaSettings;
+use crate::contract::Contract;
 use crate::error::Result;
 use crate::kafka::{Reader, Scan, Tick};
 use crate::stage::StopToken;
