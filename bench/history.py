@@ -73,6 +73,13 @@ CURRENT_DASHBOARD_SQL = {
                    "(now() AT TIME ZONE 'UTC')::date AS today FROM kafka_events_silver"),
     "_SQL_TYPES": "SELECT event_type, count(*) AS n FROM kafka_events_silver GROUP BY 1 ORDER BY 1",
 }
+CURRENT_ANALYTICS_SQL = {
+    # python/ecomlogs/analytics.py before migration 0007: top customers ranked through the view.
+    "_SQL_TOP_CUSTOMERS": (
+        "SELECT currency, revenue_rank AS rank, customer_id, purchases, revenue, events, last_seen "
+        "FROM top_customers WHERE purchases > 0 AND revenue_rank <= $1 AND ($2::text IS NULL OR currency = $2) "
+        "ORDER BY currency, revenue_rank, customer_id"),
+}
 QUERY_NAMES = ("funnel today", "revenue today", "top 10 customers", "funnel 7 days",
                "dashboard: rows and last load", "dashboard: rows by type", "dashboard: stored offsets",
                "dashboard tick")
@@ -294,20 +301,25 @@ def copy_rolled_back(dsn: str, csv_path: Path, n: int) -> float:
 # ---------------------------------------------------------------------------------------------- readers
 @contextlib.contextmanager
 def current_dashboard(design: str) -> Iterator[None]:
-    """On the current design, the dashboard's queries as it ran them then (see ``CURRENT_DASHBOARD_SQL``)."""
+    """On the current design, the dashboard's and the analytics module's queries as they ran them then (see
+    ``CURRENT_DASHBOARD_SQL``, ``CURRENT_ANALYTICS_SQL``)."""
+    from ecomlogs import analytics
     from ecomlogs.dashboard import collect
 
     if design != "current":
         yield
         return
-    saved = {k: getattr(collect, k) for k in CURRENT_DASHBOARD_SQL}
+    swaps = [(collect, CURRENT_DASHBOARD_SQL), (analytics, CURRENT_ANALYTICS_SQL)]
+    saved = [(module, {k: getattr(module, k) for k in sql}) for module, sql in swaps]
     try:
-        for k, v in CURRENT_DASHBOARD_SQL.items():
-            setattr(collect, k, v)
+        for module, sql in swaps:
+            for k, v in sql.items():
+                setattr(module, k, v)
         yield
     finally:
-        for k, v in saved.items():
-            setattr(collect, k, v)
+        for module, values in saved:
+            for k, v in values.items():
+                setattr(module, k, v)
 
 
 @contextlib.contextmanager

@@ -529,7 +529,7 @@ impl<'a> Worker<'a> {
             .unwrap_or_else(|| Batch::new(self.opts.batch_size));
         let mut batch = std::mem::replace(&mut self.batch, next);
         // Not full: the input went quiet (or the time bound came): the rollups are brought up to date
-        // with it, so a trickle is in top_customers at once; a backlog merges every few seconds.
+        // with it, so a trickle is in top_customers at once; a backlog merges every 30 s.
         batch.settles = !batch.is_full();
         self.stats.run.activity = Activity::Writing;
         locked(shared).run.activity = Activity::Writing;
