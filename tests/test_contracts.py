@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 
 import ecomlogs
 from ecomlogs import _core
-from helpers import read_all, rows, run_until_caught_up, unique
+from helpers import assert_rollups_exact, read_all, rows, run_until_caught_up, unique
 from test_events import CASES, GOOD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +122,12 @@ def test_a_shop_contract_with_refund_and_search_reaches_the_table(kafka_bootstra
     assert got["evt-search"][1:5] == ("CUST-7", "SEARCH", None, None)
     assert got["evt-000001"][3] == Decimal("129.99")
     assert read_all(kafka_bootstrap, dlq_load) == []
+    # The rollups count the new types too (a NULL currency under ''), exactly as the table does.
+    assert_rollups_exact(db)
+    assert ecomlogs.query("SELECT event_type, currency, events, amount FROM ecomlogs_daily_rollup "
+                          "WHERE event_type IN ('REFUND', 'SEARCH') ORDER BY 1", dsn=db) == [
+        {"event_type": "REFUND", "currency": "USD", "events": 1, "amount": Decimal("-25.50")},
+        {"event_type": "SEARCH", "currency": "", "events": 1, "amount": Decimal("0")}]
 
 
 def test_the_environment_names_the_contract_and_a_broken_one_stops_the_processor(kafka_bootstrap: str,
