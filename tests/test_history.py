@@ -121,8 +121,8 @@ def test_an_original_table_upgrades_keeping_every_row_and_the_rollups_cover_it(d
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     # It says what it will do and how long it takes, then how far it got.
-    assert f"upgrading kafka_events_silver: {len(events)} rows over 4 days move into daily partitions" in p.stderr
-    assert "about " in p.stderr and f"moved {len(events)} of {len(events)} rows (100%)" in p.stderr, p.stderr
+    assert f"upgrading kafka_events_silver: {len(events):,} rows over 4 days move into daily partitions" in p.stderr
+    assert "about " in p.stderr and f"moved {len(events):,} of {len(events):,} rows (100%)" in p.stderr, p.stderr
     after = _fetch(db, "SELECT id, event_id, customer_id, event_type, amount, currency, event_timestamp, "
                        "created_at FROM kafka_events_silver ORDER BY id")
     assert after == before, "every row, with its id and every column, is kept"

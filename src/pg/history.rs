@@ -479,8 +479,9 @@ pub fn prepare_upgrade(
     if rows > 0 {
         log::info!(
             target: "ecomlogs.pg",
-            "{} {TABLE}: {rows} rows over {days} days move into daily partitions and the rollups are built from them; about {}",
+            "{} {TABLE}: {} rows over {days} days move into daily partitions and the rollups are built from them; about {}",
             if dry_run { "would upgrade" } else { "upgrading" },
+            grouped(rows),
             estimate(rows)
         );
     }
@@ -491,6 +492,22 @@ pub fn prepare_upgrade(
         ))?;
     }
     Ok(())
+}
+
+/// 10000000 -> "10,000,000" (for the upgrade's log lines).
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn estimate(rows: i64) -> String {
@@ -552,7 +569,9 @@ pub fn finish_upgrade(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres
                 };
                 log::info!(
                     target: "ecomlogs.pg",
-                    "upgrade: moved {moved} of {total} rows ({:.0}%), about {left:.0} s left",
+                    "upgrade: moved {} of {} rows ({:.0}%), about {left:.0} s left",
+                    grouped(moved),
+                    grouped(total),
                     100.0 * moved as f64 / total.max(1) as f64
                 );
             }
@@ -564,7 +583,8 @@ pub fn finish_upgrade(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres
         }
         log::info!(
             target: "ecomlogs.pg",
-            "upgrade: {moved} rows in {} daily partitions, rollups of {} days and {} customer rows built, in {:.1} s",
+            "upgrade: {} rows in {} daily partitions, rollups of {} days and {} customer rows built, in {:.1} s",
+            grouped(moved),
             days.len(),
             rebuilt.days,
             rebuilt.customers,
@@ -596,6 +616,15 @@ mod tests {
             currency: Some(Cow::Owned(cur.into())),
             timestamp: Utc.with_ymd_and_hms(2026, 12, day, 10, 0, 0).unwrap(),
         }
+    }
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(10_000_000), "10,000,000");
+        assert_eq!(grouped(-1234567), "-1,234,567");
     }
 
     #[test]
