@@ -9,6 +9,7 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_CONTRACT",
     "ContractCheck",
+    "Database",
     "DeadLetter",
     "DeadLetterReport",
     "MetricsServer",
@@ -426,12 +427,13 @@ def query(
     Decimal for NUMERIC, float, bool, date, time, datetime (naive for TIMESTAMP, UTC for TIMESTAMPTZ),
     str, bytes, None). The GIL is released while the database works."""
 
+@final
 class Database:
     """A PostgreSQL connection kept open between queries, for a reader that asks often (the dashboard):
     connects at the first query and again after the connection is lost; one query at a time, from any
     thread. A context manager (closes on exit)."""
 
-    def __init__(self, dsn: Optional[str] = None) -> None: ...
+    def __new__(cls, dsn: Optional[str] = None) -> Database: ...
     def query(
         self, sql: str, params: Optional[Sequence[_Param]] = None
     ) -> tuple[list[str], list[str], list[tuple[_Value, ...]]]:
