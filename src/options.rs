@@ -682,7 +682,7 @@ impl Opt {
 
     /// The value from the option's environment variable, if it is set (and not empty). The database
     /// also comes from the standard `PG*` variables, as libpq users expect.
-    fn from_env(&self) -> Result<Option<Value>> {
+    fn env_value(&self) -> Result<Option<Value>> {
         if self.kind == Kind::Dsn {
             return Ok(Some(Value::Text(database_from(None))));
         }
@@ -852,7 +852,7 @@ impl Values {
         for o in of(command) {
             let v = match given.remove(o.name) {
                 Some(v) if v != Value::Null => o.check(v, origin)?,
-                _ => match o.from_env()? {
+                _ => match o.env_value()? {
                     Some(v) => v,
                     None => continue,
                 },

@@ -349,13 +349,12 @@ impl PgSink {
             }
             write_once(c, &rows, &offsets, before_commit, &mut committing)
         })
-        .map(|written| {
+        .inspect(|written| {
             if written.is_some() {
                 let known = self.days.get_or_insert_with(BTreeSet::new);
                 known.extend(days.iter().copied());
                 self.ahead_for = Some(history::today());
             }
-            written
         })
     }
 

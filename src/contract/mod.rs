@@ -91,7 +91,8 @@ impl Contract {
     /// that starts with the path. Compiled contracts are kept per path and content, so a process that
     /// names the same file again (each `ecomlogs.validate(..., contract=...)`) compiles it once.
     pub fn load(path: &str) -> Result<Arc<Contract>> {
-        static CACHE: OnceLock<Mutex<HashMap<PathBuf, (String, Arc<Contract>)>>> = OnceLock::new();
+        type Compiled = HashMap<PathBuf, (String, Arc<Contract>)>;
+        static CACHE: OnceLock<Mutex<Compiled>> = OnceLock::new();
         let text = std::fs::read(path).map_err(|e| {
             Error::Config(format!(
                 "{path}: cannot read the contract ({})",

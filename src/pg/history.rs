@@ -88,14 +88,17 @@ pub fn ensure_ahead(c: &mut impl GenericClient) -> Result<Vec<NaiveDate>, postgr
     ensure_days(c, &days)
 }
 
+/// A customer's totals in one currency: (currency, purchases, revenue in cents, events, last seen).
+type CustomerTotals = (String, i64, i64, i64, NaiveDateTime);
+
 /// A batch's rows as rollup deltas, gathered as the rows are taken (all of them count when the batch's
 /// COPY goes in whole; the fallback paths roll up server side what they actually inserted).
 #[derive(Debug, Default, Clone)]
 pub struct Rollup {
     /// (day, event type, currency) -> (events, amount in cents). Few keys: a short vector.
     daily: Vec<(NaiveDate, String, String, i64, i64)>,
-    /// customer -> per currency (purchases, revenue in cents, events, last seen).
-    customers: HashMap<String, Vec<(String, i64, i64, i64, NaiveDateTime)>>,
+    /// customer -> per currency totals.
+    customers: HashMap<String, Vec<CustomerTotals>>,
     /// The days the rows fall on (for their partitions).
     pub days: BTreeSet<NaiveDate>,
 }
@@ -194,7 +197,7 @@ impl Rollup {
 
 /// One customer delta: customer id and currency (length-prefixed), purchases, revenue in cents, events,
 /// last seen (µs since the epoch), big-endian.
-fn encode_delta(out: &mut Vec<u8>, id: &str, c: &(String, i64, i64, i64, NaiveDateTime)) {
+fn encode_delta(out: &mut Vec<u8>, id: &str, c: &CustomerTotals) {
     for s in [id, c.0.as_str()] {
         out.extend_from_slice(&(s.len() as u32).to_be_bytes());
         out.extend_from_slice(s.as_bytes());
