@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta
@@ -130,14 +131,33 @@ def test_two_loaders_in_one_group_exactly_once_across_rebalances(kafka_bootstrap
     expected = produce_clean(kafka_bootstrap, clean, 200_000, seed=25)
     cmd = [*loader_cmd(kafka_bootstrap, clean, db, group, "--batch-size", "1000"), "--until-caught-up"]
     a = start(cmd)
-    # The first one is loading when the second one arrives: a rebalance mid-load.
+    # The first one is loading when the second one arrives: a rebalance mid-load. Once it has stored rows,
+    # its next batch waits for a lock on the daily rollup until the second loader has started consuming,
+    # so the second one joins while the first still has most of the topic to load, however fast it is.
     wait_for("the first loader to store rows", lambda: row_count(db) > 0)
-    b = start(cmd)
-    errs = []
-    for p in (a, b):
-        code, e = finish(p)
-        assert code == 0, e[-3000:]
-        errs.append(e)
+    hold = psycopg2.connect(db, connect_timeout=10)
+    with tempfile.TemporaryFile("w+") as b_err:
+        try:
+            with hold.cursor() as c:
+                c.execute("LOCK TABLE ecomlogs_daily_rollup IN EXCLUSIVE MODE")
+            b = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=b_err, text=True)
+
+            def b_consuming() -> bool:
+                b_err.seek(0)
+                return "loading " in b_err.read() or b.poll() is not None
+
+            wait_for("the second loader to start consuming", b_consuming)
+        finally:
+            hold.rollback()
+            hold.close()
+        errs = []
+        for p in (a, b):
+            code, e = finish(p)
+            if p is b:
+                b_err.seek(0)
+                e = b_err.read()
+            assert code == 0, e[-3000:]
+            errs.append(e)
     assert any("revoked" in e for e in errs)
     assert all("loaded" in e for e in errs)
     assert_exact(db, expected)
