@@ -1083,15 +1083,21 @@ def table_summary(dsn: str) -> dict[str, Any]:
     finally:
         conn.close()
     first = batches[0][0] if batches else None
-    starts: list[tuple[float, int]] = []
-    before = 0
-    for at, n in batches:
-        starts.append(((at - first).total_seconds(), before))
-        before += n
     return {"rows": rows, "distinct_event_ids": distinct, "max_id": max_id, "batches": len(batches),
             "first_batch_at": first.isoformat() if first else None,
             "last_batch_at": batches[-1][0].isoformat() if batches else None,
-            "batch_starts": [[round(t, 6), n] for t, n in starts[-3:]]}
+            "batch_starts": batch_starts(batches)}
+
+
+def batch_starts(batches: Sequence[tuple[datetime, int]]) -> list[list[float]]:
+    """The last three of ``batches`` ((created_at, rows) in order) as [seconds after the first batch's
+    start, rows of the batches that started before it] (what :func:`batch_rate` reads)."""
+    starts: list[list[float]] = []
+    before = 0
+    for at, n in batches:
+        starts.append([round((at - batches[0][0]).total_seconds(), 6), before])
+        before += n
+    return starts[-3:]
 
 
 def batch_rate(summary: dict[str, Any]) -> Optional[float]:

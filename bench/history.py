@@ -582,15 +582,9 @@ def new_rows_summary(dsn: str, after_id: int, span: Optional[tuple[datetime, dat
             batches = cur.fetchall()
     finally:
         conn.close()
-    first = batches[0][0] if batches else None
-    starts: list[tuple[float, int]] = []
-    before = 0
-    for at, k in batches:
-        starts.append(((at - first).total_seconds(), before))
-        before += k
     return {"rows": rows, "distinct_event_ids": distinct, "batches": len(batches),
             "event_span": [lo.isoformat() if lo else None, hi.isoformat() if hi else None],
-            "batch_starts": [[round(t, 6), k] for t, k in starts[-3:]],
+            "batch_starts": B.batch_starts(batches),
             "batch_sizes": [k for _, k in batches]}
 
 
