@@ -433,20 +433,7 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
         Some(other) => return Err(wrong_type("is_valid", &other, "a boolean")),
     }
     // Fit for the table.
-    let event_id = match string_field("event_id", raw.event_id)? {
-        Some(id) if !id.is_empty() => id,
-        _ => {
-            return Err(Rejection::new(
-                Reason::MissingEventId,
-                "event_id is missing",
-            ))
-        }
-    };
-    let timestamp = match string_field("timestamp", raw.timestamp)? {
-        Some(t) => parse_timestamp(&t)?,
-        None => return Err(Rejection::new(Reason::BadTimestamp, "timestamp is missing")),
-    };
-    check_fits("event_id", &event_id, limits::EVENT_ID_CHARS)?;
+    let (event_id, timestamp) = id_and_time(raw.event_id, raw.timestamp)?;
     check_fits("customer_id", &customer_id, limits::CUSTOMER_ID_CHARS)?;
     check_fits("currency", &currency, limits::CURRENCY_CHARS)?;
     Ok(CleanEvent {
@@ -457,6 +444,29 @@ pub fn validate(value: Option<&[u8]>) -> Result<CleanEvent<'_>, Rejection> {
         currency: Some(currency),
         timestamp,
     })
+}
+
+/// What every event needs, under any contract: a non-empty event id that fits its column, and a
+/// timestamp.
+fn id_and_time<'a>(
+    event_id: Option<Field<'a>>,
+    timestamp: Option<Field<'a>>,
+) -> Result<(Cow<'a, str>, DateTime<Utc>), Rejection> {
+    let event_id = match string_field("event_id", event_id)? {
+        Some(id) if !id.is_empty() => id,
+        _ => {
+            return Err(Rejection::new(
+                Reason::MissingEventId,
+                "event_id is missing",
+            ))
+        }
+    };
+    let timestamp = match string_field("timestamp", timestamp)? {
+        Some(t) => parse_timestamp(&t)?,
+        None => return Err(Rejection::new(Reason::BadTimestamp, "timestamp is missing")),
+    };
+    check_fits("event_id", &event_id, limits::EVENT_ID_CHARS)?;
+    Ok((event_id, timestamp))
 }
 
 /// Only what every contract shares: the structure, and what `kafka_events_silver` needs (an event id;
@@ -476,20 +486,7 @@ pub(crate) fn fit_raw(raw: RawEvent<'_>) -> Result<CleanEvent<'_>, Rejection> {
         _ => None,
     };
     let currency = string_field("currency", raw.currency)?;
-    let event_id = match string_field("event_id", raw.event_id)? {
-        Some(id) if !id.is_empty() => id,
-        _ => {
-            return Err(Rejection::new(
-                Reason::MissingEventId,
-                "event_id is missing",
-            ))
-        }
-    };
-    let timestamp = match string_field("timestamp", raw.timestamp)? {
-        Some(t) => parse_timestamp(&t)?,
-        None => return Err(Rejection::new(Reason::BadTimestamp, "timestamp is missing")),
-    };
-    check_fits("event_id", &event_id, limits::EVENT_ID_CHARS)?;
+    let (event_id, timestamp) = id_and_time(raw.event_id, raw.timestamp)?;
     for (name, value, max) in [
         ("customer_id", &customer_id, limits::CUSTOMER_ID_CHARS),
         ("currency", &currency, limits::CURRENCY_CHARS),
