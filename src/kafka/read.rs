@@ -241,14 +241,11 @@ impl Reader {
         tick: Tick<'_>,
         each: Each<'_>,
     ) -> Result<ScanEnd> {
-        let mut end = ScanEnd::default();
-        let mut starts = BTreeMap::new();
-        for &p in partitions {
-            let (low, _) = self.watermarks(topic, p, scan.timeout)?;
-            let start = scan.start.get(&p).copied().unwrap_or(low).max(low);
-            end.next.insert(p, start);
-            starts.insert(p, start);
-        }
+        let starts = self.starts(topic, partitions, scan)?;
+        let mut end = ScanEnd {
+            next: starts.clone(),
+            ..ScanEnd::default()
+        };
         self.assign(topic, &end.next, &BTreeSet::new())?;
         let began = Instant::now();
         let mut assigned = began;
@@ -290,22 +287,10 @@ impl Reader {
                     ),
                 ));
             }
-            if assigned.elapsed() >= SILENCE {
-                // The broker answered (metadata, watermarks), but says nothing of a partition asked for
-                // a start past the end of its log: the dev broker's answer to a reset log.
-                let silent: BTreeSet<i32> = partitions
-                    .iter()
-                    .copied()
-                    .filter(|p| !heard.contains(p))
-                    .collect();
-                if !silent.is_empty() {
-                    for &p in &silent {
-                        end.restarted.push(p);
-                        heard.insert(p);
-                    }
-                    self.assign(topic, &end.next, &silent)?;
-                    assigned = Instant::now();
-                }
+            if assigned.elapsed() >= SILENCE
+                && self.restart_silent(topic, partitions, &mut heard, &mut end)?
+            {
+                assigned = Instant::now();
             }
             match self.consumer.poll(TICK) {
                 Some(Ok(m)) => {
@@ -337,6 +322,42 @@ impl Reader {
         end.restarted.sort_unstable();
         end.restarted.dedup();
         result.map(|()| end)
+    }
+
+    /// Where each partition's scan starts: the scan's start for it, never before the log's start.
+    fn starts(&self, topic: &str, partitions: &[i32], scan: &Scan) -> Result<BTreeMap<i32, i64>> {
+        let mut starts = BTreeMap::new();
+        for &p in partitions {
+            let (low, _) = self.watermarks(topic, p, scan.timeout)?;
+            starts.insert(p, scan.start.get(&p).copied().unwrap_or(low).max(low));
+        }
+        Ok(starts)
+    }
+
+    /// The broker answered (metadata, watermarks) but said nothing of the partitions not `heard` from,
+    /// asked for a start past the end of their log: the dev broker's answer to a reset log. They are
+    /// read again from their beginning and counted as restarted. True if there were any.
+    fn restart_silent(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        heard: &mut BTreeSet<i32>,
+        end: &mut ScanEnd,
+    ) -> Result<bool> {
+        let silent: BTreeSet<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !heard.contains(p))
+            .collect();
+        if silent.is_empty() {
+            return Ok(false);
+        }
+        for &p in &silent {
+            end.restarted.push(p);
+            heard.insert(p);
+        }
+        self.assign(topic, &end.next, &silent)?;
+        Ok(true)
     }
 
     /// Assigns every partition at its `next` offset, those in `beginning` at the start of their log.
