@@ -178,18 +178,27 @@ impl BrokerWatch {
 
     /// For `ClientContext::log`: librdkafka's own lines, minus the per-attempt noise of an outage.
     pub fn on_log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        // Severity is the number: 0 (emergency) to 7 (debug); warnings and below are 4 and up.
-        let during_outage = self.is_down() && (level as i32) >= RDKafkaLogLevel::Warning as i32;
-        // One --extra-config feeds a stage's consumers and producers alike: a key that only one kind
-        // uses is expected, not worth a warning from the other.
-        let other_kind = fac == "CONFWARN" && message.contains("will be ignored by this");
-        let quiet = fac == "FAIL" || during_outage || other_kind;
-        let lvl = match quiet {
+        let lvl = match is_noise(level, fac, message, self.is_down()) {
             true => log::Level::Debug,
             false => log_level(level),
         };
         log::log!(target: "librdkafka", lvl, "{fac}: {message}");
     }
+}
+
+/// A librdkafka line that says nothing the stage does not say better itself (kept at debug):
+/// - a connection's failure (`FAIL`): an outage is one warning from `BrokerWatch`, not one per attempt;
+/// - an offset commit's failure (`COMMITFAIL`, e.g. "Waiting for coordinator" while the group finds
+///   its coordinator again after a broker restart): each commit's result goes to the code that made
+///   it, which says what it means (the processor: "records may be reprocessed"; the loader's Kafka
+///   commit is advisory, its offsets of record are in PostgreSQL);
+/// - any warning while the broker is known to be down;
+/// - a key of the one `--extra-config` that only the other kind of client (consumer or producer) uses.
+fn is_noise(level: RDKafkaLogLevel, fac: &str, message: &str, down: bool) -> bool {
+    // Severity is the number: 0 (emergency) to 7 (debug); warnings and below are 4 and up.
+    let during_outage = down && (level as i32) >= RDKafkaLogLevel::Warning as i32;
+    let other_kind = fac == "CONFWARN" && message.contains("will be ignored by this");
+    fac == "FAIL" || fac == "COMMITFAIL" || during_outage || other_kind
 }
 
 /// A librdkafka severity as a `log` level.
@@ -408,5 +417,25 @@ pub fn rebalance<S: Send + Sync>(
             let _ = consumer.unassign();
             ctx.assignment.revoked();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_attempt_failures_are_noise_other_warnings_are_not() {
+        let w = RDKafkaLogLevel::Warning;
+        let commit = "Offset commit (manual) failed for 1/1 partition(s) in join-state \
+                      wait-unassign-to-complete: Local: Waiting for coordinator";
+        assert!(is_noise(w, "COMMITFAIL", commit, false));
+        assert!(is_noise(RDKafkaLogLevel::Error, "FAIL", "Connect to ipv4#127.0.0.1:9092 failed", false));
+        assert!(is_noise(w, "CONFWARN", "Configuration property x is a producer property and will be ignored by this consumer instance", false));
+        assert!(!is_noise(w, "CONFWARN", "Configuration property x is deprecated", false));
+        assert!(!is_noise(w, "MAXPOLL", "Application maximum poll interval exceeded", false));
+        assert!(is_noise(w, "MAXPOLL", "Application maximum poll interval exceeded", true));
+        // Errors above warning stay visible even during an outage.
+        assert!(!is_noise(RDKafkaLogLevel::Error, "SSL", "certificate verify failed", true));
     }
 }
