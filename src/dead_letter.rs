@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::{Header, Headers};
+use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::error::{Error, Result};
-use crate::kafka::{send_blocking, DeliveryTracker};
+use crate::kafka::{self, DeliveryTracker, Out, Topic};
 use crate::validate::Reason;
 
 /// Header names.
@@ -59,17 +59,15 @@ impl<'a> Lineage<'a> {
         from.map(|from| Lineage { from, generation })
     }
 
-    /// Adds the lineage headers to `h`.
-    pub fn insert(&self, h: OwnedHeaders) -> OwnedHeaders {
-        let generation = self.generation.to_string();
-        h.insert(Header {
-            key: headers::REPLAYED_FROM,
-            value: Some(self.from),
-        })
-        .insert(Header {
-            key: headers::REPLAY_GENERATION,
-            value: Some(generation.as_bytes()),
-        })
+    /// Its two headers (the generation's digits written into `digits`).
+    pub fn headers<'s>(&'s self, digits: &'s mut itoa::Buffer) -> [(&'static str, &'s [u8]); 2] {
+        [
+            (headers::REPLAYED_FROM, self.from),
+            (
+                headers::REPLAY_GENERATION,
+                digits.format(self.generation).as_bytes(),
+            ),
+        ]
     }
 
     /// An owned copy, for a dead letter held until its batch is written.
@@ -120,62 +118,51 @@ pub struct Why<'a> {
 }
 
 impl Why<'_> {
-    pub fn headers(&self) -> OwnedHeaders {
+    /// The dead letter's headers (numbers written into `digits`).
+    pub fn headers<'s>(&'s self, digits: &'s mut [itoa::Buffer; 3]) -> Vec<(&'static str, &'s [u8])> {
         let mut end = self.detail.len().min(MAX_DETAIL);
         while !self.detail.is_char_boundary(end) {
             end -= 1;
         }
-        let partition = self.source_partition.to_string();
-        let offset = self.source_offset.to_string();
-        let mut h = OwnedHeaders::new_with_capacity(10);
-        for (key, value) in [
-            (headers::REASON, self.reason.code()),
-            (headers::DETAIL, &self.detail[..end]),
-            (headers::SOURCE_TOPIC, self.source_topic),
-            (headers::SOURCE_PARTITION, &partition),
-            (headers::SOURCE_OFFSET, &offset),
-            (headers::STAGE, self.stage),
-        ] {
-            h = h.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
+        let [partition, offset, generation] = digits;
+        let mut h = Vec::with_capacity(10);
+        h.extend([
+            (headers::REASON, self.reason.code().as_bytes()),
+            (headers::DETAIL, &self.detail.as_bytes()[..end]),
+            (headers::SOURCE_TOPIC, self.source_topic.as_bytes()),
+            (headers::SOURCE_PARTITION, partition.format(self.source_partition).as_bytes()),
+            (headers::SOURCE_OFFSET, offset.format(self.source_offset).as_bytes()),
+            (headers::STAGE, self.stage.as_bytes()),
+        ]);
         if let Some(state) = self.sqlstate {
-            h = h.insert(Header {
-                key: headers::SQLSTATE,
-                value: Some(state),
-            });
+            h.push((headers::SQLSTATE, state.as_bytes()));
         }
         if let Some(id) = self.contract {
-            h = h.insert(Header {
-                key: headers::CONTRACT,
-                value: Some(id),
-            });
+            h.push((headers::CONTRACT, id.as_bytes()));
         }
-        match &self.lineage {
-            Some(l) => l.insert(h),
-            None => h,
+        if let Some(l) = &self.lineage {
+            h.extend(l.headers(generation));
         }
+        h
     }
 }
 
-/// Sends one dead letter (waiting while the producer's queue is full).
+/// Sends one dead letter to `dlq` (waiting while the producer's queue is full).
 pub fn send(
     producer: &BaseProducer<DeliveryTracker>,
-    dlq_topic: &str,
+    dlq: &Topic<'_>,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     why: &Why<'_>,
 ) -> Result<()> {
-    let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq_topic).headers(why.headers());
-    if let Some(v) = value {
-        r = r.payload(v);
-    }
-    if let Some(k) = key {
-        r = r.key(k);
-    }
-    send_blocking(producer, r).map_err(|e| Error::kafka("dead-lettering a record", e))
+    let mut digits = Default::default();
+    let headers = why.headers(&mut digits);
+    let record = Out {
+        key,
+        value,
+        headers: &headers,
+    };
+    kafka::send(producer, dlq, record).map_err(|e| Error::kafka("dead-lettering a record", e))
 }
 
 /// Waits until everything sent so far is acknowledged; the first delivery failure is the error.

@@ -15,13 +15,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
+use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::config::{ClientKind, KafkaSettings};
 use crate::dead_letter::{headers, Lineage};
 use crate::error::{Error, Result};
-use crate::kafka::{send_blocking, BrokerWatch, DeliveryTracker, Reader, Scan, Tick};
+use crate::kafka::{self, BrokerWatch, DeliveryTracker, Out, Reader, Scan, Tick, Topic};
 use crate::stage::StopToken;
 
 /// The header a replayed record carries: `<dead-letter topic>/<partition>/<offset>`.
@@ -460,15 +460,15 @@ fn send(
         from: from.as_bytes(),
         generation,
     };
-    let mut r: BaseRecord<'_, [u8], [u8]> =
-        BaseRecord::to(target).headers(lineage.insert(OwnedHeaders::new_with_capacity(2)));
-    if let Some(v) = m.payload() {
-        r = r.payload(v);
-    }
-    if let Some(k) = m.key() {
-        r = r.key(k);
-    }
-    send_blocking(producer, r).map_err(|e| Error::kafka(format!("replaying to {target}"), e))
+    let mut digits = itoa::Buffer::new();
+    let record = Out {
+        key: m.key(),
+        value: m.payload(),
+        headers: &lineage.headers(&mut digits),
+    };
+    Topic::new(producer, target)
+        .and_then(|topic| kafka::send(producer, &topic, record))
+        .map_err(|e| Error::kafka(format!("replaying to {target}"), e))
 }
 
 /// Waits until every replayed record is acknowledged; a delivery failure is the error.

@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::config::{ClientKind, KafkaSettings};
 use crate::error::{Error, Result};
 use crate::generate::{Generator, GeneratorConfig, Intended};
-use crate::kafka::{ensure_topics, send_blocking, BrokerWatch, DeliveryTracker};
+use crate::kafka::{self, ensure_topics, BrokerWatch, DeliveryTracker, Out, Topic};
 use crate::metrics::{self, Export, Exporter};
 use crate::options::{cmd, Values};
 use crate::stage::{StopToken, TICK};
@@ -93,13 +93,19 @@ pub fn run_producer(
     )?;
     let topics = [("output", opts.topic.as_str())];
     metrics::observed("producer", &topics, tick, |tick| {
-        let mut stage = Stage::new(settings, opts, token, tick)?;
+        // Only failures get a delivery report (see `config`): what is acknowledged is what was
+        // produced, minus what is still in flight, minus failures.
+        let producer: BaseProducer<DeliveryTracker> = settings
+            .client(ClientKind::Producer, &[])
+            .create_with_context(DeliveryTracker::new(BrokerWatch::new("ecomlogs.producer")))
+            .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
+        let mut stage = Stage::new(settings, &producer, opts, token, tick)?;
         match stage.produce() {
             Ok(()) => {}
             Err(Error::Interrupted) => stage.stats.interrupted = true,
             Err(e) => {
                 // Deliver what is already queued before reporting the error; nothing else to do.
-                let _ = crate::kafka::flush(&stage.producer, Duration::from_secs(5));
+                let _ = crate::kafka::flush(stage.producer, Duration::from_secs(5));
                 return Err(e);
             }
         }
@@ -121,7 +127,8 @@ impl Export for ProduceStats {
 struct Stage<'a> {
     opts: &'a ProduceOptions,
     bootstrap_servers: &'a str,
-    producer: BaseProducer<DeliveryTracker>,
+    producer: &'a BaseProducer<DeliveryTracker>,
+    topic: Topic<'a>,
     token: &'a StopToken,
     tick: &'a mut dyn FnMut(&ProduceStats) -> Result<()>,
     stats: ProduceStats,
@@ -132,21 +139,19 @@ struct Stage<'a> {
 impl<'a> Stage<'a> {
     fn new(
         settings: &'a KafkaSettings,
+        producer: &'a BaseProducer<DeliveryTracker>,
         opts: &'a ProduceOptions,
         token: &'a StopToken,
         tick: &'a mut dyn FnMut(&ProduceStats) -> Result<()>,
     ) -> Result<Self> {
-        // Only failures get a delivery report (see `config`): what is acknowledged is what was
-        // produced, minus what is still in flight, minus failures.
-        let producer: BaseProducer<DeliveryTracker> = settings
-            .client(ClientKind::Producer, &[])
-            .create_with_context(DeliveryTracker::new(BrokerWatch::new("ecomlogs.producer")))
-            .map_err(|e| Error::kafka("creating the Kafka producer", e))?;
+        let topic = Topic::new(producer, &opts.topic)
+            .map_err(|e| Error::kafka(format!("producing to {}", opts.topic), e))?;
         let now = Instant::now();
         Ok(Stage {
             opts,
             bootstrap_servers: &settings.bootstrap_servers,
             producer,
+            topic,
             token,
             tick,
             stats: ProduceStats::default(),
@@ -187,12 +192,12 @@ impl<'a> Stage<'a> {
     }
 
     fn send(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&self.opts.topic).payload(value);
-        if !key.is_empty() {
-            record = record.key(key);
-        }
-        send_blocking(&self.producer, record)
+        let record = Out {
+            key: Some(key).filter(|k| !k.is_empty()),
+            value: Some(value),
+            headers: &[],
+        };
+        kafka::send(self.producer, &self.topic, record)
             .map_err(|e| Error::kafka(format!("producing to {}", self.opts.topic), e))?;
         self.stats.produced += 1;
         Ok(())
@@ -263,7 +268,7 @@ impl<'a> Stage<'a> {
             // A second Ctrl-C during the flush is ignored: the flush is bounded by flush_timeout.
             let _ = (self.tick)(&self.stats);
         }
-        let _ = crate::kafka::flush(&self.producer, Duration::from_secs(1));
+        let _ = crate::kafka::flush(self.producer, Duration::from_secs(1));
         self.refresh();
         if let Some(e) = self.producer.context().take_error() {
             return Err(Error::kafka(

@@ -1,10 +1,11 @@
 //! Kafka plumbing shared by the stages: topic creation through the admin API (the dev broker does not
-//! auto-create topics), sending with back-pressure, and what the stages' clients share: contexts that
+//! auto-create topics), sending with back-pressure through topic handles made once (`out`), and what the stages' clients share: contexts that
 //! report broker outages once (`context`), what a consumer knows of its input (`input`), and reading a
 //! topic from outside the pipeline (`read`: for notebooks and the dashboard).
 
 mod context;
 pub mod fetch_errors;
+mod out;
 mod input;
 mod read;
 pub mod session;
@@ -15,6 +16,7 @@ pub use context::{
     StageContext,
 };
 pub use input::{Assignment, InputState};
+pub use out::{send, Out, Topic};
 pub use read::{
     read_to_end, topic_offsets, Each, PartitionOffsets, ReadRequest, Reader, Record, Scan, ScanEnd,
     Tick, TopicRead,
@@ -151,23 +153,6 @@ pub fn is_fatal(code: Option<RDKafkaErrorCode>) -> bool {
             | Some(RDKafkaErrorCode::InvalidProducerEpoch)
             | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
     )
-}
-
-/// Sends with back-pressure: waits (serving delivery reports) while the local queue is full.
-pub fn send_blocking(
-    producer: &rdkafka::producer::BaseProducer<DeliveryTracker>,
-    mut record: rdkafka::producer::BaseRecord<'_, [u8], [u8]>,
-) -> std::result::Result<(), KafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
 }
 
 /// Waits until every record sent so far is acknowledged (or failed), returning as soon as that is so.

@@ -15,7 +15,7 @@ use super::context::LoaderContext;
 use super::LoadOptions;
 use crate::dead_letter;
 use crate::error::{Error, Result};
-use crate::kafka::DeliveryTracker;
+use crate::kafka::{DeliveryTracker, Topic};
 use crate::sink::Written;
 use crate::stage::locked;
 use crate::validate::Reason;
@@ -138,11 +138,16 @@ fn write(
     let mut deliver = |w: &Written| -> Result<()> {
         dead_by_reason.clear();
         let rejected = batch.rejected(w);
+        if batch.dead.is_empty() && rejected.is_empty() {
+            return Ok(());
+        }
+        let dlq = Topic::new(producer, &opts.dlq_topic)
+            .map_err(|e| Error::kafka("dead-lettering a record", e))?;
         for d in batch.dead.iter().chain(rejected.iter()) {
             let why = d.why(&opts.topic, "loader");
             dead_letter::send(
                 producer,
-                &opts.dlq_topic,
+                &dlq,
                 d.key.as_deref(),
                 d.value.as_deref(),
                 &why,

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::BaseProducer;
 
 use super::ProcessOptions;
-use crate::dead_letter;
+use crate::dead_letter::{self, headers};
 use crate::error::{Error, Result};
-use crate::kafka::{send_blocking, DeliveryTracker};
+use crate::kafka::{self, DeliveryTracker, Out, Topic};
 use crate::validate::Reason;
 
 /// Below this many records a batch is routed on the worker's own thread (threads would cost more).
@@ -54,10 +54,12 @@ pub(super) fn route_batch(
     canonical: &mut Vec<u8>,
 ) -> Result<Counts> {
     let threads = threads_for(opts.threads, partitions.len());
+    let to = Outputs::new(producer, opts)?;
+    let to = &to;
     if threads <= 1 || batch.len() < PARALLEL_MIN {
         let mut counts = Counts::default();
         for m in batch {
-            route(opts, producer, m, canonical, &mut counts)?;
+            route(opts, to, m, canonical, &mut counts)?;
         }
         return Ok(counts);
     }
@@ -73,7 +75,7 @@ pub(super) fn route_batch(
                 s.spawn(move || -> Result<Counts> {
                     let (mut counts, mut buf) = (Counts::default(), Vec::with_capacity(512));
                     for m in batch.iter().filter(|m| mine.contains(&m.partition())) {
-                        route(opts, producer, m, &mut buf, &mut counts)?;
+                        route(opts, to, m, &mut buf, &mut counts)?;
                     }
                     Ok(counts)
                 })
@@ -94,11 +96,31 @@ pub(super) fn route_batch(
     })
 }
 
+/// Where a batch's records go: the worker's producer and handles of its two topics.
+struct Outputs<'p> {
+    producer: &'p BaseProducer<DeliveryTracker>,
+    clean: Topic<'p>,
+    dlq: Topic<'p>,
+}
+
+impl<'p> Outputs<'p> {
+    fn new(producer: &'p BaseProducer<DeliveryTracker>, opts: &ProcessOptions) -> Result<Self> {
+        let topic = |name: &str| {
+            Topic::new(producer, name).map_err(|e| Error::kafka(format!("producing to {name}"), e))
+        };
+        Ok(Outputs {
+            producer,
+            clean: topic(&opts.output_topic)?,
+            dlq: topic(&opts.dlq_topic)?,
+        })
+    }
+}
+
 /// One record to exactly one output: canonical JSON to the output topic, or the original to the
 /// dead-letter topic with the reason.
 fn route(
     opts: &ProcessOptions,
-    producer: &BaseProducer<DeliveryTracker>,
+    to: &Outputs<'_>,
     m: &BorrowedMessage<'_>,
     canonical: &mut Vec<u8>,
     counts: &mut Counts,
@@ -115,19 +137,22 @@ fn route(
                 log::info!(target: "ecomlogs.processor", "valid {} {}", clean.event_id, clean.event_type_text());
             }
             counts.valid += 1;
-            let mut r = BaseRecord::to(&opts.output_topic).payload(canonical.as_slice());
-            if let Some(k) = key {
-                r = r.key(k);
-            }
-            let h = OwnedHeaders::new_with_capacity(3).insert(Header {
-                key: dead_letter::headers::CONTRACT,
-                value: Some(contract),
-            });
-            r = r.headers(match &lineage {
-                Some(l) => l.insert(h),
-                None => h,
-            });
-            send_blocking(producer, r)
+            let mut digits = itoa::Buffer::new();
+            let mut h = [(headers::CONTRACT, contract.as_bytes()); 3];
+            let n = match &lineage {
+                Some(l) => {
+                    let [from, generation] = l.headers(&mut digits);
+                    (h[1], h[2]) = (from, generation);
+                    3
+                }
+                None => 1,
+            };
+            let record = Out {
+                key,
+                value: Some(canonical),
+                headers: &h[..n],
+            };
+            kafka::send(to.producer, &to.clean, record)
                 .map_err(|e| Error::kafka("producing an output record (offsets not committed)", e))
         }
         Err(rej) => {
@@ -147,7 +172,7 @@ fn route(
                 lineage,
                 contract: Some(contract),
             };
-            dead_letter::send(producer, &opts.dlq_topic, key, m.payload(), &why)
+            dead_letter::send(to.producer, &to.dlq, key, m.payload(), &why)
         }
     }
 }
