@@ -119,7 +119,10 @@ pub struct Why<'a> {
 
 impl Why<'_> {
     /// The dead letter's headers (numbers written into `digits`).
-    pub fn headers<'s>(&'s self, digits: &'s mut [itoa::Buffer; 3]) -> Vec<(&'static str, &'s [u8])> {
+    pub fn headers<'s>(
+        &'s self,
+        digits: &'s mut [itoa::Buffer; 3],
+    ) -> Vec<(&'static str, &'s [u8])> {
         let mut end = self.detail.len().min(MAX_DETAIL);
         while !self.detail.is_char_boundary(end) {
             end -= 1;
@@ -130,8 +133,14 @@ impl Why<'_> {
             (headers::REASON, self.reason.code().as_bytes()),
             (headers::DETAIL, &self.detail.as_bytes()[..end]),
             (headers::SOURCE_TOPIC, self.source_topic.as_bytes()),
-            (headers::SOURCE_PARTITION, partition.format(self.source_partition).as_bytes()),
-            (headers::SOURCE_OFFSET, offset.format(self.source_offset).as_bytes()),
+            (
+                headers::SOURCE_PARTITION,
+                partition.format(self.source_partition).as_bytes(),
+            ),
+            (
+                headers::SOURCE_OFFSET,
+                offset.format(self.source_offset).as_bytes(),
+            ),
             (headers::STAGE, self.stage.as_bytes()),
         ]);
         if let Some(state) = self.sqlstate {

@@ -430,12 +430,37 @@ mod tests {
         let commit = "Offset commit (manual) failed for 1/1 partition(s) in join-state \
                       wait-unassign-to-complete: Local: Waiting for coordinator";
         assert!(is_noise(w, "COMMITFAIL", commit, false));
-        assert!(is_noise(RDKafkaLogLevel::Error, "FAIL", "Connect to ipv4#127.0.0.1:9092 failed", false));
+        assert!(is_noise(
+            RDKafkaLogLevel::Error,
+            "FAIL",
+            "Connect to ipv4#127.0.0.1:9092 failed",
+            false
+        ));
         assert!(is_noise(w, "CONFWARN", "Configuration property x is a producer property and will be ignored by this consumer instance", false));
-        assert!(!is_noise(w, "CONFWARN", "Configuration property x is deprecated", false));
-        assert!(!is_noise(w, "MAXPOLL", "Application maximum poll interval exceeded", false));
-        assert!(is_noise(w, "MAXPOLL", "Application maximum poll interval exceeded", true));
+        assert!(!is_noise(
+            w,
+            "CONFWARN",
+            "Configuration property x is deprecated",
+            false
+        ));
+        assert!(!is_noise(
+            w,
+            "MAXPOLL",
+            "Application maximum poll interval exceeded",
+            false
+        ));
+        assert!(is_noise(
+            w,
+            "MAXPOLL",
+            "Application maximum poll interval exceeded",
+            true
+        ));
         // Errors above warning stay visible even during an outage.
-        assert!(!is_noise(RDKafkaLogLevel::Error, "SSL", "certificate verify failed", true));
+        assert!(!is_noise(
+            RDKafkaLogLevel::Error,
+            "SSL",
+            "certificate verify failed",
+            true
+        ));
     }
 }

@@ -5,8 +5,8 @@
 
 mod context;
 pub mod fetch_errors;
-mod out;
 mod input;
+mod out;
 mod read;
 pub mod session;
 mod topic_id;

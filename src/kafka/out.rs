@@ -113,8 +113,18 @@ pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
         vus[n] = rd::rd_kafka_vu_t { vtype, u };
         n += 1;
     };
-    vu(V::RD_KAFKA_VTYPE_RKT, U { rkt: topic.rkt.as_ptr() });
-    vu(V::RD_KAFKA_VTYPE_MSGFLAGS, U { i: rd::RD_KAFKA_MSG_F_COPY });
+    vu(
+        V::RD_KAFKA_VTYPE_RKT,
+        U {
+            rkt: topic.rkt.as_ptr(),
+        },
+    );
+    vu(
+        V::RD_KAFKA_VTYPE_MSGFLAGS,
+        U {
+            i: rd::RD_KAFKA_MSG_F_COPY,
+        },
+    );
     for (vtype, bytes) in [
         (V::RD_KAFKA_VTYPE_VALUE, record.value),
         (V::RD_KAFKA_VTYPE_KEY, record.key),
@@ -146,5 +156,72 @@ pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
             RDKafkaErrorCode::QueueFull => producer.poll(Duration::from_millis(5)),
             code => return Err(KafkaError::MessageProduction(code)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{DefaultProducerContext, PurgeConfig};
+
+    /// A producer that never reaches a broker: records stay queued (and are counted in flight).
+    fn unconnected() -> BaseProducer<DefaultProducerContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "60000")
+            .set("log_level", "0")
+            .create()
+            .expect("a producer")
+    }
+
+    #[test]
+    fn records_with_and_without_headers_are_queued_and_the_handle_outlives_nothing() {
+        let producer = unconnected();
+        let topic = Topic::new(&producer, "clean_events").expect("a handle");
+        let lineage = [
+            ("ecomlogs.replayed_from", &b"dlq/0/7"[..]),
+            ("ecomlogs.replay_generation", b"1"),
+        ];
+        let records = [
+            Out {
+                key: Some(b"c1"),
+                value: Some(b"{}"),
+                headers: &[("ecomlogs.contract", b"urn:x")],
+            },
+            Out {
+                key: None,
+                value: Some(b"{}"),
+                headers: &lineage,
+            },
+            Out {
+                key: Some(b"c2"),
+                value: None,
+                headers: &[],
+            },
+            Out::default(),
+        ];
+        for r in records {
+            send(&producer, &topic, r).expect("queued");
+        }
+        assert_eq!(producer.in_flight_count(), 4);
+        // A second handle of the same topic is librdkafka's same topic, released on its own.
+        drop(Topic::new(&producer, "clean_events").expect("a handle"));
+        send(&producer, &topic, Out::default()).expect("queued");
+        drop(topic);
+        assert_eq!(producer.in_flight_count(), 5);
+        producer.purge(PurgeConfig::default().queue());
+    }
+
+    #[test]
+    fn a_topic_name_with_a_nul_byte_is_refused() {
+        let producer = unconnected();
+        let err = Topic::new(&producer, "clean\0events")
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err,
+            KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic)
+        );
     }
 }

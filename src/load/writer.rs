@@ -145,13 +145,7 @@ fn write(
             .map_err(|e| Error::kafka("dead-lettering a record", e))?;
         for d in batch.dead.iter().chain(rejected.iter()) {
             let why = d.why(&opts.topic, "loader");
-            dead_letter::send(
-                producer,
-                &dlq,
-                d.key.as_deref(),
-                d.value.as_deref(),
-                &why,
-            )?;
+            dead_letter::send(producer, &dlq, d.key.as_deref(), d.value.as_deref(), &why)?;
             *dead_by_reason.entry(d.reason).or_default() += 1;
         }
         if !dead_by_reason.is_empty() {
