@@ -162,21 +162,65 @@ pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::client::ClientContext;
     use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{DefaultProducerContext, PurgeConfig};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::{DeliveryResult, PurgeConfig};
+    use std::sync::Mutex;
+    use std::time::Instant;
 
-    /// A producer that never reaches a broker: records stay queued (and are counted in flight).
-    fn unconnected() -> BaseProducer<DefaultProducerContext> {
+    /// A record as its delivery report gives it back: key, value, headers.
+    type Seen = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+    /// Keeps every delivery report's record.
+    #[derive(Default)]
+    struct Reports(Mutex<Vec<Seen>>);
+
+    impl ClientContext for Reports {}
+
+    impl ProducerContext for Reports {
+        type DeliveryOpaque = ();
+        fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+            let m = match result {
+                Ok(m) => m,
+                Err((_, m)) => m,
+            };
+            let headers = m.headers().map_or_else(Vec::new, |h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            });
+            let seen = (
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+                headers,
+            );
+            self.0.lock().unwrap().push(seen);
+        }
+    }
+
+    /// A producer that never reaches a broker: records stay queued until purged, and the purge
+    /// reports each of them as librdkafka holds it.
+    fn unconnected() -> BaseProducer<Reports> {
         ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
             .set("message.timeout.ms", "60000")
             .set("log_level", "0")
-            .create()
+            .create_with_context(Reports::default())
             .expect("a producer")
     }
 
+    fn purged(producer: &BaseProducer<Reports>, n: usize) -> Vec<Seen> {
+        producer.purge(PurgeConfig::default().queue());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while producer.context().0.lock().unwrap().len() < n && Instant::now() < deadline {
+            producer.poll(Duration::from_millis(50));
+        }
+        std::mem::take(&mut *producer.context().0.lock().unwrap())
+    }
+
     #[test]
-    fn records_with_and_without_headers_are_queued_and_the_handle_outlives_nothing() {
+    fn records_keep_their_key_value_and_headers_and_handles_are_released_on_their_own() {
         let producer = unconnected();
         let topic = Topic::new(&producer, "clean_events").expect("a handle");
         let lineage = [
@@ -191,7 +235,7 @@ mod tests {
             },
             Out {
                 key: None,
-                value: Some(b"{}"),
+                value: Some(b"[]"),
                 headers: &lineage,
             },
             Out {
@@ -199,18 +243,37 @@ mod tests {
                 value: None,
                 headers: &[],
             },
-            Out::default(),
         ];
         for r in records {
             send(&producer, &topic, r).expect("queued");
         }
-        assert_eq!(producer.in_flight_count(), 4);
-        // A second handle of the same topic is librdkafka's same topic, released on its own.
+        // Another handle of the same topic is librdkafka's same topic, released on its own.
         drop(Topic::new(&producer, "clean_events").expect("a handle"));
         send(&producer, &topic, Out::default()).expect("queued");
         drop(topic);
-        assert_eq!(producer.in_flight_count(), 5);
-        producer.purge(PurgeConfig::default().queue());
+        let mut seen = purged(&producer, 4);
+        seen.sort();
+        let own = |k: &str, v: &[u8]| (k.to_string(), v.to_vec());
+        assert_eq!(
+            seen,
+            vec![
+                (None, None, vec![]),
+                (
+                    None,
+                    Some(b"[]".to_vec()),
+                    vec![
+                        own("ecomlogs.replayed_from", b"dlq/0/7"),
+                        own("ecomlogs.replay_generation", b"1")
+                    ]
+                ),
+                (
+                    Some(b"c1".to_vec()),
+                    Some(b"{}".to_vec()),
+                    vec![own("ecomlogs.contract", b"urn:x")]
+                ),
+                (Some(b"c2".to_vec()), None, vec![]),
+            ]
+        );
     }
 
     #[test]
