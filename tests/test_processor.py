@@ -233,7 +233,11 @@ def test_kill_9_exactly_once_neither_loses_nor_duplicates(kafka_bootstrap: str) 
 
 def test_two_instances_split_partitions_and_a_rebalance_loses_nothing(kafka_bootstrap: str) -> None:
     raw, clean, dlq, group = unique("raw"), unique("clean"), unique("dlq"), unique("g")
-    n = 200_000
+    # Enough that the first one is still busy well after the second has joined. (With 200,000 the first
+    # sometimes finished just as the second was joining; it left the group with an empty share, and the dev
+    # broker then never answered the second one's join: seen on Tansu in about one run of four, with builds
+    # before and after this session's changes alike; members leaving a settled group are handled.)
+    n = 600_000
     _produce_events(kafka_bootstrap, raw, n, seed=13)
     valid_ids, invalid = _expected(kafka_bootstrap, raw, n)
     cmd = processor(kafka_bootstrap, raw, clean, dlq, group, "--batch-max", "2000", "--workers", "1",
