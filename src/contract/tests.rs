@@ -111,133 +111,152 @@ fn the_default_contract_is_recognised_and_runs_typed() {
     );
 }
 
+/// One field changed at a time: for each field, values that matter to some rule (good ones, each kind
+/// of bad one; `<remove>` drops the field).
+const FIELD_VALUES: &[(&str, &[&str])] = &[
+    (
+        "customer_id",
+        &[
+            "<remove>",
+            r#""""#,
+            r#""   ""#,
+            "null",
+            "42",
+            r#""a\u0000b""#,
+            "true",
+            "[]",
+            "{}",
+            r#""\u00a0""#,
+            r#""\ufeff""#,
+            r#""\u2003x""#,
+            r#""é""#,
+        ],
+    ),
+    (
+        "event_type",
+        &[
+            r#""REFUND""#,
+            "<remove>",
+            r#""page_view""#,
+            "null",
+            "7",
+            r#""PAGE_VIEW""#,
+            r#""ADD_TO_CART""#,
+        ],
+    ),
+    (
+        "amount",
+        &[
+            "0",
+            "0.0",
+            "-0",
+            "-0.0",
+            "-5.5",
+            "<remove>",
+            "null",
+            r#""12.00""#,
+            "[1]",
+            "true",
+            "{}",
+            "100000000",
+            "99999999.99",
+            "99999999.991",
+            "1.5e2",
+            "12.345",
+            "12.300",
+            "0.01",
+            "0.001",
+            "1e-2",
+            "1E2",
+            "1e400",
+            "1e-400",
+            "123456789012345678901234567890",
+            "-12.345",
+            "-1e-2",
+            "1.005",
+            "123456789.0",
+            "1e28",
+            "7.9e28",
+            "0.1",
+            "0.07",
+            "1.1",
+            "19.99",
+            "99999999.98",
+        ],
+    ),
+    (
+        "currency",
+        &[
+            "<remove>",
+            r#""""#,
+            r#""DOLLARS-US-X""#,
+            "null",
+            "1",
+            r#""  ""#,
+            r#""EUR""#,
+        ],
+    ),
+    (
+        "is_valid",
+        &["false", "<remove>", r#""true""#, "null", "1", "true"],
+    ),
+    (
+        "event_id",
+        &["<remove>", r#""""#, r#"" ""#, "null", "5", r#""a\u0000""#],
+    ),
+    (
+        "timestamp",
+        &[
+            r#""yesterday""#,
+            "<remove>",
+            r#""2026-11-26T13:18:27.123456""#,
+            r#""2026-11-26T14:18:27+01:00""#,
+            r#""0001-01-01T00:00:00Z""#,
+            r#""9999-12-31T23:59:59.999Z""#,
+            r#""0000-06-01T00:00:00Z""#,
+            r#""0001-01-01T00:30:00+01:00""#,
+            r#""9999-12-31T23:30:00-01:00""#,
+            r#""0000-01-01T00:00:00""#,
+            r#""2026-11-26 13:18:27""#,
+            "null",
+            "1234",
+        ],
+    ),
+    (
+        "extra",
+        &[r#"{"nested":[1,2,{"x":null}]}"#, "1e400", r#""\u0000""#],
+    ),
+];
+
 /// Every input of the validator's own tests (`validate/tests.rs`) and of the Python table
 /// (`tests/test_events.py`), plus more edges.
 fn corpus() -> Vec<Vec<u8>> {
     let mut out: Vec<String> = vec![GOOD.into()];
-    for (field, values) in [
-        (
-            "customer_id",
-            &[
-                "<remove>",
-                r#""""#,
-                r#""   ""#,
-                "null",
-                "42",
-                r#""a\u0000b""#,
-                "true",
-                "[]",
-                "{}",
-                r#""\u00a0""#,
-                r#""\ufeff""#,
-                r#""\u2003x""#,
-                r#""é""#,
-            ][..],
-        ),
-        (
-            "event_type",
-            &[
-                r#""REFUND""#,
-                "<remove>",
-                r#""page_view""#,
-                "null",
-                "7",
-                r#""PAGE_VIEW""#,
-                r#""ADD_TO_CART""#,
-            ][..],
-        ),
-        (
-            "amount",
-            &[
-                "0",
-                "0.0",
-                "-0",
-                "-0.0",
-                "-5.5",
-                "<remove>",
-                "null",
-                r#""12.00""#,
-                "[1]",
-                "true",
-                "{}",
-                "100000000",
-                "99999999.99",
-                "99999999.991",
-                "1.5e2",
-                "12.345",
-                "12.300",
-                "0.01",
-                "0.001",
-                "1e-2",
-                "1E2",
-                "1e400",
-                "1e-400",
-                "123456789012345678901234567890",
-                "-12.345",
-                "-1e-2",
-                "1.005",
-                "123456789.0",
-                "1e28",
-                "7.9e28",
-                "0.1",
-                "0.07",
-                "1.1",
-                "19.99",
-                "99999999.98",
-            ][..],
-        ),
-        (
-            "currency",
-            &[
-                "<remove>",
-                r#""""#,
-                r#""DOLLARS-US-X""#,
-                "null",
-                "1",
-                r#""  ""#,
-                r#""EUR""#,
-            ][..],
-        ),
-        (
-            "is_valid",
-            &["false", "<remove>", r#""true""#, "null", "1", "true"][..],
-        ),
-        (
-            "event_id",
-            &["<remove>", r#""""#, r#"" ""#, "null", "5", r#""a\u0000""#][..],
-        ),
-        (
-            "timestamp",
-            &[
-                r#""yesterday""#,
-                "<remove>",
-                r#""2026-11-26T13:18:27.123456""#,
-                r#""2026-11-26T14:18:27+01:00""#,
-                r#""0001-01-01T00:00:00Z""#,
-                r#""9999-12-31T23:59:59.999Z""#,
-                r#""0000-06-01T00:00:00Z""#,
-                r#""0001-01-01T00:30:00+01:00""#,
-                r#""9999-12-31T23:30:00-01:00""#,
-                r#""0000-01-01T00:00:00""#,
-                r#""2026-11-26 13:18:27""#,
-                "null",
-                "1234",
-            ][..],
-        ),
-        (
-            "extra",
-            &[r#"{"nested":[1,2,{"x":null}]}"#, "1e400", r#""\u0000""#][..],
-        ),
-    ] {
-        for v in values {
-            out.push(with(field, v));
-        }
+    for (field, values) in FIELD_VALUES {
+        out.extend(values.iter().map(|v| with(field, v)));
     }
-    out.push(with("customer_id", &format!("\"{}\"", "x".repeat(256))));
-    out.push(with("customer_id", &format!("\"{}\"", "é".repeat(255))));
-    out.push(with("currency", &format!("\"{}\"", "€".repeat(10))));
-    out.push(with("event_id", &format!("\"{}\"", "i".repeat(256))));
-    for s in [
+    out.extend(too_long());
+    out.extend(not_events());
+    out.extend(several_faults());
+    let mut bytes: Vec<Vec<u8>> = out.into_iter().map(String::into_bytes).collect();
+    bytes.push(b"{\"customer_id\":\"\xff\"}".to_vec());
+    bytes.push(Vec::new());
+    bytes
+}
+
+/// Texts one character over (or at) the table's column lengths.
+fn too_long() -> Vec<String> {
+    vec![
+        with("customer_id", &format!("\"{}\"", "x".repeat(256))),
+        with("customer_id", &format!("\"{}\"", "é".repeat(255))),
+        with("currency", &format!("\"{}\"", "€".repeat(10))),
+        with("event_id", &format!("\"{}\"", "i".repeat(256))),
+    ]
+}
+
+/// Inputs that are not an event object: other JSON, broken JSON, too deep, repeated keys.
+fn not_events() -> Vec<String> {
+    let mut out: Vec<String> = [
         "[1,2,3]",
         "42",
         "\"str\"",
@@ -248,9 +267,9 @@ fn corpus() -> Vec<Vec<u8>> {
         "{}",
         " {} ",
         "{\"customer_id\":\"a\"}",
-    ] {
-        out.push(s.into());
-    }
+    ]
+    .map(String::from)
+    .to_vec();
     out.push(format!(
         "{}{}",
         "{\"a\":".repeat(10_000),
@@ -262,17 +281,19 @@ fn corpus() -> Vec<Vec<u8>> {
         GOOD.replace("\"extra\"", "\"x\"")
             .replace("}", ",\"x\":1,\"x\":2}"),
     );
-    // Several faults at once: the first in the original's order names the reason.
-    out.push(with("customer_id", "<remove>").replace("\"USD\"", "\"\""));
-    out.push(with("amount", "12.345").replace("\"USD\"", "\"\""));
-    out.push(with("amount", "1e-400").replace("true", "false"));
-    out.push(with("amount", "100000000").replace("true", "false"));
-    out.push(with("event_type", "\"X\"").replace("CUST-00042", &"c".repeat(300)));
-    out.push(with("timestamp", "\"never\"").replace("USD", "DOLLARS-US-X"));
-    let mut bytes: Vec<Vec<u8>> = out.into_iter().map(String::into_bytes).collect();
-    bytes.push(b"{\"customer_id\":\"\xff\"}".to_vec());
-    bytes.push(Vec::new());
-    bytes
+    out
+}
+
+/// Several faults at once: the first in the original's order names the reason.
+fn several_faults() -> Vec<String> {
+    vec![
+        with("customer_id", "<remove>").replace("\"USD\"", "\"\""),
+        with("amount", "12.345").replace("\"USD\"", "\"\""),
+        with("amount", "1e-400").replace("true", "false"),
+        with("amount", "100000000").replace("true", "false"),
+        with("event_type", "\"X\"").replace("CUST-00042", &"c".repeat(300)),
+        with("timestamp", "\"never\"").replace("USD", "DOLLARS-US-X"),
+    ]
 }
 
 #[test]
