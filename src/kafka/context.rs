@@ -22,13 +22,20 @@ use super::{log_rebalance, Assignment};
 pub struct BrokerWatch {
     /// The stage's logger, e.g. `ecomlogs.loader`.
     target: &'static str,
-    /// (start of the outage, last connection error seen in it)
-    down: Mutex<Option<(Instant, Instant)>>,
+    down: Mutex<Outage>,
     /// `down.is_some()`, readable without the lock (`alive` is called for every record).
     is_down: AtomicBool,
     outages: AtomicU64,
     /// When each kind of error was last logged (a repeat within `REPEAT_QUIET` goes to debug).
     logged: Mutex<HashMap<i32, Instant>>,
+}
+
+#[derive(Default)]
+struct Outage {
+    /// (start of the outage, last connection error served in it)
+    now: Option<(Instant, Instant)>,
+    /// When the last outage ended.
+    ended: Option<Instant>,
 }
 
 /// An error that keeps coming back (a TLS or authentication failure at every reconnection) is logged
@@ -73,12 +80,19 @@ const QUIET_BEFORE_BACK: Duration = Duration::from_secs(1);
 /// no connection error for longer than that means the connection is back.
 const NO_ERRORS_FOR: Duration = Duration::from_secs(12);
 
+impl Outage {
+    fn end(&mut self) {
+        self.now = None;
+        self.ended = Some(Instant::now());
+    }
+}
+
 impl BrokerWatch {
     /// One per stage, shared by all its clients (consumers and producers).
     pub fn new(target: &'static str) -> Arc<Self> {
         Arc::new(BrokerWatch {
             target,
-            down: Mutex::new(None),
+            down: Mutex::new(Outage::default()),
             is_down: AtomicBool::new(false),
             outages: AtomicU64::new(0),
             logged: Mutex::new(HashMap::new()),
@@ -92,9 +106,9 @@ impl BrokerWatch {
             return false;
         }
         let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        match *g {
+        match g.now {
             Some((since, last)) if last.elapsed() >= NO_ERRORS_FOR => {
-                *g = None;
+                g.end();
                 self.is_down.store(false, Ordering::Relaxed);
                 log::info!(target: self.target, "the broker is reachable again (no connection error for {}s; after {:.1}s)", NO_ERRORS_FOR.as_secs(), since.elapsed().as_secs_f64());
                 false
@@ -109,19 +123,27 @@ impl BrokerWatch {
         self.outages.load(Ordering::Relaxed)
     }
 
-    fn lost(&self, why: &str) {
+    /// A connection error, served by a client whose event queue was last seen empty at `served` (so
+    /// librdkafka queued the error after that): a client that was not served for a while (its thread
+    /// blocked in a flush or a commit through an outage) serves errors older than the outage's end
+    /// after it; those are not a new outage.
+    fn lost(&self, why: &str, served: Instant) {
         let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        match g.as_mut() {
-            None => {
-                *g = Some((now, now));
-                self.is_down.store(true, Ordering::Relaxed);
-                self.outages.fetch_add(1, Ordering::Relaxed);
-                log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
-            }
+        let ended = g.ended;
+        match g.now.as_mut() {
             Some((_, last)) => {
                 *last = now;
                 log::debug!(target: self.target, "broker still unreachable: {why}");
+            }
+            None if ended.is_some_and(|end| served < end) => {
+                log::debug!(target: self.target, "broker unreachable before it was back (served late): {why}");
+            }
+            None => {
+                g.now = Some((now, now));
+                self.is_down.store(true, Ordering::Relaxed);
+                self.outages.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: self.target, "lost the connection to the broker ({why}); retrying until it is back");
             }
         }
     }
@@ -132,25 +154,26 @@ impl BrokerWatch {
             return;
         }
         let mut g = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((since, last)) = *g {
+        if let Some((since, last)) = g.now {
             if last.elapsed() >= QUIET_BEFORE_BACK {
-                *g = None;
+                g.end();
                 self.is_down.store(false, Ordering::Relaxed);
                 log::info!(target: self.target, "the broker is reachable again (after {:.1}s)", since.elapsed().as_secs_f64());
             }
         }
     }
 
-    /// For `ClientContext::error`: connection failures count as an outage; the rest is kept for the
-    /// consumer loop (see `take_error_text`) and logged, once per `REPEAT_QUIET` for the same code.
-    pub fn on_error(&self, error: KafkaError, reason: &str) {
+    /// For `ClientContext::error` of a client whose queue was last seen empty at `served`: connection
+    /// failures count as an outage; the rest is kept for the consumer loop (see `take_error_text`)
+    /// and logged, once per `REPEAT_QUIET` for the same code.
+    pub fn on_error(&self, error: KafkaError, reason: &str, served: Instant) {
         let code = error.rdkafka_error_code();
         if code == Some(RDKafkaErrorCode::PartitionEOF) {
             log::debug!(target: self.target, "{reason}"); // not an error: the stage is caught up
             return;
         }
         if is_connection_error(code) {
-            self.lost(&one_line(reason));
+            self.lost(&one_line(reason), served);
             return;
         }
         if let Some(c) = code {
@@ -285,6 +308,9 @@ pub struct StageContext<S> {
     pub watch: Arc<BrokerWatch>,
     pub assignment: Assignment,
     pub state: S,
+    /// When this client's event queue was last seen empty (`note_served`): every error it serves was
+    /// queued after that moment.
+    served: Mutex<Instant>,
 }
 
 impl<S> StageContext<S> {
@@ -293,7 +319,50 @@ impl<S> StageContext<S> {
             watch,
             assignment: Assignment::default(),
             state,
+            served: Mutex::new(Instant::now()),
         }
+    }
+
+    fn served_at(&self) -> Instant {
+        *self.served.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// After polling `client`: if its event queue is empty now, every event queued before this moment has
+/// been served, which the broker watch uses to tell a connection error that is news from one that
+/// waited in the queue while the client's thread was busy (see `BrokerWatch::lost`).
+/// True if it was empty.
+pub fn note_served<S>(client: &rdkafka::client::Client<StageContext<S>>) -> bool
+where
+    StageContext<S>: ClientContext,
+{
+    let empty = pending_events(client.native_ptr()) == 0;
+    if empty {
+        *client
+            .context()
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+    empty
+}
+
+/// Events waiting to be served: in the consumer queue of a group member (where librdkafka forwards
+/// the main queue), else in the main queue.
+fn pending_events(rk: *mut rdkafka::bindings::rd_kafka_t) -> usize {
+    use rdkafka::bindings as rd;
+    // SAFETY: `rk` is a live client handle; each queue handle got here is released here.
+    unsafe {
+        let mut q = rd::rd_kafka_queue_get_consumer(rk);
+        if q.is_null() {
+            q = rd::rd_kafka_queue_get_main(rk);
+        }
+        if q.is_null() {
+            return usize::MAX;
+        }
+        let n = rd::rd_kafka_queue_length(q);
+        rd::rd_kafka_queue_destroy(q);
+        n
     }
 }
 
@@ -309,7 +378,7 @@ impl<S: Send + Sync> ClientContext for StageContext<S> {
         self.watch.on_log(level, fac, log_message);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        self.watch.on_error(error, reason);
+        self.watch.on_error(error, reason, self.served_at());
     }
 }
 
@@ -423,6 +492,68 @@ pub fn rebalance<S: Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused() -> KafkaError {
+        KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure)
+    }
+
+    /// Ends the outage as a record would once the errors are `QUIET_BEFORE_BACK` old.
+    fn back(w: &BrokerWatch) {
+        let long_ago = Instant::now() - QUIET_BEFORE_BACK * 2;
+        w.down.lock().unwrap().now = Some((long_ago, long_ago));
+        w.alive();
+        assert!(!w.is_down());
+    }
+
+    #[test]
+    fn an_error_queued_before_the_broker_was_back_is_not_a_new_outage() {
+        let w = BrokerWatch::new("test");
+        let start = Instant::now();
+        w.on_error(refused(), "Connect to ipv4#127.0.0.1:9092 failed", start);
+        w.on_error(refused(), "1/1 brokers are down", start);
+        assert!(w.is_down() && w.outages() == 1);
+        back(&w);
+        // A client last served before the end serves what waited in its queue: old news.
+        w.on_error(refused(), "Connect to ipv4#127.0.0.1:9092 failed", start);
+        assert!(!w.is_down() && w.outages() == 1);
+        // A client served since the end: the broker is gone again.
+        w.on_error(refused(), "Disconnected", Instant::now());
+        assert!(w.is_down() && w.outages() == 2);
+        // Other errors are never an outage.
+        back(&w);
+        let e = KafkaError::Global(RDKafkaErrorCode::TopicAuthorizationFailed);
+        w.on_error(e, "not authorized", Instant::now());
+        assert!(!w.is_down() && w.outages() == 2);
+    }
+
+    /// librdkafka's own queue: a producer pointed at a closed port queues its connection errors until
+    /// served; `note_served` tells an empty queue, and the errors it serves reach the watch.
+    #[test]
+    fn a_client_is_noted_as_served_only_when_its_queue_is_empty() {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, Producer};
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let watch = BrokerWatch::new("test");
+        let producer: BaseProducer<DeliveryTracker> = ClientConfig::new()
+            .set("bootstrap.servers", addr.to_string())
+            .set("reconnect.backoff.ms", "10")
+            .create_with_context(DeliveryTracker::new(watch.clone()))
+            .unwrap();
+        let created = producer.context().served_at();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pending_events(producer.client().native_ptr()) == 0 {
+            assert!(Instant::now() < deadline, "no connection error queued");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!note_served(producer.client()));
+        assert_eq!(producer.context().served_at(), created);
+        assert_eq!(watch.outages(), 0); // queued, not served yet
+        super::super::serve(&producer);
+        assert!(producer.context().served_at() > created);
+        assert!(watch.is_down() && watch.outages() == 1);
+    }
 
     #[test]
     fn per_attempt_failures_are_noise_other_warnings_are_not() {

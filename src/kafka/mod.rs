@@ -12,8 +12,8 @@ pub mod session;
 mod topic_id;
 
 pub use context::{
-    is_connection_error, rebalance, BrokerWatch, DeliveryTracker, GroupContext, LastError,
-    StageContext,
+    is_connection_error, note_served, rebalance, BrokerWatch, DeliveryTracker, GroupContext,
+    LastError, StageContext,
 };
 pub use input::{Assignment, InputState};
 pub use out::{send, Out, Topic};
@@ -159,11 +159,13 @@ pub fn is_fatal(code: Option<RDKafkaErrorCode>) -> bool {
 /// rust-rdkafka's `flush` polls in whole 100 ms slices (its `poll` waits out its timeout even when
 /// nothing comes), which cost the processor 100 ms per batch; this waits in librdkafka's own flush
 /// (which also sends lingering records at once) and serves the delivery reports between slices.
-pub fn flush<C: rdkafka::producer::ProducerContext>(
-    producer: &BaseProducer<C>,
+pub fn flush<S: Send + Sync>(
+    producer: &BaseProducer<StageContext<S>>,
     timeout: Duration,
-) -> std::result::Result<(), KafkaError> {
-    use rdkafka::util::Timeout;
+) -> std::result::Result<(), KafkaError>
+where
+    StageContext<S>: rdkafka::producer::ProducerContext,
+{
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -172,7 +174,7 @@ pub fn flush<C: rdkafka::producer::ProducerContext>(
         let err =
             unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), slice) };
         // Delivery reports (failures only, see config) are events: serve them so they count as done.
-        producer.poll(Timeout::After(Duration::ZERO));
+        serve(producer);
         match RDKafkaErrorCode::from(err) {
             RDKafkaErrorCode::NoError => return Ok(()),
             RDKafkaErrorCode::OperationTimedOut if producer.in_flight_count() == 0 => return Ok(()),
@@ -182,6 +184,22 @@ pub fn flush<C: rdkafka::producer::ProducerContext>(
             RDKafkaErrorCode::OperationTimedOut => {}
             code => return Err(KafkaError::Flush(code)),
         }
+    }
+}
+
+/// Serves the events waiting for a producer (delivery reports, errors, librdkafka's log lines: its
+/// `poll` serves one per call when it does not wait) and notes when its queue was empty
+/// (`note_served`). A stage serves its producer at every turn of its loop, so the producer's news of
+/// the broker is not left waiting until its next flush.
+pub fn serve<S: Send + Sync>(producer: &BaseProducer<StageContext<S>>)
+where
+    StageContext<S>: rdkafka::producer::ProducerContext,
+{
+    for _ in 0..10_000 {
+        if note_served(producer.client()) {
+            return;
+        }
+        producer.poll(Duration::ZERO);
     }
 }
 

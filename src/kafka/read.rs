@@ -292,7 +292,9 @@ impl Reader {
             {
                 assigned = Instant::now();
             }
-            match self.consumer.poll(TICK) {
+            let polled = self.consumer.poll(TICK);
+            super::note_served(self.consumer.client());
+            match polled {
                 Some(Ok(m)) => {
                     let p = m.partition();
                     if heard.insert(p) && m.offset() < starts.get(&p).copied().unwrap_or(0) {

@@ -505,6 +505,9 @@ impl<'a> Worker<'a> {
             }
             next = self.consumer.poll(Duration::ZERO);
         }
+        crate::kafka::note_served(self.consumer.client());
+        // The dead-letter producer's news of the broker is served here too (it sends seldom).
+        crate::kafka::serve(&self.producer);
         if taken > 0 {
             self.stats.consumed += taken;
             self.stats.run.activity = Activity::Running;

@@ -322,6 +322,8 @@ impl<'a> Worker<'a> {
                 break;
             }
             let batch = out.collect(consumer)?;
+            // Its news of the broker (errors queued meanwhile) before the batch's: see `note_served`.
+            crate::kafka::serve(&out.producer);
             if out.last_lag.elapsed() >= Duration::from_secs(1) {
                 out.last_lag = Instant::now();
                 out.lag.update(consumer);
@@ -395,6 +397,7 @@ impl Outputs<'_> {
         if !batch.is_empty() {
             self.input.last_input = Instant::now();
         }
+        crate::kafka::note_served(consumer.client());
         Ok(batch)
     }
 

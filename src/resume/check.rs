@@ -224,7 +224,9 @@ impl LogProbe {
             if left.is_zero() {
                 break Probe::NoAnswer;
             }
-            match self.consumer.poll(left.min(Duration::from_millis(100))) {
+            let polled = self.consumer.poll(left.min(Duration::from_millis(100)));
+            crate::kafka::note_served(self.consumer.client());
+            match polled {
                 Some(Ok(m)) if m.partition() == partition && m.topic() == topic => {
                     break if m.offset() == offset {
                         Probe::Found(Fingerprint::of_message(&m))
