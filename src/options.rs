@@ -458,6 +458,10 @@ pub const OPTIONS: &[Opt] = &[
         "keep following the topic for new dead letters to replay until none came for this long (dead \
          letters made from replayed records do not count)")
         .metavar("SECONDS").none("stop at its end"),
+    opt("rate", &[DLQ_REPLAY], Kind::Float { min: 0.0, max: 1e9, above: true }, Default::None,
+        "at most this many records per second back to their topics (a large replay beside a running \
+         pipeline)")
+        .metavar("RECORDS_PER_S").none("as fast as the broker takes them"),
     opt("timeout_s", DLQ_ALL, Kind::Seconds { min: 0.1, max: 3600.0 }, Default::Float(30.0),
         "how long to wait for the broker's first answer")
         .metavar("SECONDS"),

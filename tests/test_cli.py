@@ -85,6 +85,7 @@ BAD = [
      ["no_such_reason", "the known ones are", "database_rejected", "missing_currency"]),
     (["-m", "ecomlogs", "dlq", "replay", *NOWHERE, "--stage", "producer"], ["--stage", "processor, loader"]),
     (["-m", "ecomlogs", "dlq", "replay", *NOWHERE, "--until-idle", "-5"], ["--until-idle"]),
+    (["-m", "ecomlogs", "dlq", "replay", *NOWHERE, "--rate", "0"], ["--rate"]),
     (["-m", "ecomlogs", "dlq", "replay", *NOWHERE, "--dlq-topic", ""], ["not a legal Kafka topic name"]),
     (["-m", "ecomlogs", "dlq", "replay", *NOWHERE, "--extra-config", f"sasl.password={SECRET}",
       "--extra-config", "no.such.prop=1"], ["no.such.prop=***"]),

@@ -176,14 +176,17 @@ def test_a_replay_killed_midway_continues_where_it_stopped(kafka_bootstrap: str)
     """kill -9 during a long replay; the same command again sends only what the first did not commit (at
     most the last second's worth), and every dead letter is replayed at least once."""
     raw, dlq = unique("raw"), unique("dlq")
-    n = 300_000
+    n = 100_000
     ecomlogs.produce(n, bootstrap_servers=kafka_bootstrap, topic=raw, seed=65, invalid_ratio=1.0)
     st = ecomlogs.process(bootstrap_servers=kafka_bootstrap, input_topic=raw, output_topic=unique("clean"),
                           dlq_topic=dlq, group_id=unique("g"), until_caught_up=True)
     assert st.invalid == n
     # The replayed records go back to `raw`, whose size tells what was sent.
+    # Paced (5 s for all), so the first checkpoint (after a second) comes well before the end: unpaced,
+    # the whole topic sometimes went out before it.
     replay = [sys.executable, "-m", "ecomlogs", "dlq", "replay", "--bootstrap-servers", kafka_bootstrap,
-              "--dlq-topic", dlq]
+              "--dlq-topic", dlq, "--rate", "20000"]
+    started = time.monotonic()
     proc = start(replay, capture=False)
     try:
         group_has_position = lambda: any(  # noqa: E731
@@ -196,8 +199,10 @@ def test_a_replay_killed_midway_continues_where_it_stopped(kafka_bootstrap: str)
     finally:
         if proc.poll() is None:
             proc.kill()
+    ran_s = time.monotonic() - started
     sent_first = len(read_all(kafka_bootstrap, raw, timeout_s=120)) - n
     assert 0 < sent_first < n
+    assert sent_first <= 20_000 * ran_s + 1, "the rate holds"
     second = subprocess.run(replay, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "resumed where the last replay stopped" in second.stderr, second.stderr
     resent = int(second.stderr.split("replayed ", 1)[1].split(" ", 1)[0].replace(",", ""))

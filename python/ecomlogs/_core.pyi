@@ -646,6 +646,7 @@ def dlq_replay(
     include_replayed: Optional[bool] = ...,
     from_beginning: Optional[bool] = ...,
     until_idle_s: Optional[float] = ...,
+    rate: Optional[float] = ...,
     timeout_s: Optional[float] = ...,
     extra_config: _ExtraConfig = ...,
 ) -> ReplayStats:

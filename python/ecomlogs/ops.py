@@ -132,6 +132,7 @@ def dlq_replay(
     include_replayed: Optional[bool] = None,
     from_beginning: Optional[bool] = None,
     until_idle_s: Optional[float] = None,
+    rate: Optional[float] = None,
     dlq_topic: Optional[str] = None,
     bootstrap_servers: Optional[str] = None,
     extra_config: Optional[Mapping[str, Union[str, int, float, bool]]] = None,
@@ -148,10 +149,11 @@ def dlq_replay(
     what was sent is acknowledged) to a consumer group per reason/stage filter, so a replay run again
     continues where the last one stopped (``from_beginning`` starts over). ``dry_run`` says exactly what
     a real run would send and commits nothing; ``until_idle_s`` keeps following the topic for new dead
-    letters to replay until none came for that long."""
+    letters to replay until none came for that long; ``rate`` sends at most that many records per second
+    (a large replay beside a running pipeline)."""
     return _core.dlq_replay(
         bootstrap_servers=bootstrap_servers, dlq_topic=dlq_topic, reason=_names(reason), stage=_names(stage),
         since_ms=since_ms(since), dry_run=dry_run, include_replayed=include_replayed,
-        from_beginning=from_beginning, until_idle_s=until_idle_s, timeout_s=timeout_s,
+        from_beginning=from_beginning, until_idle_s=until_idle_s, rate=rate, timeout_s=timeout_s,
         extra_config=dict(extra_config) if extra_config else None,
     )

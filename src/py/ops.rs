@@ -347,11 +347,12 @@ pub fn dlq_read(
 /// one is acknowledged. Resumes where the last replay with the same reason/stage filter stopped
 /// (`from_beginning`: from the start of the topic); leaves dead letters made from replayed records
 /// where they are unless `include_replayed`. `dry_run`: counts only. `until_idle_s`: keep following
-/// the topic for new dead letters to replay until none came for that long.
+/// the topic for new dead letters to replay until none came for that long. `rate`: at most this many
+/// records per second.
 #[pyfunction]
 #[pyo3(signature = (*, bootstrap_servers=None, dlq_topic=None, reason=None, stage=None,
                     since_ms=None, dry_run=None, include_replayed=None, from_beginning=None,
-                    until_idle_s=None, timeout_s=None, extra_config=None))]
+                    until_idle_s=None, rate=None, timeout_s=None, extra_config=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn dlq_replay(
     py: Python<'_>,
@@ -364,6 +365,7 @@ pub fn dlq_replay(
     include_replayed: Arg<'_>,
     from_beginning: Arg<'_>,
     until_idle_s: Arg<'_>,
+    rate: Arg<'_>,
     timeout_s: Arg<'_>,
     extra_config: Arg<'_>,
 ) -> PyResult<ReplayStats> {
@@ -377,6 +379,7 @@ pub fn dlq_replay(
         include_replayed,
         from_beginning,
         until_idle_s,
+        rate,
         timeout_s,
         extra_config
     )?;
@@ -388,6 +391,7 @@ pub fn dlq_replay(
         include_replayed: v.flag("include_replayed").map_err(to_pyerr)?,
         from_beginning: v.flag("from_beginning").map_err(to_pyerr)?,
         until_idle: v.opt_seconds("until_idle_s").map_err(to_pyerr)?,
+        rate: v.opt_float("rate").map_err(to_pyerr)?,
     };
     let s = scanning(py, |token, tick| {
         dlq::replay(&settings, &src, &opts, token, tick)
