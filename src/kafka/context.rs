@@ -23,7 +23,7 @@ pub struct BrokerWatch {
     /// The stage's logger, e.g. `ecomlogs.loader`.
     target: &'static str,
     down: Mutex<Outage>,
-    /// `down.is_some()`, readable without the lock (`alive` is called for every record).
+    /// `down.now.is_some()`, readable without the lock (`alive` is called for every record).
     is_down: AtomicBool,
     outages: AtomicU64,
     /// When each kind of error was last logged (a repeat within `REPEAT_QUIET` goes to debug).
