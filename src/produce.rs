@@ -210,15 +210,14 @@ impl<'a> Stage<'a> {
             if now >= due {
                 return Ok(());
             }
-            self.producer.poll((due - now).min(TICK));
-            kafka::note_served(self.producer.client());
+            kafka::serve(self.producer, (due - now).min(TICK));
             self.report()?;
         }
     }
 
     /// Serves delivery reports (a failure ends the stage) and reports if a tick has passed.
     fn serve(&mut self) -> Result<()> {
-        kafka::serve(self.producer);
+        kafka::serve(self.producer, Duration::ZERO);
         if let Some(e) = self.producer.context().take_error() {
             return Err(Error::kafka(
                 format!("delivering to {}", self.opts.topic),
@@ -264,8 +263,7 @@ impl<'a> Stage<'a> {
     fn flush(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.opts.flush_timeout;
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            self.producer.poll(TICK);
-            kafka::note_served(self.producer.client());
+            kafka::serve(self.producer, TICK);
             self.refresh();
             // A second Ctrl-C during the flush is ignored: the flush is bounded by flush_timeout.
             let _ = (self.tick)(&self.stats);

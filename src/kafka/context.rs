@@ -550,7 +550,7 @@ mod tests {
         assert!(!note_served(producer.client()));
         assert_eq!(producer.context().served_at(), created);
         assert_eq!(watch.outages(), 0); // queued, not served yet
-        super::super::serve(&producer);
+        super::super::serve(&producer, Duration::ZERO);
         assert!(producer.context().served_at() > created);
         assert!(watch.is_down() && watch.outages() == 1);
     }

@@ -174,7 +174,7 @@ where
         let err =
             unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), slice) };
         // Delivery reports (failures only, see config) are events: serve them so they count as done.
-        serve(producer);
+        serve(producer, Duration::ZERO);
         match RDKafkaErrorCode::from(err) {
             RDKafkaErrorCode::NoError => return Ok(()),
             RDKafkaErrorCode::OperationTimedOut if producer.in_flight_count() == 0 => return Ok(()),
@@ -187,14 +187,18 @@ where
     }
 }
 
-/// Serves the events waiting for a producer (delivery reports, errors, librdkafka's log lines: its
-/// `poll` serves one per call when it does not wait) and notes when its queue was empty
-/// (`note_served`). A stage serves its producer at every turn of its loop, so the producer's news of
-/// the broker is not left waiting until its next flush.
-pub fn serve<S: Send + Sync>(producer: &BaseProducer<StageContext<S>>)
+/// Serves a producer's events (delivery reports, errors, librdkafka's log lines) for `wait`, then
+/// those still waiting (its `poll` serves one per call when it does not wait), and notes when its
+/// queue was empty (`note_served`). A stage serves its producer at every turn of its loop, so the
+/// producer's news of the broker is not left waiting until its next flush.
+pub fn serve<S: Send + Sync>(producer: &BaseProducer<StageContext<S>>, wait: Duration)
 where
     StageContext<S>: rdkafka::producer::ProducerContext,
 {
+    if !wait.is_zero() {
+        producer.poll(wait);
+    }
+    // Bounded: a producer whose reports come faster than they are served is noted another time.
     for _ in 0..10_000 {
         if note_served(producer.client()) {
             return;

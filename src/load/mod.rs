@@ -435,6 +435,10 @@ impl<'a> Worker<'a> {
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
+                // Both clients' news of the broker, once a tick (see `kafka::note_served`); the
+                // dead-letter producer sends seldom, so nothing else would serve it.
+                crate::kafka::note_served(self.consumer.client());
+                crate::kafka::serve(&self.producer, Duration::ZERO);
                 self.stats.run.elapsed = start.elapsed();
                 self.publish(shared);
                 if !self.retain()? {
@@ -505,9 +509,6 @@ impl<'a> Worker<'a> {
             }
             next = self.consumer.poll(Duration::ZERO);
         }
-        crate::kafka::note_served(self.consumer.client());
-        // The dead-letter producer's news of the broker is served here too (it sends seldom).
-        crate::kafka::serve(&self.producer);
         if taken > 0 {
             self.stats.consumed += taken;
             self.stats.run.activity = Activity::Running;

@@ -323,7 +323,7 @@ impl<'a> Worker<'a> {
             }
             let batch = out.collect(consumer)?;
             // Its news of the broker (errors queued meanwhile) before the batch's: see `note_served`.
-            crate::kafka::serve(&out.producer);
+            crate::kafka::serve(&out.producer, Duration::ZERO);
             if out.last_lag.elapsed() >= Duration::from_secs(1) {
                 out.last_lag = Instant::now();
                 out.lag.update(consumer);
