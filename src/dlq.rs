@@ -22,7 +22,7 @@ use crate::config::{ClientKind, KafkaSettings};
 use crate::dead_letter::{headers, Lineage};
 use crate::error::{Error, Result};
 use crate::kafka::{self, BrokerWatch, DeliveryTracker, Out, Reader, Scan, Tick, Topic};
-use crate::stage::StopToken;
+use crate::stage::{Schedule, StopToken};
 
 /// The header a replayed record carries: `<dead-letter topic>/<partition>/<offset>`.
 pub const REPLAYED_FROM: &str = headers::REPLAYED_FROM;
@@ -400,7 +400,9 @@ pub fn replay(
     let mut sent: HashSet<(i32, i64)> = HashSet::new();
     let mut position: BTreeMap<i32, i64> = BTreeMap::new();
     let mut last_checkpoint = Instant::now();
-    let pace = Pace::new(opts.rate);
+    let mut pace = opts
+        .rate
+        .and_then(|r| Schedule::every(Duration::from_secs_f64(1.0 / r)));
     let checkpoint = |position: &BTreeMap<i32, i64>| -> Result<()> {
         if opts.dry_run {
             return Ok(());
@@ -427,7 +429,9 @@ pub fn replay(
             }
             Verdict::Send { target, generation } => {
                 if !opts.dry_run {
-                    pace.wait(stats.replayed, token);
+                    if let Some(s) = pace.as_mut() {
+                        token.sleep_until(s.next_due());
+                    }
                     send(&producer, &src.topic, m, target, generation)?;
                 }
                 sent.insert((p, o));
@@ -449,41 +453,6 @@ pub fn replay(
     // reset starts over at its new beginning.
     checkpoint(&end.next)?;
     Ok(stats)
-}
-
-/// Keeps a replay at `rate` records per second at most.
-struct Pace {
-    start: Instant,
-    rate: Option<f64>,
-}
-
-impl Pace {
-    fn new(rate: Option<f64>) -> Self {
-        Pace {
-            start: Instant::now(),
-            rate: rate.filter(|r| r.is_finite() && *r > 0.0),
-        }
-    }
-
-    /// How long to wait before the record after `sent` others.
-    fn due_in(&self, sent: u64) -> Duration {
-        let Some(rate) = self.rate else {
-            return Duration::ZERO;
-        };
-        let due = Duration::from_secs_f64((sent as f64 / rate).min(1e9));
-        due.saturating_sub(self.start.elapsed())
-    }
-
-    /// Sleeps until the record after `sent` others is due (in short slices: a stop ends the wait).
-    fn wait(&self, sent: u64, token: &StopToken) {
-        loop {
-            let left = self.due_in(sent);
-            if left.is_zero() || token.is_stopped() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
 }
 
 /// One dead letter back to `target`, with its original key and value and its lineage.
@@ -523,21 +492,6 @@ fn deliver(producer: &BaseProducer<DeliveryTracker>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_paced_replay_waits_for_each_record_its_turn() {
-        let pace = Pace::new(Some(10.0));
-        assert_eq!(pace.due_in(0), Duration::ZERO);
-        let tenth = pace.due_in(10); // the 11th record: one second after the start
-        assert!(
-            tenth > Duration::from_millis(900) && tenth <= Duration::from_secs(1),
-            "{tenth:?}"
-        );
-        assert!(pace.due_in(100) > Duration::from_secs(9));
-        for unpaced in [None, Some(0.0), Some(f64::NAN)] {
-            assert_eq!(Pace::new(unpaced).due_in(1_000_000), Duration::ZERO);
-        }
-    }
 
     fn letter(reason: &str, stage: &str, ts: i64) -> DeadLetter {
         DeadLetter {

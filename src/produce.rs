@@ -12,7 +12,7 @@ use crate::generate::{Generator, GeneratorConfig, Intended};
 use crate::kafka::{self, ensure_topics, BrokerWatch, DeliveryTracker, Out, Topic};
 use crate::metrics::{self, Export, Exporter};
 use crate::options::{cmd, Values};
-use crate::stage::{StopToken, TICK};
+use crate::stage::{Schedule, StopToken, TICK};
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -164,16 +164,11 @@ impl<'a> Stage<'a> {
     fn produce(&mut self) -> Result<()> {
         let mut gen = Generator::new(&self.opts.generator);
         let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
-        let paced = !self.opts.interval.is_zero();
-        let mut next_due = Instant::now();
+        let mut schedule = Schedule::every(self.opts.interval);
+        let paced = schedule.is_some();
         while self.opts.count.is_none_or(|n| self.stats.produced < n) {
-            if paced {
-                self.wait_until(next_due)?;
-                // Keep the schedule (a late event is followed by quicker ones) unless a second behind.
-                next_due += self.opts.interval;
-                if let Some(floor) = Instant::now().checked_sub(Duration::from_secs(1)) {
-                    next_due = next_due.max(floor);
-                }
+            if let Some(s) = schedule.as_mut() {
+                self.wait_until(s.next_due())?;
             }
             let intended = gen.next_into(&mut key, &mut value);
             self.send(&key, &value)?;

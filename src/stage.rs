@@ -73,6 +73,45 @@ impl StopToken {
     pub fn is_draining(&self) -> bool {
         self.0.load(Ordering::Relaxed) == DRAIN
     }
+
+    /// Sleeps until `due` in slices of a tick at most; a stop ends the sleep.
+    pub fn sleep_until(&self, due: Instant) {
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.is_stopped() {
+                return;
+            }
+            std::thread::sleep(left.min(TICK));
+        }
+    }
+}
+
+/// When paced events are due: one per interval, keeping to the schedule (a late one is followed by
+/// quicker ones) but never more than a second behind it (no burst to catch up after a stall).
+#[derive(Debug)]
+pub struct Schedule {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Schedule {
+    /// Starting now; None for a zero interval (not paced).
+    pub fn every(interval: Duration) -> Option<Self> {
+        (!interval.is_zero()).then(|| Schedule {
+            interval,
+            next: Instant::now(),
+        })
+    }
+
+    /// When the next event is due.
+    pub fn next_due(&mut self) -> Instant {
+        let due = self.next;
+        self.next += self.interval;
+        if let Some(floor) = Instant::now().checked_sub(Duration::from_secs(1)) {
+            self.next = self.next.max(floor);
+        }
+        due
+    }
 }
 
 /// What a stage is doing right now. Workers' activities merge to the most telling one (the greatest).
@@ -317,6 +356,26 @@ fn panic_message(name: &str, panic: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_keeps_its_pace_and_stays_at_most_a_second_behind() {
+        assert!(Schedule::every(Duration::ZERO).is_none());
+        let tenth = Duration::from_millis(100);
+        let mut s = Schedule::every(tenth).unwrap();
+        let first = s.next_due();
+        assert_eq!(s.next_due() - first, tenth);
+        assert_eq!(s.next_due() - first, tenth * 2);
+        // After a five-second stall: what is overdue goes at once, but only a second's worth.
+        s.next = Instant::now() - Duration::from_secs(5);
+        s.next_due();
+        assert!(s.next_due() >= Instant::now() - Duration::from_secs(1) - tenth);
+        // A stop ends a wait for the next turn.
+        let token = StopToken::new();
+        token.stop();
+        let t = Instant::now();
+        token.sleep_until(t + Duration::from_secs(60));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
 
     #[derive(Default, Clone, Debug)]
     struct Count {
