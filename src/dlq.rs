@@ -12,7 +12,8 @@
 //!   (one per reason/stage filter) once what it sent before is acknowledged, so a replay that is killed
 //!   continues where it stopped when run again, and a replay run twice sends nothing the second time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
@@ -400,6 +401,7 @@ pub fn replay(
     let mut sent: HashSet<(i32, i64)> = HashSet::new();
     let mut position: BTreeMap<i32, i64> = BTreeMap::new();
     let mut last_checkpoint = Instant::now();
+    let mut sender = Sender::new(&producer, &src.topic);
     let mut pace = opts
         .rate
         .and_then(|r| Schedule::every(Duration::from_secs_f64(1.0 / r)));
@@ -432,7 +434,7 @@ pub fn replay(
                     if let Some(s) = pace.as_mut() {
                         token.sleep_until(s.next_due());
                     }
-                    send(&producer, &src.topic, m, target, generation)?;
+                    sender.send(m, target, generation)?;
                 }
                 sent.insert((p, o));
                 stats.replayed += 1;
@@ -455,28 +457,52 @@ pub fn replay(
     Ok(stats)
 }
 
-/// One dead letter back to `target`, with its original key and value and its lineage.
-fn send(
-    producer: &BaseProducer<DeliveryTracker>,
-    dlq_topic: &str,
-    m: &BorrowedMessage<'_>,
-    target: &str,
-    generation: u32,
-) -> Result<()> {
-    let from = format!("{dlq_topic}/{}/{}", m.partition(), m.offset());
-    let lineage = Lineage {
-        from: from.as_bytes(),
-        generation,
-    };
-    let mut digits = itoa::Buffer::new();
-    let record = Out {
-        key: m.key(),
-        value: m.payload(),
-        headers: &lineage.headers(&mut digits),
-    };
-    Topic::new(producer, target)
-        .and_then(|topic| kafka::send(producer, &topic, record))
-        .map_err(|e| Error::kafka(format!("replaying to {target}"), e))
+/// Sends dead letters back to their topics, through a handle of each topic made once (see
+/// `kafka::Topic`), the lineage written into one buffer.
+struct Sender<'p> {
+    producer: &'p BaseProducer<DeliveryTracker>,
+    dlq_topic: &'p str,
+    topics: HashMap<String, Topic<'p>>,
+    from: String,
+}
+
+impl<'p> Sender<'p> {
+    fn new(producer: &'p BaseProducer<DeliveryTracker>, dlq_topic: &'p str) -> Self {
+        Sender {
+            producer,
+            dlq_topic,
+            topics: HashMap::new(),
+            from: String::with_capacity(dlq_topic.len() + 24),
+        }
+    }
+
+    /// One dead letter back to `target`, with its original key and value and its lineage.
+    fn send(&mut self, m: &BorrowedMessage<'_>, target: &str, generation: u32) -> Result<()> {
+        let failed = |e| Error::kafka(format!("replaying to {target}"), e);
+        if !self.topics.contains_key(target) {
+            let topic = Topic::new(self.producer, target).map_err(failed)?;
+            self.topics.insert(target.to_owned(), topic);
+        }
+        self.from.clear();
+        let _ = write!(
+            self.from,
+            "{}/{}/{}",
+            self.dlq_topic,
+            m.partition(),
+            m.offset()
+        );
+        let lineage = Lineage {
+            from: self.from.as_bytes(),
+            generation,
+        };
+        let mut digits = itoa::Buffer::new();
+        let record = Out {
+            key: m.key(),
+            value: m.payload(),
+            headers: &lineage.headers(&mut digits),
+        };
+        kafka::send(self.producer, &self.topics[target], record).map_err(failed)
+    }
 }
 
 /// Waits until every replayed record is acknowledged; a delivery failure is the error.
